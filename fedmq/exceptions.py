@@ -1,0 +1,127 @@
+"""Exceptions a callback raises to choose an outcome, and errors fedmq raises.
+
+Callbacks pick what happens to a message by returning (ack) or by raising one
+of :class:`Nack`, :class:`Drop` or :class:`HaltConsumer`. Everything else in
+this module is an error fedmq reports to its caller.
+"""
+
+from __future__ import annotations
+
+
+class FedmqError(Exception):
+    """Base class of every error fedmq raises."""
+
+
+# --- outcomes a callback chooses -------------------------------------------
+
+
+class Nack(Exception):
+    """Raised by a callback: return the message to its queue now.
+
+    The broker redelivers it, possibly to this same consumer.
+    """
+
+
+class Drop(Exception):
+    """Raised by a callback: reject the message without requeueing it.
+
+    The queue's dead-letter exchange receives it when one is configured;
+    otherwise the broker discards it.
+    """
+
+
+class HaltConsumer(Exception):
+    """Raised by a callback: settle this message, then stop consuming.
+
+    Args:
+        exit_code: the exit status the consumer ends with; 0 is a normal stop.
+        reason: a sentence saying why, logged when the consumer stops.
+        requeue: return this message to the queue instead of acknowledging it.
+    """
+
+    def __init__(self, exit_code: int = 0, reason: str | None = None, requeue: bool = False):
+        super().__init__(exit_code, reason, requeue)
+        self.exit_code = exit_code
+        self.reason = reason
+        self.requeue = requeue
+
+    def __str__(self) -> str:
+        text = f"consumer halted with exit code {self.exit_code}"
+        return f"{text}: {self.reason}" if self.reason else text
+
+
+# --- errors fedmq reports ---------------------------------------------------
+
+
+class ConfigurationError(FedmqError):
+    """The configuration (a file, a key or an argument) is invalid.
+
+    The message names the key, the file and what was expected.
+    """
+
+
+class CallbackError(FedmqError):
+    """The callback could not be loaded, or raised an unexpected exception.
+
+    When it wraps a callback's exception, ``__cause__`` is that exception and
+    :attr:`message_id`, :attr:`topic` and :attr:`queue` say which message.
+    """
+
+    def __init__(
+        self,
+        text: str,
+        *,
+        message_id: str | None = None,
+        topic: str | None = None,
+        queue: str | None = None,
+    ):
+        super().__init__(text)
+        self.message_id = message_id
+        self.topic = topic
+        self.queue = queue
+
+
+class ConnectionFailed(FedmqError):
+    """fedmq could not connect to, or lost its connection to, the broker."""
+
+
+class AuthenticationFailed(ConnectionFailed):
+    """The broker refused the credentials, or access to the virtual host."""
+
+
+class BrokerError(FedmqError):
+    """The broker closed a channel or refused an operation.
+
+    Attributes:
+        reply_code: the AMQP reply code (403, 404, 406, ...), or None.
+        reply_text: the broker's own words.
+    """
+
+    def __init__(self, text: str, reply_code: int | None = None, reply_text: str = ""):
+        super().__init__(text)
+        self.reply_code = reply_code
+        self.reply_text = reply_text
+
+
+class DeclarationError(BrokerError):
+    """The broker refused to declare or bind an exchange or queue."""
+
+
+class ConsumerCancelled(FedmqError):
+    """The broker cancelled the consumer (its queue was deleted, say)."""
+
+
+class PublishError(FedmqError):
+    """Base class of the ways a publish can fail."""
+
+
+class PublishNacked(PublishError):
+    """The broker refused the message (basic.nack in confirm mode)."""
+
+
+class PublishReturned(PublishError):
+    """The broker could not route a mandatory message to any queue."""
+
+
+class PublishTimeout(PublishError):
+    """The broker did not confirm the message within the timeout."""
