@@ -1,0 +1,57 @@
+"""fedmq: run message consumers on RabbitMQ from Python, on Twisted.
+
+The public API is what this module exports; everything in ``_``-prefixed
+modules is internal.
+"""
+
+from fedmq.api import consume, publish
+from fedmq.config import Config, load_config
+from fedmq.consumer import Consumer, ConsumerHandle
+from fedmq.exceptions import (
+    AuthenticationFailed,
+    BrokerError,
+    CallbackError,
+    ConfigurationError,
+    ConnectionFailed,
+    ConsumerCancelled,
+    DeclarationError,
+    Drop,
+    FedmqError,
+    HaltConsumer,
+    Nack,
+    PublishError,
+    PublishNacked,
+    PublishReturned,
+    PublishTimeout,
+)
+from fedmq.message import DecodeError, Message, Properties
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AuthenticationFailed",
+    "BrokerError",
+    "CallbackError",
+    "Config",
+    "ConfigurationError",
+    "ConnectionFailed",
+    "Consumer",
+    "ConsumerCancelled",
+    "ConsumerHandle",
+    "DecodeError",
+    "DeclarationError",
+    "Drop",
+    "FedmqError",
+    "HaltConsumer",
+    "Message",
+    "Nack",
+    "Properties",
+    "PublishError",
+    "PublishNacked",
+    "PublishReturned",
+    "PublishTimeout",
+    "__version__",
+    "consume",
+    "load_config",
+    "publish",
+]

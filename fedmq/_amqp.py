@@ -1,0 +1,492 @@
+"""The seam between fedmq and pika: the only module of fedmq that imports pika.
+
+pika's Twisted adapter is deprecated on pika's main branch, so everything
+fedmq needs from an AMQP client goes through :class:`AMQPConnection` and
+:class:`AMQPChannel` here, in fedmq's own terms: Deferreds, fedmq's
+exceptions and fedmq's :class:`~fedmq.message.Properties`. Swapping the client
+means rewriting this one module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import pika
+import pika.credentials
+import pika.exceptions
+from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConnection
+from twisted.internet import defer, endpoints, error, ssl
+from twisted.python.failure import Failure
+
+from fedmq.config import Config, ExchangeConfig, QueueConfig, redact_url
+from fedmq.exceptions import (
+    AuthenticationFailed,
+    BrokerError,
+    ConnectionFailed,
+    PublishNacked,
+    PublishReturned,
+)
+from fedmq.message import Properties
+
+log = logging.getLogger(__name__)
+
+#: Called on the reactor thread for each delivery:
+#: (delivery_tag, redelivered, exchange, routing_key, properties, body).
+#: ``properties`` carries the attributes of :class:`fedmq.message.Properties`.
+DeliveryHandler = Callable[[int, bool, str, str, Any, bytes], None]
+
+_PROPERTY_NAMES = (
+    "content_type",
+    "content_encoding",
+    "headers",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+)
+
+
+def translate_error(reason: BaseException | Failure | None, where: str) -> Exception:
+    """Turn a pika or Twisted error into the fedmq exception a user can act on.
+
+    Args:
+        reason: what pika or Twisted reported.
+        where: the broker's address (password-free) or the object concerned.
+    """
+    if isinstance(reason, Failure):
+        reason = reason.value
+    if isinstance(reason, (AuthenticationFailed, ConnectionFailed, BrokerError)):
+        return reason
+    if isinstance(reason, pika.exceptions.ProbableAuthenticationError):
+        return AuthenticationFailed(
+            f"The broker at {where} refused the credentials (check the user name and "
+            f"password in amqp_url): {_reason_text(reason)}"
+        )
+    if isinstance(reason, pika.exceptions.ProbableAccessDeniedError):
+        return AuthenticationFailed(
+            f"The broker at {where} refused access to the virtual host (it is missing or "
+            f"the user has no permission on it): {_reason_text(reason)}"
+        )
+    if isinstance(reason, pika.exceptions.AuthenticationError):
+        return AuthenticationFailed(
+            f"The broker at {where} does not offer the authentication mechanism "
+            f"fedmq asked for: {reason}"
+        )
+    if isinstance(reason, pika.exceptions.ConnectionClosed):
+        code, text = reason.reply_code, reason.reply_text
+        if code in (403, 530):
+            return AuthenticationFailed(f"The broker at {where} refused access: {code} {text}")
+        return ConnectionFailed(f"The broker at {where} closed the connection: {code} {text}")
+    if isinstance(reason, pika.exceptions.ChannelClosed):
+        code, text = reason.reply_code, reason.reply_text
+        return BrokerError(f"The broker closed the channel: {code} {text}", code, text)
+    if isinstance(reason, pika.exceptions.NackError):
+        return PublishNacked(f"The broker refused (nacked) the message published to {where}")
+    if isinstance(reason, pika.exceptions.UnroutableError):
+        return PublishReturned(
+            f"The broker could not route the mandatory message published to {where} "
+            "to any queue"
+        )
+    if isinstance(reason, error.ConnectionRefusedError):
+        return ConnectionFailed(f"Could not connect to the broker at {where}: connection refused")
+    if isinstance(reason, (error.TimeoutError, defer.TimeoutError)):
+        return ConnectionFailed(f"Could not connect to the broker at {where}: timed out")
+    if isinstance(reason, error.DNSLookupError):
+        return ConnectionFailed(f"Could not connect to the broker at {where}: unknown host")
+    if isinstance(reason, (error.ConnectionDone, error.ConnectionLost)):
+        return ConnectionFailed(f"The connection to the broker at {where} was lost")
+    if isinstance(reason, pika.exceptions.AMQPError):
+        return ConnectionFailed(f"The connection to the broker at {where} failed: {reason!r}")
+    if isinstance(reason, Exception):
+        return ConnectionFailed(f"The connection to the broker at {where} failed: {reason}")
+    return ConnectionFailed(f"The connection to the broker at {where} failed")
+
+
+def _reason_text(reason: BaseException) -> str:
+    text = str(reason.args[-1]) if reason.args else ""
+    return text or type(reason).__name__
+
+
+class _Protocol(TwistedProtocolConnection):  # type: ignore[misc]
+    """pika's Twisted protocol, keeping the real reason a handshake failed.
+
+    pika replaces the handshake's error (a refused password, a missing vhost)
+    with a bare ``AMQPConnectionError``; fedmq needs the original to tell the
+    user what to fix.
+    """
+
+    def _on_connection_failed(self, _connection: Any, error_message: Any = None) -> None:
+        d, self.ready = self.ready, None
+        if d:
+            d.errback(error_message or pika.exceptions.AMQPConnectionError("handshake failed"))
+
+
+def connection_parameters(config: Config, url: str | None = None) -> pika.URLParameters:
+    """The pika parameters for ``url`` (default: the config's), with fedmq's settings."""
+    params = pika.URLParameters(url or config.amqp_url)
+    params.heartbeat = config.heartbeat
+    params.client_properties = dict(config.client_properties)
+    if config.tls is not None and config.tls.uses_external_auth:
+        params.credentials = pika.credentials.ExternalCredentials()
+    return params
+
+
+class AMQPConnection:
+    """One open AMQP connection.
+
+    Attributes:
+        closed: a Deferred that fires, with a fedmq exception (or None for a
+            close fedmq asked for), when the connection ends.
+        address: ``host:port`` of the broker, with no credentials.
+    """
+
+    def __init__(self, protocol: Any, address: str):
+        self._protocol = protocol
+        self.address = address
+        self.closed: defer.Deferred[Exception | None] = defer.Deferred()
+        self._closing = False
+        protocol.closed.addBoth(self._on_closed)
+
+    @classmethod
+    def connect(
+        cls, config: Config, reactor: Any, url: str | None = None
+    ) -> defer.Deferred[AMQPConnection]:
+        """Connect and complete the AMQP handshake.
+
+        Args:
+            config: the settings (TLS, heartbeat, timeouts, client properties).
+            reactor: the reactor to run on (also handed to pika for its timers).
+            url: the broker to connect to; the config's ``amqp_url`` by default.
+
+        Returns:
+            A Deferred firing with the connection, or failing with
+            :class:`AuthenticationFailed` or :class:`ConnectionFailed`.
+        """
+        url = url or config.amqp_url
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        tls = parts.scheme == "amqps" or (config.tls is not None and config.tls.ca_cert is not None)
+        port = parts.port or (5671 if tls else 5672)
+        address = f"{host}:{port}"
+        params = connection_parameters(config, url)
+        protocol = _Protocol(params, custom_reactor=reactor)
+        endpoint: Any
+        if tls:
+            endpoint = endpoints.SSL4ClientEndpoint(
+                reactor, host, port, _tls_options(config, host), timeout=config.connect_timeout
+            )
+        else:
+            endpoint = endpoints.TCP4ClientEndpoint(
+                reactor, host, port, timeout=config.connect_timeout
+            )
+
+        d = endpoints.connectProtocol(endpoint, protocol)
+
+        def handshake(_: Any) -> Any:
+            ready = protocol.ready
+            ready.addTimeout(config.connect_timeout, reactor, _abort_handshake(protocol))
+            return ready
+
+        d.addCallback(handshake)
+        d.addCallback(lambda _: cls(protocol, address))
+
+        def failed(failure: Failure) -> Failure:
+            return Failure(translate_error(failure, address))
+
+        d.addErrback(failed)
+        log.debug("Connecting to %s", redact_url(url))
+        return d
+
+    def _on_closed(self, reason: Any) -> None:
+        if self._closing and (
+            reason is None or isinstance(reason, pika.exceptions.ConnectionClosedByClient)
+        ):
+            self.closed.callback(None)
+        else:
+            self.closed.callback(translate_error(reason, self.address))
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._protocol.is_open)
+
+    def channel(self) -> defer.Deferred[AMQPChannel]:
+        """Open a new channel."""
+        return self._protocol.channel().addCallback(AMQPChannel)  # type: ignore[no-any-return]
+
+    def close(self) -> defer.Deferred[Exception | None]:
+        """Close the connection; the returned Deferred fires once it is closed."""
+        self._closing = True
+        if self._protocol.is_open:
+            self._protocol.close()
+        elif self._protocol.transport is not None and not self.closed.called:
+            self._protocol.transport.abortConnection()
+        return _chain(self.closed)
+
+    def abort(self) -> None:
+        """Drop the TCP connection without an AMQP close (the broker requeues)."""
+        self._closing = True
+        if self._protocol.transport is not None:
+            self._protocol.transport.abortConnection()
+
+    def add_blocked_callbacks(
+        self, on_blocked: Callable[[str], None], on_unblocked: Callable[[], None]
+    ) -> None:
+        """Be told of connection.blocked (with the broker's reason) and unblocked."""
+        impl = self._protocol._impl
+        impl.add_on_connection_blocked_callback(
+            lambda _c, frame: on_blocked(str(getattr(frame.method, "reason", "")))
+        )
+        impl.add_on_connection_unblocked_callback(lambda _c, _frame: on_unblocked())
+
+
+def _abort_handshake(protocol: Any) -> Callable[[Any, float], None]:
+    def on_timeout(_result: Any, _timeout: float) -> None:
+        if protocol.transport is not None:
+            protocol.transport.abortConnection()
+
+    return on_timeout
+
+
+def _chain(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
+    """A new Deferred firing with ``d``'s result, leaving ``d``'s own chain untouched."""
+    out: defer.Deferred[Any] = defer.Deferred()
+
+    def relay(result: Any) -> Any:
+        out.callback(result)
+        return result
+
+    d.addBoth(relay)
+    return out
+
+
+def _tls_options(config: Config, host: str) -> Any:
+    tls = config.tls
+    trust_root: Any = None
+    client_cert: Any = None
+    if tls is not None and tls.ca_cert:
+        with open(tls.ca_cert, "rb") as f:
+            trust_root = ssl.Certificate.loadPEM(f.read())
+    if tls is not None and tls.certfile and tls.keyfile:
+        with open(tls.certfile, "rb") as cf, open(tls.keyfile, "rb") as kf:
+            client_cert = ssl.PrivateCertificate.loadPEM(cf.read() + b"\n" + kf.read())
+    return ssl.optionsForClientTLS(host, trustRoot=trust_root, clientCertificate=client_cert)
+
+
+class AMQPChannel:
+    """One AMQP channel: declarations, consuming, settling and publishing."""
+
+    def __init__(self, channel: TwistedChannel):
+        self._twisted = channel
+        self._impl = channel._channel
+        # Bound once: settling is on the per-message path.
+        self.ack: Callable[[int, bool], None] = self._impl.basic_ack
+        self.closed: defer.Deferred[BrokerError | None] = defer.Deferred()
+        self._closing = False
+        self._confirming = False
+        self._cancel_handlers: dict[str, Callable[[], None]] = {}
+        self._impl.add_on_close_callback(self._on_closed)
+        self._impl.add_on_cancel_callback(self._on_broker_cancel)
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._impl.is_open)
+
+    def _on_closed(self, _channel: Any, reason: Any) -> None:
+        if self._closing or isinstance(reason, pika.exceptions.ChannelClosedByClient):
+            result: BrokerError | None = None
+        elif isinstance(reason, pika.exceptions.ChannelClosedByBroker):
+            result = BrokerError(
+                f"The broker closed the channel: {reason.reply_code} {reason.reply_text}",
+                reason.reply_code,
+                reason.reply_text,
+            )
+        else:
+            result = BrokerError(f"The channel closed: {reason}")
+        if not self.closed.called:
+            self.closed.callback(result)
+
+    def _on_broker_cancel(self, frame: Any) -> None:
+        handler = self._cancel_handlers.pop(frame.method.consumer_tag, None)
+        if handler is not None:
+            handler()
+
+    def declare_exchange(self, exchange: ExchangeConfig, passive: bool = False) -> defer.Deferred[Any]:
+        return self._twisted.exchange_declare(  # type: ignore[no-any-return]
+            exchange=exchange.name,
+            exchange_type=exchange.type,
+            passive=passive,
+            durable=exchange.durable,
+            auto_delete=exchange.auto_delete,
+            arguments=dict(exchange.arguments),
+        )
+
+    def declare_queue(self, queue: QueueConfig, passive: bool = False) -> defer.Deferred[str]:
+        """Declare a queue; fires with its name (the broker's choice for ``""``)."""
+        d = self._twisted.queue_declare(
+            queue=queue.name,
+            passive=passive,
+            durable=queue.durable,
+            exclusive=queue.exclusive,
+            auto_delete=queue.auto_delete,
+            arguments=dict(queue.arguments),
+        )
+        return d.addCallback(lambda frame: frame.method.queue)  # type: ignore[no-any-return]
+
+    def queue_counts(self, queue: str) -> defer.Deferred[tuple[int, int]]:
+        """(messages ready, consumers) of an existing queue, by a passive declare."""
+        d = self._twisted.queue_declare(queue=queue, passive=True)
+        return d.addCallback(  # type: ignore[no-any-return]
+            lambda frame: (frame.method.message_count, frame.method.consumer_count)
+        )
+
+    def bind(
+        self, queue: str, exchange: str, routing_key: str, arguments: Mapping[str, Any]
+    ) -> defer.Deferred[Any]:
+        return self._twisted.queue_bind(  # type: ignore[no-any-return]
+            queue=queue, exchange=exchange, routing_key=routing_key, arguments=dict(arguments)
+        )
+
+    def qos(self, prefetch_count: int, prefetch_size: int = 0) -> defer.Deferred[Any]:
+        return self._twisted.basic_qos(  # type: ignore[no-any-return]
+            prefetch_count=prefetch_count, prefetch_size=prefetch_size
+        )
+
+    def consume(
+        self, queue: str, on_delivery: DeliveryHandler, on_cancelled: Callable[[], None]
+    ) -> defer.Deferred[str]:
+        """Start consuming ``queue``; fires with the consumer tag.
+
+        Deliveries go straight to ``on_delivery`` on the reactor thread, with
+        no Deferred or queue in between (this is the per-message path).
+        ``on_cancelled`` is called if the broker cancels the consumer.
+        """
+        d: defer.Deferred[str] = defer.Deferred()
+
+        def on_message(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            on_delivery(
+                method.delivery_tag,
+                method.redelivered,
+                method.exchange,
+                method.routing_key,
+                properties,
+                body,
+            )
+
+        def on_ok(frame: Any) -> None:
+            tag = frame.method.consumer_tag
+            self._cancel_handlers[tag] = on_cancelled
+            d.callback(tag)
+
+        def on_close(_d: Any) -> None:
+            if not d.called:
+                d.errback(BrokerError(f"The channel closed before consuming from {queue!r}"))
+
+        self.closed.addBoth(lambda r: (on_close(r), r)[1])
+        self._impl.basic_consume(queue, on_message, auto_ack=False, callback=on_ok)
+        return d
+
+    def cancel(self, consumer_tag: str) -> defer.Deferred[Any]:
+        """Stop a consumer (basic.cancel); fires once the broker confirms."""
+        self._cancel_handlers.pop(consumer_tag, None)
+        if not self._impl.is_open:
+            return defer.succeed(None)
+        d: defer.Deferred[Any] = defer.Deferred()
+        self._impl.basic_cancel(consumer_tag, callback=lambda _frame: d.callback(None))
+        self.closed.addBoth(lambda r: (None if d.called else d.callback(None), r)[1])
+        return d
+
+    def nack(self, delivery_tag: int, requeue: bool = True) -> None:
+        """Return one delivery to its queue (or dead-letter it, without requeue)."""
+        self._impl.basic_nack(delivery_tag, multiple=False, requeue=requeue)
+
+    def reject(self, delivery_tag: int) -> None:
+        """Reject one delivery without requeueing it."""
+        self._impl.basic_reject(delivery_tag, requeue=False)
+
+    def get(self, queue: str) -> defer.Deferred[tuple[int, bool, str, str, Any, bytes, int] | None]:
+        """basic.get: fires with (tag, redelivered, exchange, routing_key,
+        properties, body, messages_left), or None when the queue is empty."""
+        d = self._twisted.basic_get(queue=queue, auto_ack=False)
+
+        def unpack(result: Any) -> Any:
+            if result is None:
+                return None
+            m = result.method
+            return (
+                m.delivery_tag,
+                m.redelivered,
+                m.exchange,
+                m.routing_key,
+                result.properties,
+                result.body,
+                m.message_count,
+            )
+
+        return d.addCallback(unpack)  # type: ignore[no-any-return]
+
+    def confirm_select(self) -> defer.Deferred[Any]:
+        """Turn on publisher confirms on this channel."""
+        if self._confirming:
+            return defer.succeed(None)
+        self._confirming = True
+        return self._twisted.confirm_delivery()  # type: ignore[no-any-return]
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: Properties,
+        mandatory: bool = False,
+    ) -> defer.Deferred[None]:
+        """Publish one message; with confirms on, fires on the broker's ack.
+
+        Fails with :class:`PublishNacked` or :class:`PublishReturned`.
+        """
+        props = pika.BasicProperties(
+            **{name: getattr(properties, name) for name in _PROPERTY_NAMES}
+        )
+        where = f"exchange {exchange!r} with routing key {routing_key!r}"
+        d = self._twisted.basic_publish(
+            exchange=exchange,
+            routing_key=routing_key,
+            body=body,
+            properties=props,
+            mandatory=mandatory,
+        )
+        d.addCallbacks(
+            lambda _: None, lambda failure: Failure(_publish_error(failure, where))
+        )
+        return d  # type: ignore[no-any-return]
+
+    def close(self) -> defer.Deferred[Any]:
+        """Close the channel; fires once closed. Unsettled deliveries are requeued."""
+        self._closing = True
+        if self._impl.is_open:
+            self._impl.close()
+        return _chain(self.closed)
+
+
+def _publish_error(failure: Failure, where: str) -> Exception:
+    value = failure.value
+    if isinstance(value, (pika.exceptions.NackError, pika.exceptions.UnroutableError)):
+        return translate_error(value, where)
+    if isinstance(value, pika.exceptions.ChannelClosed):
+        code, text = value.reply_code, value.reply_text
+        return BrokerError(f"Publishing to {where} failed: {code} {text}", code, text)
+    if isinstance(value, Exception):
+        return value
+    return BrokerError(f"Publishing to {where} failed: {value!r}")
+
+
+__all__ = ["AMQPChannel", "AMQPConnection", "DeliveryHandler", "translate_error"]

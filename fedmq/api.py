@@ -1,0 +1,274 @@
+"""``consume()`` and ``publish()``: fedmq's entry points for code.
+
+Both work from Twisted code (they return Deferreds), from a plain script
+(they block), and from inside a callback (a sync callback's thread gets the
+blocking form, an async callback an awaitable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from twisted.internet import defer, threads
+from twisted.python.failure import Failure
+
+from fedmq._callback import load_callback
+from fedmq._dispatch import current_consumer
+from fedmq._publisher import Publisher
+from fedmq.config import Config, load_config, parse_bindings, parse_queues
+from fedmq.consumer import Consumer
+from fedmq.message import Message
+
+ConfigArg = Config | str | os.PathLike[str] | None
+
+
+def _resolve_config(config: ConfigArg) -> Config:
+    if isinstance(config, Config):
+        return config
+    return load_config(config)
+
+
+def _with_topology(
+    config: Config,
+    bindings: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
+    queues: Mapping[str, Mapping[str, Any]] | None,
+) -> Config:
+    changes: dict[str, Any] = {}
+    if queues is not None:
+        changes["queues"] = parse_queues(queues)
+    if bindings is not None:
+        changes["bindings"] = parse_bindings(bindings)
+    return config.replace(**changes) if changes else config
+
+
+def consume(
+    callback: Any = None,
+    bindings: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    queues: Mapping[str, Mapping[str, Any]] | None = None,
+    config: ConfigArg = None,
+    *,
+    reactor: Any = None,
+) -> Any:
+    """Consume messages with ``callback``.
+
+    Args:
+        callback: a function, callable object, class or ``async def``
+            function taking one :class:`~fedmq.Message`, or a
+            ``"module:object"`` path; the config's ``callback`` when None.
+        bindings: fedora-messaging's shape: one ``{"exchange", "queue",
+            "routing_keys"}`` mapping or a list of them; replaces the
+            config's bindings.
+        queues: ``{name: {"durable", "auto_delete", "exclusive",
+            "arguments"}}``; replaces the config's queues.
+        config: a config object or a path; by default ``$FEDMQ_CONFIG``,
+            else ``/etc/fedmq/config.toml``, else defaults.
+        reactor: for Twisted code, the reactor to use.
+
+    Returns:
+        When the reactor is running (Twisted code, called on the reactor
+        thread): a Deferred that fires with a :class:`~fedmq.Consumer` handle
+        once consuming. In a plain script: None, once the consumer has
+        stopped normally (SIGINT, SIGTERM, or ``HaltConsumer`` with exit code
+        0), after a graceful drain.
+
+    Raises:
+        ConfigurationError, CallbackError: before anything connects.
+        HaltConsumer: (blocking form) the callback halted with a non-zero exit code.
+        CallbackError: (blocking form) the callback raised an unexpected
+            exception; ``__cause__`` is that exception.
+        DeclarationError, AuthenticationFailed, ConnectionFailed: (blocking form)
+            the broker refused or could not be reached.
+    """
+    resolved = _with_topology(_resolve_config(config), bindings, queues)
+    # Resolve (import, instantiate) the callback before any reactor exists, so
+    # that a plain script with an async callback gets the asyncio reactor and
+    # runs the callback on the reactor's own loop.
+    target, is_async = load_callback(
+        callback if callback is not None else resolved.callback, resolved.consumer_config
+    )
+    if reactor is None and is_async and "twisted.internet.reactor" not in sys.modules:
+        _install_asyncio_reactor()
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    consumer = Consumer(resolved, target, reactor=reactor)
+    if reactor.running:
+        return consumer.start()
+    _run_blocking(consumer, reactor)
+    return None
+
+
+def _install_asyncio_reactor() -> None:
+    from twisted.internet import asyncioreactor
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    asyncioreactor.install(loop)
+
+
+def _run_blocking(consumer: Consumer, reactor: Any) -> None:
+    """Run the reactor until the consumer stops; re-raise why it stopped."""
+    outcome: list[Failure | None] = []
+
+    def started(_: Any) -> defer.Deferred[None]:
+        # A graceful drain on SIGINT, SIGTERM or reactor.stop().
+        reactor.addSystemEventTrigger("before", "shutdown", consumer.cancel)
+        return consumer.result
+
+    def finished(result: Any) -> None:
+        outcome.append(result if isinstance(result, Failure) else None)
+        if reactor.running:
+            reactor.stop()
+
+    def go() -> None:
+        consumer.start().addCallback(started).addBoth(finished)
+
+    reactor.callWhenRunning(go)
+    # Twisted's handlers stop the reactor on SIGINT and SIGTERM, which runs
+    # the shutdown trigger above: a graceful drain, then exit.
+    reactor.run(installSignalHandlers=threading.current_thread() is threading.main_thread())
+    if outcome and outcome[0] is not None:
+        outcome[0].raiseException()
+
+
+# --- publishing ------------------------------------------------------------
+
+
+class _Publishers:
+    """Publishers by config for code outside a consumer, one connection each."""
+
+    def __init__(self) -> None:
+        self._by_config: dict[int, tuple[Config, Publisher]] = {}
+
+    def get(self, config: Config, reactor: Any) -> Publisher:
+        entry = self._by_config.get(id(config))
+        if entry is None:
+            entry = (config, Publisher(config, reactor))
+            self._by_config[id(config)] = entry
+        return entry[1]
+
+
+_publishers = _Publishers()
+_default_config: list[Config] = []
+
+
+def _publisher_for(config: ConfigArg, reactor: Any) -> Publisher | Consumer:
+    if config is None:
+        consumer = current_consumer.get()
+        if consumer is not None:
+            return consumer  # type: ignore[no-any-return]
+        if not _default_config:
+            _default_config.append(load_config())
+        config = _default_config[0]
+    return _publishers.get(_resolve_config(config), reactor)
+
+
+def publish(
+    message: Message,
+    exchange: str | None = None,
+    routing_key: str | None = None,
+    *,
+    config: ConfigArg = None,
+    mandatory: bool = False,
+    timeout: float = 30.0,
+) -> Any:
+    """Publish ``message`` with publisher confirms.
+
+    Args:
+        message: the message; its ``topic`` is the routing key by default.
+        exchange: the exchange; the config's ``publish_exchange`` by default.
+        routing_key: overrides the message's topic.
+        config: a config object or path. Inside a callback, the default is
+            the consumer's own connection.
+        mandatory: fail with :class:`~fedmq.PublishReturned` when no queue
+            matches.
+        timeout: seconds to wait for the broker's confirm.
+
+    Returns:
+        On the reactor thread: a Deferred fired on the broker's ack. Inside
+        an ``async def`` callback: an awaitable. Anywhere else (a sync
+        callback's thread, a plain script): None, once confirmed.
+
+    Raises:
+        PublishNacked, PublishReturned, PublishTimeout: the broker refused,
+            could not route, or did not confirm in time.
+    """
+    from twisted.internet import reactor
+    from twisted.python.threadable import isInIOThread
+
+    target = _publisher_for(config, reactor)
+
+    def send() -> defer.Deferred[None]:
+        return target.publish(
+            message, exchange, routing_key, mandatory=mandatory, timeout=timeout
+        )
+
+    in_task = _running_task_loop()
+    if reactor.running and isInIOThread():
+        d = send()
+        if in_task is not None:
+            return d.asFuture(in_task)
+        return d
+    if in_task is not None:
+        # An async callback on fedmq's own loop thread: hop to the reactor.
+        future: asyncio.Future[None] = in_task.create_future()
+
+        def settle(result: Any) -> None:
+            if isinstance(result, Failure):
+                in_task.call_soon_threadsafe(_set_exception, future, result.value)
+            else:
+                in_task.call_soon_threadsafe(_set_result, future, None)
+
+        reactor.callFromThread(lambda: send().addBoth(settle))
+        return future
+    if not reactor.running:
+        _start_reactor_thread(reactor)
+    threads.blockingCallFromThread(reactor, send)
+    return None
+
+
+def _running_task_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return loop if asyncio.current_task(loop) is not None else None
+
+
+def _set_result(future: asyncio.Future[None], value: None) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future[None], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+_reactor_thread: list[threading.Thread] = []
+
+
+def _start_reactor_thread(reactor: Any) -> None:
+    """Run the reactor in a daemon thread, for blocking publishes from scripts."""
+    if _reactor_thread:
+        return
+    thread = threading.Thread(
+        target=reactor.run,
+        kwargs={"installSignalHandlers": False},
+        name="fedmq-reactor",
+        daemon=True,
+    )
+    _reactor_thread.append(thread)
+    thread.start()
+    started = threading.Event()
+    reactor.callFromThread(started.set)
+    started.wait(30)
+
+
+__all__ = ["consume", "publish"]
