@@ -1,0 +1,576 @@
+"""fedmq's configuration: a TOML file read once into frozen dataclasses.
+
+The keys are fedora-messaging's, so a fedora-messaging ``config.toml`` loads
+as it is; fedmq adds ``concurrency``, ``heartbeat`` and ``connect_timeout``.
+Every mistake a user can make ends in a :class:`~fedmq.exceptions.ConfigurationError`
+whose message names the file, the key and what was expected, and never shows
+the AMQP password. Mappings in the result are read-only views of private copies.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import importlib.metadata
+import json
+import os
+import re
+import sys
+import types
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedmq.exceptions import ConfigurationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found]
+
+#: The file :func:`load_config` reads when neither a path nor $FEDMQ_CONFIG is given.
+DEFAULT_CONFIG_PATH = "/etc/fedmq/config.toml"
+
+# (accepted Python types, how an error message describes them)
+_Kind = tuple[tuple[type, ...], str]
+_STR: _Kind = ((str,), "a string")
+_BOOL: _Kind = ((bool,), "a boolean (true or false)")
+_INT: _Kind = ((int,), "an integer")
+_NUMBER: _Kind = ((int, float), "a number")
+_TABLE: _Kind = ((Mapping,), "a table")
+_KEYS: _Kind = ((str, list, tuple), "a string or an array of strings")
+_PROPERTY: _Kind = ((str, int, float, bool, list, tuple), "a string, number, boolean or array")
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_TOML_POSITION = re.compile(r"^(?P<what>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
+_CALLBACK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def _default_client_properties() -> dict[str, Any]:
+    try:
+        version = importlib.metadata.version("fedmq")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0.1.0.dev0"
+    information = "fedmq, an AMQP 0-9-1 consumer service on Twisted"
+    return {"app": "fedmq", "product": "fedmq", "version": version, "information": information}
+
+
+def _frozen(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    # Copy first: a read-only view over the caller's own dict would still change with it.
+    return types.MappingProxyType(copy.deepcopy(dict(value)))
+
+
+def _frozen_field() -> Any:
+    return field(default_factory=lambda: types.MappingProxyType({}))
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with its password, if it has one, replaced by ``***``.
+
+    A malformed URL is redacted generously: when in doubt, more is hidden.
+
+    Args:
+        url: an AMQP URL such as ``amqps://user:secret@host/%2F``.
+
+    Returns:
+        The URL with ``***`` for the password; the URL itself when it has none.
+    """
+    scheme, sep, rest = url.partition("://")
+    prefix, rest = (scheme + sep, rest) if sep else ("", url)
+    ends = [index for index in (rest.find(char) for char in "/?#") if index != -1]
+    netloc_end = min(ends, default=len(rest))
+    if "@" in rest[:netloc_end]:
+        userinfo, _, host = rest[:netloc_end].rpartition("@")
+        host += rest[netloc_end:]
+    elif "@" in rest:
+        # An unescaped "/", "?" or "#" in the password hides where the host starts.
+        userinfo, _, host = rest.rpartition("@")
+    else:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{prefix}{user}:***@{host}" if colon else url
+
+
+def _url_problem(url: str) -> str | None:
+    if not url.startswith(("amqp://", "amqps://")):
+        return f"must start with amqp:// or amqps://, got {redact_url(url)!r}"
+    try:
+        urllib.parse.urlsplit(url).port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        return f"has a port that is not a number from 0 to 65535: {redact_url(url)!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """Files for a TLS connection (used with an ``amqps://`` URL).
+
+    Attributes:
+        ca_cert: PEM file of the certificate authorities to trust; None trusts the system's.
+        certfile: PEM client certificate, for EXTERNAL authentication.
+        keyfile: PEM private key of ``certfile``.
+    """
+
+    ca_cert: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    @property
+    def uses_external_auth(self) -> bool:
+        """True when a client certificate and key are given, so the broker authenticates by them."""
+        return self.certfile is not None and self.keyfile is not None
+
+
+@dataclass(frozen=True)
+class QosConfig:
+    """Prefetch limits sent with ``basic.qos``; 0 means no limit."""
+
+    prefetch_count: int = 100
+    prefetch_size: int = 0
+
+
+@dataclass(frozen=True)
+class ExchangeConfig:
+    """An exchange fedmq declares before consuming."""
+
+    name: str
+    type: str = "direct"
+    durable: bool = True
+    auto_delete: bool = False
+    arguments: Mapping[str, Any] = _frozen_field()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arguments", _frozen(self.arguments))
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """A queue fedmq declares and consumes from; the name "" lets the broker pick one."""
+
+    name: str
+    durable: bool = True
+    auto_delete: bool = False
+    exclusive: bool = False
+    arguments: Mapping[str, Any] = _frozen_field()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arguments", _frozen(self.arguments))
+
+
+@dataclass(frozen=True)
+class BindingConfig:
+    """Bind ``queue`` to ``exchange`` once for each of ``routing_keys``."""
+
+    queue: str
+    exchange: str
+    routing_keys: tuple[str, ...]
+    arguments: Mapping[str, Any] = _frozen_field()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "routing_keys", tuple(self.routing_keys))
+        object.__setattr__(self, "arguments", _frozen(self.arguments))
+
+
+# Config fields of a plain type, checked on every construction (so by replace() too).
+_PLAIN_FIELDS: dict[str, _Kind] = {
+    "amqp_url": _STR,
+    "passive_declares": _BOOL,
+    "publish_exchange": _STR,
+    "topic_prefix": _STR,
+    "callback": _STR,
+    "concurrency": _INT,
+    "heartbeat": _INT,
+    "connect_timeout": _NUMBER,
+    "client_properties": _TABLE,
+    "consumer_config": _TABLE,
+    "log_config": _TABLE,
+}
+
+
+@dataclass(frozen=True, repr=False)
+class Config:
+    """The whole configuration of a fedmq consumer.
+
+    Build it with :func:`load_config` or :func:`config_from_mapping`; derive
+    variants with :meth:`replace`. ``repr()`` shows :attr:`redacted_url`, never
+    the password.
+
+    The fields before ``concurrency`` mean what they mean in fedora-messaging.
+
+    Attributes:
+        concurrency: how many messages the callback may handle at once (at most
+            ``qos.prefetch_count`` unless that is 0).
+        heartbeat: AMQP heartbeat interval in seconds; 0 turns heartbeats off.
+        connect_timeout: seconds to wait for the broker to accept a connection.
+        source: the file it came from, or ``"<defaults>"`` / ``"<arguments>"``.
+    """
+
+    amqp_url: str = "amqp://"
+    client_properties: Mapping[str, Any] = field(default_factory=_default_client_properties)
+    passive_declares: bool = False
+    publish_exchange: str = "amq.topic"
+    topic_prefix: str = ""
+    exchanges: tuple[ExchangeConfig, ...] = ()
+    queues: tuple[QueueConfig, ...] = ()
+    bindings: tuple[BindingConfig, ...] = ()
+    qos: QosConfig = QosConfig()
+    callback: str | None = None
+    consumer_config: Mapping[str, Any] = _frozen_field()
+    tls: TLSConfig | None = None
+    log_config: Mapping[str, Any] | None = None
+    concurrency: int = 1
+    heartbeat: int = 60
+    connect_timeout: float = 10.0
+    source: str = "<defaults>"
+
+    def __post_init__(self) -> None:
+        for name, kind in _PLAIN_FIELDS.items():
+            if getattr(self, name) is not None or name not in ("callback", "log_config"):
+                _expect(getattr(self, name), kind, name, self.source)
+        set_field = object.__setattr__  # frozen: normalise through the back door, once
+        set_field(self, "connect_timeout", float(self.connect_timeout))
+        for name in ("exchanges", "queues", "bindings"):
+            set_field(self, name, tuple(getattr(self, name)))
+        set_field(self, "client_properties", _frozen(self.client_properties))
+        set_field(self, "consumer_config", _frozen(self.consumer_config))
+        if self.log_config is not None:
+            set_field(self, "log_config", _frozen(self.log_config))
+
+        def fail(text: str) -> ConfigurationError:
+            return ConfigurationError(f"{self.source}: {text}")
+
+        problem = _url_problem(self.amqp_url)
+        if problem:
+            raise fail(f"amqp_url {problem}")
+        if self.callback is not None and not _CALLBACK.match(self.callback):
+            raise fail(f"callback must look like 'package.module:object', got {self.callback!r}")
+        _check_range(self.concurrency, "concurrency", self.source, 1)
+        _check_range(self.heartbeat, "heartbeat", self.source, 0)
+        if not self.connect_timeout > 0:
+            raise fail(f"connect_timeout must be more than 0 seconds, got {self.connect_timeout}")
+        _check_range(self.qos.prefetch_count, "qos.prefetch_count", self.source, 0, 65535)
+        if self.qos.prefetch_size != 0:
+            raise fail("qos.prefetch_size must be 0: RabbitMQ does not implement a size limit")
+        if self.qos.prefetch_count and self.concurrency > self.qos.prefetch_count:
+            raise fail(
+                f"concurrency ({self.concurrency}) must not exceed qos.prefetch_count "
+                f"({self.qos.prefetch_count}): the extra workers would never get a message"
+            )
+        if self.tls is not None:
+            for name in ("ca_cert", "certfile", "keyfile"):
+                if getattr(self.tls, name) == "":
+                    raise fail(f"tls.{name} must be a file path, not an empty string")
+            if self.tls.certfile is not None and self.tls.keyfile is None:
+                raise fail("tls.certfile is set but tls.keyfile is not; give both or neither")
+            if self.tls.keyfile is not None and self.tls.certfile is None:
+                raise fail("tls.keyfile is set but tls.certfile is not; give both or neither")
+
+    @property
+    def redacted_url(self) -> str:
+        """:attr:`amqp_url` with its password replaced by ``***``, safe to log."""
+        return redact_url(self.amqp_url)
+
+    def replace(self, **changes: Any) -> Config:
+        """Return a copy with ``changes`` applied, checked like a freshly loaded config.
+
+        Args:
+            **changes: new values for fields, by field name.
+
+        Returns:
+            The new configuration.
+
+        Raises:
+            ConfigurationError: a new value breaks a rule; the message names the field.
+        """
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        shown = (
+            f"redacted_url={self.redacted_url!r}"
+            if item.name == "amqp_url"
+            else f"{item.name}={getattr(self, item.name)!r}"
+            for item in dataclasses.fields(self)
+        )
+        return f"Config({', '.join(shown)})"
+
+
+# --- reading raw data ---------------------------------------------------------
+
+
+def _join(path: str, key: str) -> str:
+    shown = key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+    return f"{path}.{shown}" if path else shown
+
+
+def _type_name(value: object) -> str:
+    # Numbers are shown to help find the line; strings never, as one might be a secret.
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"{'an integer' if isinstance(value, int) else 'a float'} ({value!r})"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def _expect(value: object, kind: _Kind, key: str, source: str) -> Any:
+    accepted, expected = kind
+    if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+        raise ConfigurationError(f"{source}: {key} must be {expected}, got {_type_name(value)}")
+    return value
+
+
+def _check_range(value: int, key: str, source: str, low: int, high: int | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ConfigurationError(f"{source}: {key} must be {bounds}, got {value}")
+
+
+def _reject_unknown(table: Mapping[str, Any], valid: Sequence[str], path: str, source: str) -> None:
+    for unknown in (str(key) for key in table if key not in valid):
+        close = difflib.get_close_matches(unknown, valid, n=1)
+        hint = f" (did you mean {_join(path, close[0])}?)" if close else ""
+        where = f"in {path}" if path else "at the top level"
+        raise ConfigurationError(
+            f"{source}: unknown key {_join(path, unknown)}{hint}; "
+            f"valid keys {where} are: {', '.join(valid)}"
+        )
+
+
+def _fields(data: object, schema: Mapping[str, _Kind], path: str, source: str) -> dict[str, Any]:
+    """Check one table against ``schema`` and return its keys, defaults left to the dataclass."""
+    table: Mapping[str, Any] = _expect(data, _TABLE, path, source)
+    _reject_unknown(table, list(schema), path, source)
+    return {
+        key: _expect(value, schema[key], _join(path, key), source) for key, value in table.items()
+    }
+
+
+def _named_tables(data: object, path: str, source: str) -> list[tuple[str, str, Any]]:
+    table: Mapping[str, Any] = _expect(data, _TABLE, path, source)
+    return [(str(name), _join(path, str(name)), entry) for name, entry in table.items()]
+
+
+_EXCHANGE_KEYS = {"type": _STR, "durable": _BOOL, "auto_delete": _BOOL, "arguments": _TABLE}
+_QUEUE_KEYS = {"durable": _BOOL, "auto_delete": _BOOL, "exclusive": _BOOL, "arguments": _TABLE}
+_BINDING_KEYS = {
+    "queue": _STR,
+    "exchange": _STR,
+    "routing_keys": _KEYS,
+    "routing_key": _KEYS,
+    "arguments": _TABLE,
+}
+_QOS_KEYS = {"prefetch_count": _INT, "prefetch_size": _INT}
+_TLS_KEYS = {"ca_cert": _STR, "certfile": _STR, "keyfile": _STR}
+_TOP_LEVEL_KEYS = [item.name for item in dataclasses.fields(Config) if item.name != "source"]
+
+
+def parse_exchanges(
+    data: Mapping[str, Any], source: str = "<arguments>"
+) -> tuple[ExchangeConfig, ...]:
+    """Read an ``exchanges`` table, as in a config file or fedora-messaging's API.
+
+    Args:
+        data: exchange name -> {type, durable, auto_delete, arguments}.
+        source: where it came from, named in error messages.
+
+    Returns:
+        One :class:`ExchangeConfig` per exchange, in the table's order.
+
+    Raises:
+        ConfigurationError: a name is empty, a key unknown or a value of the wrong type.
+    """
+    exchanges = []
+    for name, path, entry in _named_tables(data, "exchanges", source):
+        if not name:
+            raise ConfigurationError(
+                f"{source}: {path}: the default exchange cannot be declared; name one"
+            )
+        exchanges.append(ExchangeConfig(name=name, **_fields(entry, _EXCHANGE_KEYS, path, source)))
+    return tuple(exchanges)
+
+
+def parse_queues(data: Mapping[str, Any], source: str = "<arguments>") -> tuple[QueueConfig, ...]:
+    """Read a ``queues`` table, the shape fedora-messaging's ``consume(queues=...)`` takes.
+
+    Args:
+        data: queue name ("" for one the broker names) -> {durable, auto_delete,
+            exclusive, arguments}.
+        source: where it came from, named in error messages.
+
+    Returns:
+        One :class:`QueueConfig` per queue, in the table's order.
+
+    Raises:
+        ConfigurationError: an entry has an unknown key or a value of the wrong type.
+    """
+    return tuple(
+        QueueConfig(name=name, **_fields(entry, _QUEUE_KEYS, path, source))
+        for name, path, entry in _named_tables(data, "queues", source)
+    )
+
+
+def parse_bindings(
+    data: Mapping[str, Any] | Sequence[Mapping[str, Any]], source: str = "<arguments>"
+) -> tuple[BindingConfig, ...]:
+    """Read bindings, the shape fedora-messaging's ``consume(bindings=...)`` takes.
+
+    Args:
+        data: one table or a list of them, each {queue, exchange, routing_keys, arguments};
+            ``routing_keys`` may be one string, and may be spelled ``routing_key``.
+        source: where it came from, named in error messages.
+
+    Returns:
+        One :class:`BindingConfig` per table, in order.
+
+    Raises:
+        ConfigurationError: a table misses ``queue``, ``exchange`` or its routing keys,
+            has an unknown key, or has a value of the wrong type.
+    """
+    if isinstance(data, Mapping):
+        entries: list[tuple[str, object]] = [("bindings", data)]
+    elif isinstance(data, list | tuple):
+        entries = [(f"bindings[{index}]", entry) for index, entry in enumerate(data)]
+    else:
+        raise ConfigurationError(
+            f"{source}: bindings must be a table or an array of tables, got {_type_name(data)}"
+        )
+    bindings = []
+    for path, entry in entries:
+        values = _fields(entry, _BINDING_KEYS, path, source)
+        if "routing_key" in values and "routing_keys" in values:
+            raise ConfigurationError(f"{source}: {path} has routing_key and routing_keys; keep one")
+        keys = values.pop("routing_keys", values.pop("routing_key", None))
+        missing = [name for name in ("queue", "exchange") if name not in values]
+        if keys is None:
+            missing.append("routing_keys")
+        if missing:
+            raise ConfigurationError(f"{source}: {path} is missing {' and '.join(missing)}")
+        if not values["exchange"]:
+            raise ConfigurationError(f"{source}: {path}.exchange must not be empty")
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        if not keys:
+            raise ConfigurationError(f"{source}: {path}.routing_keys must not be empty")
+        for index, key in enumerate(keys):
+            _expect(key, _STR, f"{path}.routing_keys[{index}]", source)
+        bindings.append(BindingConfig(routing_keys=tuple(keys), **values))
+    return tuple(bindings)
+
+
+def _parse_client_properties(data: object, source: str) -> dict[str, Any]:
+    given: Mapping[str, Any] = _expect(data, _TABLE, "client_properties", source)
+    for key, value in given.items():
+        _expect(value, _PROPERTY, _join("client_properties", str(key)), source)
+    return {**_default_client_properties(), **given}
+
+
+_SECTIONS: dict[str, Callable[[Any, str], Any]] = {
+    "client_properties": _parse_client_properties,
+    "exchanges": parse_exchanges,
+    "queues": parse_queues,
+    "bindings": parse_bindings,
+    "qos": lambda data, source: QosConfig(**_fields(data, _QOS_KEYS, "qos", source)),
+    "tls": lambda data, source: TLSConfig(**_fields(data, _TLS_KEYS, "tls", source)),
+}
+
+
+def config_from_mapping(data: Mapping[str, Any], source: str = "<arguments>") -> Config:
+    """Build a :class:`Config` from a parsed TOML document or an equivalent dict.
+
+    Nested tables (``qos``, ``tls``, ``client_properties``, each exchange, queue and
+    binding) are merged with their defaults key by key. Environment variables are
+    not consulted; :func:`load_config` does that.
+
+    Args:
+        data: the top-level table.
+        source: the file it came from, named in error messages.
+
+    Returns:
+        The checked configuration.
+
+    Raises:
+        ConfigurationError: a key is unknown, a value has the wrong type or breaks a rule.
+    """
+    table: Mapping[str, Any] = _expect(data, _TABLE, "the configuration", source)
+    _reject_unknown(table, _TOP_LEVEL_KEYS, "", source)
+    values: dict[str, Any] = {key: table[key] for key in _PLAIN_FIELDS if key in table}
+    for key, parse in _SECTIONS.items():
+        if key in table:
+            values[key] = parse(table[key], source)
+    return Config(source=source, **values)
+
+
+def _read_toml(path: str, origin: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except FileNotFoundError:
+        raise ConfigurationError(f"config file {path} {origin}does not exist") from None
+    except OSError as error:
+        raise ConfigurationError(f"cannot read config file {path}: {error.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{path}: not valid TOML: the file is not UTF-8") from None
+    try:
+        document: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        match = _TOML_POSITION.match(message)
+        if match:
+            where, what = f"{match['line']}:{match['col']}", str(match["what"])
+        else:  # "(at end of document)": point at the last character instead
+            lines = text.split("\n")
+            where = f"{len(lines)}:{len(lines[-1]) + 1}"
+            what = message.replace(" (at end of document)", "")
+        what = what[:1].lower() + what[1:]
+        raise ConfigurationError(f"{path}:{where}: not valid TOML: {what}") from None
+    return document
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Load the configuration file and apply environment overrides.
+
+    The file is ``path`` when given, else ``$FEDMQ_CONFIG`` when set, else
+    :data:`DEFAULT_CONFIG_PATH` if it exists; with none of them, the defaults
+    are used. ``$FEDMQ_AMQP_URL``, when set, replaces ``amqp_url``. Empty
+    variables count as unset.
+
+    Args:
+        path: the file to read; it must exist.
+        environ: the environment to read variables from; ``os.environ`` by default.
+
+    Returns:
+        The checked configuration; its ``source`` is the file read, or ``"<defaults>"``.
+
+    Raises:
+        ConfigurationError: the file is missing, unreadable or invalid, or
+            ``$FEDMQ_AMQP_URL`` is not an AMQP URL.
+    """
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = os.fspath(path)
+        data = _read_toml(source, "")
+    elif env.get("FEDMQ_CONFIG"):
+        source = env["FEDMQ_CONFIG"]
+        data = _read_toml(source, "(named by $FEDMQ_CONFIG) ")
+    elif os.path.exists(DEFAULT_CONFIG_PATH):
+        source = DEFAULT_CONFIG_PATH
+        data = _read_toml(source, "")
+    url = env.get("FEDMQ_AMQP_URL")
+    if url:
+        problem = _url_problem(url)
+        if problem:
+            raise ConfigurationError(f"$FEDMQ_AMQP_URL {problem}")
+        data["amqp_url"] = url
+    return config_from_mapping(data, source)
