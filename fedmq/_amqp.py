@@ -18,7 +18,7 @@ import pika
 import pika.credentials
 import pika.exceptions
 from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConnection
-from twisted.internet import defer, endpoints, error, ssl
+from twisted.internet import defer, endpoints, error, protocol, ssl
 from twisted.python.failure import Failure
 
 from fedmq.config import Config, ExchangeConfig, QueueConfig, redact_url
@@ -124,6 +124,16 @@ class _Protocol(TwistedProtocolConnection):  # type: ignore[misc]
     with a bare ``AMQPConnectionError``; fedmq needs the original to tell the
     user what to fix.
     """
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+        # When the broker closes the connection (connection.close: a refused
+        # login, CONNECTION_FORCED), pika keeps its reason pending and then,
+        # on the TCP close that follows, overwrites it with ConnectionDone.
+        # Hand pika the broker's reason instead.
+        pending = getattr(self._impl, "_error", None)
+        if pending is not None and reason.check(error.ConnectionDone):
+            reason = Failure(pending)
+        super().connectionLost(reason)
 
     def _on_connection_failed(self, _connection: Any, error_message: Any = None) -> None:
         d, self.ready = self.ready, None

@@ -28,7 +28,9 @@ from fedmq.message import DecodeError, Message
 log = logging.getLogger("fedmq")
 
 # Outcomes, as the executors report them.
-ACK, NACK, DROP, HALT, ERROR, UNDECODABLE = range(6)
+ACK, NACK, DROP, UNDECODABLE, RETURNED, HALT, ERROR = range(7)
+#: Outcomes after which a worker starts no further callback.
+_STOPS_WORK = HALT
 
 #: (delivery_tag, redelivered, exchange, routing_key, properties, body, queue)
 Delivery = tuple[int, bool, str, str, Any, bytes, str]
@@ -98,11 +100,13 @@ async def run_async(callback: Callable[[Message], Any], item: Delivery) -> Resul
 class _ResultQueue:
     """Results from workers to the reactor thread, one wake-up per batch."""
 
-    def __init__(self, reactor: Any, deliver: Callable[[list[Result]], None], same_thread: bool):
+    def __init__(self, wake: Callable[[Callable[[], None]], Any], deliver: Callable[[list[Result]], None]):
         self._results: deque[Result] = deque()
         self._scheduled = False
         self._deliver = deliver
-        self._wake = (lambda f: reactor.callLater(0, f)) if same_thread else reactor.callFromThread
+        # How to run a function on the reactor thread soon: callFromThread
+        # from another thread, the loop's call_soon from the reactor's own.
+        self._wake = wake
 
     def put(self, result: Result) -> None:
         self._results.append(result)
@@ -135,10 +139,11 @@ class ThreadExecutor:
     ):
         self._callback = callback
         self._inbox: queue_module.SimpleQueue[Delivery] = queue_module.SimpleQueue()
-        self._results = _ResultQueue(reactor, on_results, same_thread=False)
+        self._results = _ResultQueue(reactor.callFromThread, on_results)
         self._reactor = reactor
         self._consumer = consumer
         self._running = size
+        self.halted = False
         self._joined: defer.Deferred[None] = defer.Deferred()
         self._threads = [
             threading.Thread(target=self._work, name=f"fedmq-worker-{n}", daemon=True)
@@ -157,7 +162,14 @@ class ThreadExecutor:
             item = get()
             if item is _STOP:
                 break
-            put(run_sync(callback, item))
+            if self.halted:
+                put((item[0], RETURNED, None, None, 0.0))
+                continue
+            result = run_sync(callback, item)
+            if result[1] >= _STOPS_WORK:
+                # The consumer is stopping: start nothing more.
+                self.halted = True
+            put(result)
         self._reactor.callFromThread(self._worker_exited)
 
     def _worker_exited(self) -> None:
@@ -204,6 +216,7 @@ class AsyncioExecutor:
         self._consumer = consumer
         self._size = size
         self._running = size
+        self.halted = False
         self._joined: defer.Deferred[None] = defer.Deferred()
         self._pending: deque[Delivery] = deque()
         self._pump_scheduled = False
@@ -219,7 +232,9 @@ class AsyncioExecutor:
                 target=self._loop.run_forever, name="fedmq-asyncio", daemon=True
             )
             self._thread.start()
-        self._results = _ResultQueue(reactor, on_results, same_thread=self._same_thread)
+        self._results = _ResultQueue(
+            self._loop.call_soon if self._same_thread else reactor.callFromThread, on_results
+        )
         self._queue: asyncio.Queue[Delivery] | None = None
         self._call_in_loop(self._start_workers)
 
@@ -254,7 +269,13 @@ class AsyncioExecutor:
             item = await get()
             if item is _STOP:
                 break
-            put(await run_async(callback, item))
+            if self.halted:
+                put((item[0], RETURNED, None, None, 0.0))
+                continue
+            result = await run_async(callback, item)
+            if result[1] >= _STOPS_WORK:
+                self.halted = True
+            put(result)
         if self._same_thread:
             self._worker_exited()
         else:
@@ -351,6 +372,7 @@ class Dispatcher:
         self._on_halt = on_halt
         self._on_error = on_error
         self._live = True
+        self._stopped: defer.Deferred[None] | None = None
         self.in_flight = 0
         self.counts = {"received": 0, "acked": 0, "requeued": 0, "dropped": 0, "failed": 0}
         self._executor = executor_factory(self._on_results)
@@ -385,6 +407,9 @@ class Dispatcher:
                 counts["dropped"] += 1
                 log.info("%s dropped by the callback: %s", _describe(message), exc)
                 self._settle_alone(tag, requeue=False)
+            elif outcome == RETURNED:
+                counts["requeued"] += 1
+                self._settle_alone(tag, requeue=True)
             elif outcome == UNDECODABLE:
                 counts["dropped"] += 1
                 log.error(
@@ -443,10 +468,12 @@ class Dispatcher:
         Call after the channel's consumers are cancelled, so that nothing new
         arrives while the executor winds down.
         """
-        d = self._executor.stop_intake()
-        d.addCallback(self._return_unstarted)
-        d.addCallback(lambda _: self._executor.join())
-        return d
+        if self._stopped is None:
+            d = self._executor.stop_intake()
+            d.addCallback(self._return_unstarted)
+            d.addCallback(lambda _: self._executor.join())
+            self._stopped = d
+        return _chain(self._stopped)
 
     def _return_unstarted(self, unstarted: list[Delivery]) -> None:
         self.in_flight -= len(unstarted)

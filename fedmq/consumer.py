@@ -286,6 +286,8 @@ class Consumer:
     def _channel_closed(self, reason: BrokerError | None) -> None:
         if self._stopping is not None or reason is None:
             return
+        if self._connection is not None and not self._connection.is_open:
+            return  # the connection went first: _connection_closed says why
         log.error("%s", reason)
         if self._dispatcher is not None:
             self._dispatcher.abandon()

@@ -1,0 +1,145 @@
+"""Helpers for tests against the suite's throwaway RabbitMQ node.
+
+Tests publish and inspect with pika's blocking client, so that what they
+observe on the broker does not depend on fedmq's own code.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pika
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from fedmq.config import Config, config_from_mapping
+
+
+class Broker:
+    """Publishes to, and looks into, the test node's default vhost."""
+
+    def __init__(self, node: Any):
+        self.node = node
+        self.url: str = node.url
+
+    def _channel(self) -> tuple[pika.BlockingConnection, Any]:
+        connection = pika.BlockingConnection(pika.URLParameters(self.url))
+        return connection, connection.channel()
+
+    def declare_queue(self, name: str, **arguments: Any) -> None:
+        connection, channel = self._channel()
+        channel.queue_declare(name, durable=True, arguments=arguments or None)
+        connection.close()
+
+    def declare_exchange(self, name: str, kind: str = "fanout") -> None:
+        connection, channel = self._channel()
+        channel.exchange_declare(name, kind, durable=True)
+        connection.close()
+
+    def bind(self, queue: str, exchange: str, routing_key: str = "#") -> None:
+        connection, channel = self._channel()
+        channel.queue_bind(queue, exchange, routing_key)
+        connection.close()
+
+    def publish(
+        self,
+        routing_key: str,
+        bodies: list[Any],
+        exchange: str = "",
+        content_type: str = "application/json",
+        **properties: Any,
+    ) -> list[str]:
+        """Publish with confirms; JSON-encodes bodies that are not bytes. Returns the ids."""
+        connection, channel = self._channel()
+        channel.confirm_delivery()
+        ids = []
+        for body in bodies:
+            message_id = uuid.uuid4().hex
+            ids.append(message_id)
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            channel.basic_publish(
+                exchange,
+                routing_key,
+                data,
+                pika.BasicProperties(
+                    content_type=content_type,
+                    message_id=message_id,
+                    delivery_mode=2,
+                    **properties,
+                ),
+            )
+        connection.close()
+        return ids
+
+    def ready(self, queue: str) -> int:
+        """Messages ready in ``queue`` (not counting unacknowledged ones)."""
+        connection, channel = self._channel()
+        count = channel.queue_declare(queue, passive=True).method.message_count
+        connection.close()
+        return int(count)
+
+    def counts(self, queue: str) -> tuple[int, int]:
+        """(ready, unacknowledged) as the broker reports them."""
+        ready, unacked = self.node.queue_counts(queue)
+        return int(ready), int(unacked)
+
+    def drain(self, queue: str, raw: bool = False) -> list[Any]:
+        """Take every ready message out of ``queue``; returns their bodies (JSON decoded unless raw)."""
+        connection, channel = self._channel()
+        bodies = []
+        while True:
+            method, properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                break
+            is_json = properties.content_type == "application/json" and not raw
+            bodies.append(json.loads(body) if is_json else body)
+        connection.close()
+        return bodies
+
+
+@pytest.fixture
+def broker(rabbit: Any) -> Broker:
+    return Broker(rabbit)
+
+
+@pytest.fixture
+def queue_name(request: pytest.FixtureRequest) -> str:
+    """A queue name no other test uses."""
+    return f"{request.node.name[:40]}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def make_config(broker: Broker, queue_name: str) -> Callable[..., Config]:
+    """A config consuming ``queue_name`` on the test node; keywords override keys."""
+
+    def make(**overrides: Any) -> Config:
+        data: dict[str, Any] = {
+            "amqp_url": broker.url,
+            "queues": {queue_name: {"durable": True}},
+            "qos": {"prefetch_count": 10},
+            "connect_timeout": 10,
+        }
+        data.update(overrides)
+        return config_from_mapping(data)
+
+    return make
+
+
+async def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+    """Let the reactor run until ``condition()`` is true; fail after ``timeout`` seconds."""
+    waited = 0.0
+    while True:
+        value = condition()
+        if value:
+            return value
+        if waited >= timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        await task.deferLater(reactor, 0.05, lambda: None)
+        waited += 0.05
+
+
+__all__ = ["Broker", "pytest_twisted", "wait_for"]
