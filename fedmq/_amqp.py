@@ -94,8 +94,7 @@ def translate_error(reason: BaseException | Failure | None, where: str) -> Excep
         return PublishNacked(f"The broker refused (nacked) the message published to {where}")
     if isinstance(reason, pika.exceptions.UnroutableError):
         return PublishReturned(
-            f"The broker could not route the mandatory message published to {where} "
-            "to any queue"
+            f"The broker could not route the mandatory message published to {where} to any queue"
         )
     if isinstance(reason, error.ConnectionRefusedError):
         return ConnectionFailed(f"Could not connect to the broker at {where}: connection refused")
@@ -125,7 +124,7 @@ class _Protocol(TwistedProtocolConnection):  # type: ignore[misc]
     user what to fix.
     """
 
-    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         # When the broker closes the connection (connection.close: a refused
         # login, CONNECTION_FORCED), pika keeps its reason pending and then,
         # on the TCP close that follows, overwrites it with ConnectionDone.
@@ -136,7 +135,8 @@ class _Protocol(TwistedProtocolConnection):  # type: ignore[misc]
         super().connectionLost(reason)
 
     def _on_connection_failed(self, _connection: Any, error_message: Any = None) -> None:
-        d, self.ready = self.ready, None
+        d: Any = self.ready  # type: ignore[has-type]
+        self.ready = None
         if d:
             d.errback(error_message or pika.exceptions.AMQPConnectionError("handshake failed"))
 
@@ -203,7 +203,7 @@ class AMQPConnection:
         d = endpoints.connectProtocol(endpoint, protocol)
 
         def handshake(_: Any) -> Any:
-            ready = protocol.ready
+            ready: Any = protocol.ready
             ready.addTimeout(config.connect_timeout, reactor, _abort_handshake(protocol))
             return ready
 
@@ -215,7 +215,7 @@ class AMQPConnection:
 
         d.addErrback(failed)
         log.debug("Connecting to %s", redact_url(url))
-        return d
+        return d  # type: ignore[no-any-return]
 
     def _on_closed(self, reason: Any) -> None:
         if self._closing and (
@@ -330,7 +330,9 @@ class AMQPChannel:
         if handler is not None:
             handler()
 
-    def declare_exchange(self, exchange: ExchangeConfig, passive: bool = False) -> defer.Deferred[Any]:
+    def declare_exchange(
+        self, exchange: ExchangeConfig, passive: bool = False
+    ) -> defer.Deferred[Any]:
         return self._twisted.exchange_declare(  # type: ignore[no-any-return]
             exchange=exchange.name,
             exchange_type=exchange.type,
@@ -397,11 +399,12 @@ class AMQPChannel:
             self._cancel_handlers[tag] = on_cancelled
             d.callback(tag)
 
-        def on_close(_d: Any) -> None:
+        def on_close(result: Any) -> Any:
             if not d.called:
                 d.errback(BrokerError(f"The channel closed before consuming from {queue!r}"))
+            return result
 
-        self.closed.addBoth(lambda r: (on_close(r), r)[1])
+        self.closed.addBoth(on_close)
         self._impl.basic_consume(queue, on_message, auto_ack=False, callback=on_ok)
         return d
 
@@ -412,7 +415,13 @@ class AMQPChannel:
             return defer.succeed(None)
         d: defer.Deferred[Any] = defer.Deferred()
         self._impl.basic_cancel(consumer_tag, callback=lambda _frame: d.callback(None))
-        self.closed.addBoth(lambda r: (None if d.called else d.callback(None), r)[1])
+
+        def on_close(result: Any) -> Any:
+            if not d.called:
+                d.callback(None)
+            return result
+
+        self.closed.addBoth(on_close)
         return d
 
     def nack(self, delivery_tag: int, requeue: bool = True) -> None:
@@ -474,9 +483,7 @@ class AMQPChannel:
             properties=props,
             mandatory=mandatory,
         )
-        d.addCallbacks(
-            lambda _: None, lambda failure: Failure(_publish_error(failure, where))
-        )
+        d.addCallbacks(lambda _: None, lambda failure: Failure(_publish_error(failure, where)))
         return d  # type: ignore[no-any-return]
 
     def close(self) -> defer.Deferred[Any]:

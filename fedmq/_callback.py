@@ -19,9 +19,7 @@ def import_object(path: str) -> Any:
     """
     module_name, sep, attribute = path.partition(":")
     if not sep or not module_name or not attribute:
-        raise CallbackError(
-            f"The callback {path!r} is not of the form 'package.module:object'"
-        )
+        raise CallbackError(f"The callback {path!r} is not of the form 'package.module:object'")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
@@ -86,14 +84,13 @@ def load_callback(
     """
     if callback is None:
         raise CallbackError(
-            "No callback is configured: pass one to consume(), or set 'callback' "
-            "in the config file"
+            "No callback is configured: pass one to consume(), or set 'callback' in the config file"
         )
     label = callback if isinstance(callback, str) else getattr(callback, "__qualname__", callback)
     if isinstance(callback, str):
         callback = import_object(callback)
     if inspect.isclass(callback):
-        cls = callback
+        cls: Any = callback
         try:
             if _takes_an_argument(cls):
                 callback = cls(dict(consumer_config or {}))

@@ -100,7 +100,9 @@ async def run_async(callback: Callable[[Message], Any], item: Delivery) -> Resul
 class _ResultQueue:
     """Results from workers to the reactor thread, one wake-up per batch."""
 
-    def __init__(self, wake: Callable[[Callable[[], None]], Any], deliver: Callable[[list[Result]], None]):
+    def __init__(
+        self, wake: Callable[[Callable[[], None]], Any], deliver: Callable[[list[Result]], None]
+    ):
         self._results: deque[Result] = deque()
         self._scheduled = False
         self._deliver = deliver
@@ -383,7 +385,12 @@ class Dispatcher:
         pending, counts = self._pending, self.counts
 
         def on_delivery(
-            tag: int, redelivered: bool, exchange: str, routing_key: str, properties: Any, body: bytes
+            tag: int,
+            redelivered: bool,
+            exchange: str,
+            routing_key: str,
+            properties: Any,
+            body: bytes,
         ) -> None:
             pending.append(tag)
             counts["received"] += 1

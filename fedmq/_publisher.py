@@ -65,7 +65,7 @@ class Publisher:
         if ready is not None:
             d = ready.publish(exchange, routing_key, message.data, message.properties, mandatory)
         else:
-            d = self._lock.run(lambda: defer.ensureDeferred(self._open_channel()))
+            d = self._lock.run(self._open_channel)  # type: ignore[call-overload]
             d.addCallback(
                 lambda channel: channel.publish(
                     exchange, routing_key, message.data, message.properties, mandatory

@@ -205,9 +205,7 @@ def publish(
     target = _publisher_for(config, reactor)
 
     def send() -> defer.Deferred[None]:
-        return target.publish(
-            message, exchange, routing_key, mandatory=mandatory, timeout=timeout
-        )
+        return target.publish(message, exchange, routing_key, mandatory=mandatory, timeout=timeout)
 
     in_task = _running_task_loop()
     if reactor.running and isInIOThread():
@@ -229,7 +227,7 @@ def publish(
         return future
     if not reactor.running:
         _start_reactor_thread(reactor)
-    threads.blockingCallFromThread(reactor, send)
+    threads.blockingCallFromThread(reactor, send)  # type: ignore[arg-type]
     return None
 
 
@@ -246,8 +244,8 @@ def _set_result(future: asyncio.Future[None], value: None) -> None:
         future.set_result(value)
 
 
-def _set_exception(future: asyncio.Future[None], exc: BaseException) -> None:
-    if not future.done():
+def _set_exception(future: asyncio.Future[None], exc: BaseException | None) -> None:
+    if exc is not None and not future.done():
         future.set_exception(exc)
 
 

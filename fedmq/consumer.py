@@ -134,7 +134,9 @@ class Consumer:
         except Exception as exc:
             if getattr(exc, "reply_code", None) is not None:
                 code, text = exc.reply_code, exc.reply_text  # type: ignore[attr-defined]
-                raise DeclarationError(f"The broker refused {what}: {code} {text}", code, text) from None
+                raise DeclarationError(
+                    f"The broker refused {what}: {code} {text}", code, text
+                ) from None
             raise
 
     async def _declare(self, channel: AMQPChannel) -> list[str]:
@@ -230,7 +232,12 @@ class Consumer:
             self._outcome = outcome
             self._stopping = defer.ensureDeferred(self._drain_and_close())
         out: defer.Deferred[None] = defer.Deferred()
-        self._stopping.addBoth(lambda r: (out.callback(None), r)[1])
+
+        def relay(result: Any) -> Any:
+            out.callback(None)
+            return result
+
+        self._stopping.addBoth(relay)
         return out
 
     async def _drain_and_close(self) -> None:
