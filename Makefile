@@ -1,0 +1,70 @@
+# fedmq's developer and CI entry points. `make test` is what CI runs.
+
+PYTHON ?= python3
+VENV := .venv
+RABBITMQ_SERVER := /usr/lib/rabbitmq/bin/rabbitmq-server
+POLICY_RC_D := /usr/sbin/policy-rc.d
+
+# Each recipe is one bash script that stops at its first failing command.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+
+.PHONY: deps venv test lint demo bench docs clean
+
+# RabbitMQ from Debian. The test suite starts its own throwaway node, so the
+# package must not start a system broker on port 5672: a policy-rc.d that
+# exits 101 tells the maintainer scripts not to start services.
+deps:
+	@if [ -x $(RABBITMQ_SERVER) ]; then exit 0; fi
+	if [ "$$(id -u)" != 0 ]; then
+		echo "rabbitmq-server is not installed; installing it needs root. Run:" >&2
+		echo "  sudo make deps" >&2
+		echo "or, as root: apt-get update && apt-get install -y rabbitmq-server" >&2
+		exit 1
+	fi
+	echo "Installing rabbitmq-server (without starting a system broker)"
+	backup=
+	if [ -e $(POLICY_RC_D) ]; then
+		backup=$$(mktemp)
+		cp -p $(POLICY_RC_D) "$$backup"
+	fi
+	restore() {
+		if [ -n "$$backup" ]; then mv "$$backup" $(POLICY_RC_D); else rm -f $(POLICY_RC_D); fi
+	}
+	trap restore EXIT
+	printf '#!/bin/sh\nexit 101\n' > $(POLICY_RC_D)
+	chmod 755 $(POLICY_RC_D)
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -e '.[test,lint,docs]'
+	touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: deps venv lint
+	$(VENV)/bin/pytest
+
+# Placeholder until fedmq.demo exists: a consumer against a throwaway broker.
+demo: deps venv
+	$(VENV)/bin/python -m fedmq.demo
+
+# The benchmark compares against fedora-messaging, which only it needs.
+bench: deps venv
+	$(VENV)/bin/pip install --quiet -e '.[bench]'
+	$(VENV)/bin/python -m bench
+
+docs: venv
+	$(VENV)/bin/sphinx-build -W -b html docs docs/_build/html
+
+clean:
+	rm -rf $(VENV) build dist docs/_build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
