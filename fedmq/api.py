@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -67,12 +68,14 @@ def consume(
             "arguments"}}``; replaces the config's queues.
         config: a config object or a path; by default ``$FEDMQ_CONFIG``,
             else ``/etc/fedmq/config.toml``, else defaults.
-        reactor: for Twisted code, the reactor to use.
+        reactor: the reactor to use. Passing one always gives the Twisted
+            form, even before the reactor runs (``task.react``, a service's
+            ``startService``).
 
     Returns:
-        When the reactor is running (Twisted code, called on the reactor
-        thread): a Deferred that fires with a :class:`~fedmq.Consumer` handle
-        once consuming. In a plain script: None, once the consumer has
+        Given a reactor, or called on the reactor thread while the global
+        reactor runs: a Deferred that fires with a :class:`~fedmq.Consumer`
+        handle once consuming. In a plain script: None, once the consumer has
         stopped normally (SIGINT, SIGTERM, or ``HaltConsumer`` with exit code
         0), after a graceful drain.
 
@@ -91,16 +94,24 @@ def consume(
     target, is_async = load_callback(
         callback if callback is not None else resolved.callback, resolved.consumer_config
     )
-    if reactor is None and is_async and "twisted.internet.reactor" not in sys.modules:
+    if reactor is not None:
+        # Twisted code that hands over its reactor (task.react, a service's
+        # startService) gets a Deferred, whether or not the reactor runs yet.
+        return Consumer(resolved, target, reactor=reactor).start()
+    if is_async and "twisted.internet.reactor" not in sys.modules:
         _install_asyncio_reactor()
-    if reactor is None:
-        from twisted.internet import reactor as global_reactor
+    from twisted.internet import reactor as global_reactor
+    from twisted.python.threadable import isInIOThread
 
-        reactor = global_reactor
-    consumer = Consumer(resolved, target, reactor=reactor)
-    if reactor.running:
+    consumer = Consumer(resolved, target, reactor=global_reactor)
+    if global_reactor.running and isInIOThread():
         return consumer.start()
-    _run_blocking(consumer, reactor)
+    if global_reactor.running:
+        # A blocking publish() earlier in this script started the reactor in
+        # a thread of its own: consume there, and wait here.
+        _wait_in_caller_thread(consumer, global_reactor)
+    else:
+        _run_blocking(consumer, global_reactor)
     return None
 
 
@@ -134,6 +145,34 @@ def _run_blocking(consumer: Consumer, reactor: Any) -> None:
     # the shutdown trigger above: a graceful drain, then exit.
     reactor.run(installSignalHandlers=threading.current_thread() is threading.main_thread())
     if outcome and outcome[0] is not None:
+        outcome[0].raiseException()
+
+
+def _wait_in_caller_thread(consumer: Consumer, reactor: Any) -> None:
+    done = threading.Event()
+    outcome: list[Failure | None] = []
+
+    def finished(result: Any) -> None:
+        outcome.append(result if isinstance(result, Failure) else None)
+        done.set()
+
+    def go() -> None:
+        consumer.start().addCallback(lambda _: consumer.result).addBoth(finished)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(
+                signum, lambda *_: reactor.callFromThread(consumer.cancel)
+            )
+    reactor.callFromThread(go)
+    try:
+        while not done.wait(0.2):
+            pass
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if outcome[0] is not None:
         outcome[0].raiseException()
 
 
@@ -177,6 +216,7 @@ def publish(
     config: ConfigArg = None,
     mandatory: bool = False,
     timeout: float = 30.0,
+    reactor: Any = None,
 ) -> Any:
     """Publish ``message`` with publisher confirms.
 
@@ -189,9 +229,11 @@ def publish(
         mandatory: fail with :class:`~fedmq.PublishReturned` when no queue
             matches.
         timeout: seconds to wait for the broker's confirm.
+        reactor: the reactor to use; passing one always gives a Deferred.
 
     Returns:
-        On the reactor thread: a Deferred fired on the broker's ack. Inside
+        Given a reactor, or on the reactor thread: a Deferred fired on the
+        broker's ack. Inside
         an ``async def`` callback: an awaitable. Anywhere else (a sync
         callback's thread, a plain script): None, once confirmed.
 
