@@ -24,6 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import NoReturn
 from urllib.parse import quote
 
 __all__ = ["NOT_INSTALLED", "RabbitNode", "find_rabbitmq_server"]
@@ -484,7 +485,7 @@ class RabbitNode:
         if epmd is None:
             raise RuntimeError(NOT_INSTALLED)
         # In the foreground, so this object owns its PID and can stop it even
-        # while a killed node is still registered (`epmd -kill` refuses then).
+        # while some node is still registered with it (`epmd -kill` refuses).
         self._epmd = subprocess.Popen(
             [epmd, "-port", str(self.epmd_port), "-address", "127.0.0.1"],
             # Not the node's environment: pids() must not mistake epmd for it.
@@ -535,7 +536,7 @@ class RabbitNode:
                 last_error = str(e)
             time.sleep(0.2)
 
-    def _raise_boot_failure(self, what: str) -> None:
+    def _raise_boot_failure(self, what: str) -> NoReturn:
         raise RuntimeError(
             f"RabbitMQ node {self.nodename} {what}.\n"
             f"--- tail of {self.log_path} ---\n{_tail(self.log_path)}\n"
