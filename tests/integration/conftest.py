@@ -88,7 +88,7 @@ class Broker:
         return int(ready), int(unacked)
 
     def drain(self, queue: str, raw: bool = False) -> list[Any]:
-        """Take every ready message out of ``queue``; returns their bodies (JSON decoded unless raw)."""
+        """Take every ready message out of ``queue``; their bodies, JSON-decoded unless raw."""
         connection, channel = self._channel()
         bodies = []
         while True:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import pytest_twisted
@@ -234,7 +234,7 @@ async def test_an_object_with_async_call_is_awaited(broker, queue_name, make_con
     broker.publish(queue_name, ["a"])
 
     class Handler:
-        seen: list[Any] = []
+        seen: ClassVar[list[Any]] = []
 
         async def __call__(self, message):
             self.seen.append(message.body)
@@ -309,9 +309,7 @@ async def test_the_broker_sends_no_more_than_the_prefetch_count(broker, queue_na
     broker.declare_queue(queue_name)
     broker.publish(queue_name, list(range(20)))
     release = threading.Event()
-    consumer = await start(
-        make_config(qos={"prefetch_count": 3}), lambda m: release.wait(15)
-    )
+    consumer = await start(make_config(qos={"prefetch_count": 3}), lambda m: release.wait(15))
     try:
         await wait_for(lambda: broker.counts(queue_name) == (17, 3), what="3 unacked, 17 ready")
     finally:
@@ -420,7 +418,9 @@ async def test_a_passive_declare_of_a_missing_queue_is_a_clear_error(queue_name,
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_declaration_without_permission_is_refused_with_403(rabbit, queue_name, make_config):
+async def test_a_declaration_without_permission_is_refused_with_403(
+    rabbit, queue_name, make_config
+):
     rabbit.add_user("readonly", "readonly-pw", configure="^$", write="^$", read=".*")
     url = rabbit.vhost_url("/", "readonly", "readonly-pw")
     config = make_config(amqp_url=url)
@@ -476,7 +476,9 @@ async def test_a_queue_deleted_under_the_consumer_ends_it_with_consumer_cancelle
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_connection_closed_by_the_broker_fails_the_result(rabbit, queue_name, make_config, broker):
+async def test_a_connection_closed_by_the_broker_fails_the_result(
+    rabbit, queue_name, make_config, broker
+):
     broker.declare_queue(queue_name)
     consumer = await start(make_config(), print)
     await defer.maybeDeferred(rabbit.close_all_connections, "test closes it")
