@@ -96,6 +96,12 @@ def translate_error(reason: BaseException | Failure | None, where: str) -> Excep
         return PublishReturned(
             f"The broker could not route the mandatory message published to {where} to any queue"
         )
+    tls_reason = _tls_reason(reason)
+    if tls_reason is not None:
+        return ConnectionFailed(
+            f"The TLS handshake with the broker at {where} failed: {tls_reason} (check "
+            "tls.ca_cert, and that the host name in amqp_url is in the broker's certificate)"
+        )
     if isinstance(reason, error.ConnectionRefusedError):
         return ConnectionFailed(f"Could not connect to the broker at {where}: connection refused")
     if isinstance(reason, (error.TimeoutError, defer.TimeoutError)):
@@ -109,6 +115,18 @@ def translate_error(reason: BaseException | Failure | None, where: str) -> Excep
     if isinstance(reason, Exception):
         return ConnectionFailed(f"The connection to the broker at {where} failed: {reason}")
     return ConnectionFailed(f"The connection to the broker at {where} failed")
+
+
+def _tls_reason(reason: BaseException | None) -> str | None:
+    """The last OpenSSL reason of a TLS failure ("certificate verify failed"), or None."""
+    from OpenSSL.SSL import Error as TLSError
+
+    if not isinstance(reason, TLSError):
+        return None
+    details = reason.args[0] if reason.args else None
+    if isinstance(details, list) and details and isinstance(details[-1], tuple):
+        return str(details[-1][-1])
+    return str(reason) or "TLS error"
 
 
 def _reason_text(reason: BaseException) -> str:

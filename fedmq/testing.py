@@ -126,14 +126,18 @@ class RabbitNode:
         dist_port: int | None = None,
         epmd_port: int | None = None,
         cookie: str | None = None,
+        tls: bool = False,
     ) -> None:
         self.base_dir = Path(base_dir).absolute()
         self.name = name
         self.nodename = f"{name}@localhost"
-        free = iter(_free_ports(3))
+        free = iter(_free_ports(4))
         self.amqp_port = amqp_port or next(free)
         self.dist_port = dist_port or next(free)
         self.epmd_port = epmd_port or next(free)
+        #: With ``tls=True``: an AMQPS listener on this port, with a test CA
+        #: and a server certificate for ``localhost`` (see :attr:`tls_files`).
+        self.tls_port: int | None = next(free) if tls else None
         self._cookie = cookie or secrets.token_hex(16).upper()
         self.log_path = self.base_dir / "node.log"
         #: Seconds the last successful :meth:`start` took.
@@ -165,6 +169,23 @@ class RabbitNode:
         """
         userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
         return f"amqp://{userinfo}@127.0.0.1:{self.amqp_port}/{quote(vhost, safe='')}"
+
+    @property
+    def tls_files(self) -> dict[str, Path]:
+        """Paths of the test CA (``ca_cert``) and the server's certificate and key."""
+        tls = self.base_dir / "tls"
+        return {
+            "ca_cert": tls / "ca.pem",
+            "server_cert": tls / "server.pem",
+            "server_key": tls / "server.key",
+        }
+
+    @property
+    def tls_url(self) -> str:
+        """AMQPS URL of the default vhost on the TLS listener (``tls=True`` only)."""
+        if self.tls_port is None:
+            raise RuntimeError(f"{self.nodename} was started without tls=True")
+        return f"amqps://guest:guest@localhost:{self.tls_port}/%2F"
 
     @property
     def running(self) -> bool:
@@ -473,7 +494,13 @@ class RabbitNode:
             cookie.touch(mode=0o600)
             cookie.write_text(self._cookie)
             cookie.chmod(0o400)
-        (base / "rabbitmq.conf").write_text(_CONFIG.format(amqp_port=self.amqp_port))
+        config = _CONFIG.format(amqp_port=self.amqp_port)
+        if self.tls_port is not None:
+            files = self.tls_files
+            if not files["ca_cert"].exists():
+                make_test_certificates(base / "tls")
+            config += _TLS_CONFIG.format(port=self.tls_port, **files)
+        (base / "rabbitmq.conf").write_text(config)
         (base / "enabled_plugins").write_text("[].\n")
         (base / "rabbitmq-env.conf").touch()
 
@@ -545,3 +572,60 @@ class RabbitNode:
 
     def _rabbit_log(self) -> Path:
         return self.base_dir / "log" / f"{self.nodename}.log"
+
+
+_TLS_CONFIG = """\
+listeners.ssl.default = 127.0.0.1:{port}
+ssl_options.cacertfile = {ca_cert}
+ssl_options.certfile = {server_cert}
+ssl_options.keyfile = {server_key}
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+"""
+
+
+def make_test_certificates(directory: Path) -> None:
+    """Write a throwaway CA and a server certificate for ``localhost`` into ``directory``.
+
+    For tests only: the keys are unencrypted and the CA signs anything asked of it.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedmq test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key_format = serialization.PrivateFormat.TraditionalOpenSSL
+    (directory / "ca.pem").write_bytes(ca_cert.public_bytes(pem))
+    (directory / "server.pem").write_bytes(server_cert.public_bytes(pem))
+    key_bytes = server_key.private_bytes(pem, key_format, serialization.NoEncryption())
+    (directory / "server.key").write_bytes(key_bytes)

@@ -71,7 +71,7 @@ def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode | Ex
     if external:
         yield ExternalBroker(external)
         return
-    with RabbitNode(tmp_path_factory.mktemp("rabbit")) as node:
+    with RabbitNode(tmp_path_factory.mktemp("rabbit"), tls=True) as node:
         yield node
 
 
