@@ -1,0 +1,142 @@
+"""The public API of fedmq: what ``fedmq`` exports, and where it comes from.
+
+Adding or removing a public name is a deliberate change: it means editing
+EXPECTED_EXPORTS below, in the same commit as ``fedmq/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import importlib
+from pathlib import Path
+
+import pytest
+
+import fedmq
+
+PACKAGE_DIR = Path(fedmq.__file__).parent
+REPO_ROOT = PACKAGE_DIR.parent
+
+#: Every public name, and the module that defines it.
+EXPECTED_EXPORTS = {
+    "AuthenticationFailed": "fedmq.exceptions",
+    "BrokerError": "fedmq.exceptions",
+    "CallbackError": "fedmq.exceptions",
+    "Config": "fedmq.config",
+    "ConfigurationError": "fedmq.exceptions",
+    "ConnectionFailed": "fedmq.exceptions",
+    "Consumer": "fedmq.consumer",
+    "ConsumerCancelled": "fedmq.exceptions",
+    "ConsumerHandle": "fedmq.consumer",
+    "DeclarationError": "fedmq.exceptions",
+    "DecodeError": "fedmq.message",
+    "Drop": "fedmq.exceptions",
+    "FedmqError": "fedmq.exceptions",
+    "HaltConsumer": "fedmq.exceptions",
+    "Message": "fedmq.message",
+    "Nack": "fedmq.exceptions",
+    "Properties": "fedmq.message",
+    "PublishError": "fedmq.exceptions",
+    "PublishNacked": "fedmq.exceptions",
+    "PublishReturned": "fedmq.exceptions",
+    "PublishTimeout": "fedmq.exceptions",
+    "__version__": "fedmq",
+    "consume": "fedmq.api",
+    "load_config": "fedmq.config",
+    "publish": "fedmq.api",
+}
+
+#: The one module of fedmq allowed to import pika (see STYLE.md, "pika in one place").
+PIKA_SEAM = "_amqp.py"
+
+
+def test_all_lists_exactly_the_expected_public_names():
+    """fedmq.__all__ is the agreed public API, no more and no less."""
+    assert sorted(fedmq.__all__) == sorted(EXPECTED_EXPORTS)
+
+
+def test_all_has_no_duplicates():
+    """Each public name is listed once."""
+    assert len(fedmq.__all__) == len(set(fedmq.__all__))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_EXPORTS))
+def test_each_public_name_is_the_object_of_its_home_module(name: str):
+    """fedmq.<name> is the very object its home module defines, not a copy or wrapper."""
+    home = importlib.import_module(EXPECTED_EXPORTS[name])
+    assert getattr(fedmq, name) is getattr(home, name)
+
+
+@pytest.mark.parametrize(
+    "name", sorted(name for name in EXPECTED_EXPORTS if not name.startswith("__"))
+)
+def test_each_public_name_is_defined_in_a_public_module(name: str):
+    """Public objects are defined in their home module, never in an _-prefixed one."""
+    obj = getattr(fedmq, name)
+    assert obj.__module__ == EXPECTED_EXPORTS[name]
+
+
+def test_the_public_names_are_the_objects_users_are_told_about():
+    """The documented pairs hold: ConsumerHandle is Consumer, consume comes from fedmq.api."""
+    import fedmq.api
+    import fedmq.consumer
+    import fedmq.message
+
+    assert fedmq.Message is fedmq.message.Message
+    assert fedmq.consume is fedmq.api.consume
+    assert fedmq.publish is fedmq.api.publish
+    assert fedmq.ConsumerHandle is fedmq.consumer.Consumer
+    assert fedmq.Consumer is fedmq.consumer.Consumer
+
+
+def test_star_import_gives_exactly_the_public_names():
+    """``from fedmq import *`` brings in __all__ and nothing else."""
+    namespace: dict[str, object] = {}
+    exec("from fedmq import *", namespace)
+    namespace.pop("__builtins__")
+    assert sorted(namespace) == sorted(EXPECTED_EXPORTS)
+
+
+def test_the_version_is_the_packaged_version():
+    """fedmq.__version__ is the version setup.cfg packages."""
+    setup_cfg = configparser.ConfigParser()
+    setup_cfg.read(REPO_ROOT / "setup.cfg")
+    assert fedmq.__version__ == setup_cfg["metadata"]["version"]
+
+
+def _imports_pika(source: str, filename: str) -> bool:
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Import):
+            if any(alias.name.split(".")[0] == "pika" for alias in node.names):
+                return True
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and (node.module or "").split(".")[0] == "pika":
+                return True
+    return False
+
+
+def test_the_pika_scan_recognises_every_form_of_import():
+    """The scan below catches each way of importing pika, and not look-alikes."""
+    for source in (
+        "import pika",
+        "import pika.exceptions",
+        "import os, pika as p",
+        "from pika import BasicProperties",
+        "from pika.adapters.twisted_connection import TwistedChannel",
+        "def f():\n    import pika\n",
+        "try:\n    import pika\nexcept ImportError:\n    pika = None\n",
+    ):
+        assert _imports_pika(source, "<test>"), source
+    for source in ("import pikachu", "from .pika import x", "x = 'import pika'"):
+        assert not _imports_pika(source, "<test>"), source
+
+
+def test_exactly_one_module_of_fedmq_imports_pika():
+    """Only fedmq/_amqp.py imports pika: pika stays behind one seam."""
+    importers = sorted(
+        path.relative_to(PACKAGE_DIR).as_posix()
+        for path in PACKAGE_DIR.rglob("*.py")
+        if _imports_pika(path.read_text(encoding="utf-8"), str(path))
+    )
+    assert importers == [PIKA_SEAM]
