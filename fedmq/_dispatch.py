@@ -69,16 +69,26 @@ def _message(item: Delivery) -> Message:
     )
 
 
+def _undecodable(item: Delivery, exc: DecodeError) -> Result:
+    # No Message exists for a body that cannot be decoded; say which delivery it was.
+    tag, _redelivered, _exchange, routing_key, properties, _body, queue = item
+    message_id = getattr(properties, "message_id", None)
+    exc.args = (f"message {message_id} (topic {routing_key!r}, queue {queue!r}): {exc}",)
+    return (tag, UNDECODABLE, exc, None, 0.0)
+
+
 def run_sync(callback: Callable[[Message], Any], item: Delivery) -> Result:
     """Decode one delivery and run a sync callback on it, in a worker thread."""
     try:
         message = _message(item)
     except DecodeError as exc:
-        return (item[0], UNDECODABLE, exc, None, 0.0)
+        return _undecodable(item, exc)
     started = monotonic()
     try:
         callback(message)
-    except Exception as exc:
+    # SystemExit and KeyboardInterrupt too: a worker thread must report every
+    # delivery it took, or that delivery is never settled and the stop hangs.
+    except BaseException as exc:
         return (item[0], _settle_outcome(exc), exc, message, monotonic() - started)
     return (item[0], ACK, None, message, monotonic() - started)
 
@@ -88,11 +98,12 @@ async def run_async(callback: Callable[[Message], Any], item: Delivery) -> Resul
     try:
         message = _message(item)
     except DecodeError as exc:
-        return (item[0], UNDECODABLE, exc, None, 0.0)
+        return _undecodable(item, exc)
     started = monotonic()
     try:
         await callback(message)
-    except Exception as exc:
+    # CancelledError (a BaseException) escaping the callback is its failure too.
+    except BaseException as exc:
         return (item[0], _settle_outcome(exc), exc, message, monotonic() - started)
     return (item[0], ACK, None, message, monotonic() - started)
 
@@ -231,7 +242,7 @@ class AsyncioExecutor:
             self._loop = asyncio.new_event_loop()
             self._same_thread = False
             self._thread = threading.Thread(
-                target=self._loop.run_forever, name="fedmq-asyncio", daemon=True
+                target=self._run_loop, name="fedmq-asyncio", daemon=True
             )
             self._thread.start()
         self._results = _ResultQueue(
@@ -239,6 +250,12 @@ class AsyncioExecutor:
         )
         self._queue: asyncio.Queue[Delivery] | None = None
         self._call_in_loop(self._start_workers)
+
+    def _run_loop(self) -> None:
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
 
     def _call_in_loop(self, fn: Callable[[], Any]) -> defer.Deferred[Any]:
         """Run ``fn`` in the loop's thread; its result comes back on the reactor thread."""
@@ -420,9 +437,8 @@ class Dispatcher:
             elif outcome == UNDECODABLE:
                 counts["dropped"] += 1
                 log.error(
-                    "Delivery %d could not be decoded and is rejected (to the queue's "
-                    "dead-letter exchange, if it has one): %s",
-                    tag,
+                    "Rejected (to the queue's dead-letter exchange, if it has one) an "
+                    "undecodable %s",
                     exc,
                 )
                 self._settle_alone(tag, requeue=False)

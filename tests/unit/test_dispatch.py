@@ -317,17 +317,9 @@ def test_an_undecodable_body_is_rejected_without_calling_the_callback(
     assert harness.callback.seen == []
     assert harness.sent == [("reject", 1)]
     assert harness.counts == counts(received=1, dropped=1)
-    assert "Delivery 1 could not be decoded" in caplog.text
+    assert "undecodable message msg-1" in caplog.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Dispatcher logs an undecodable delivery by channel delivery tag only "
-        "('Delivery 1 could not be decoded...'); the log line names neither the "
-        "message id, nor the topic, nor the queue, so an operator cannot find the message"
-    ),
-)
 def test_the_log_line_for_an_undecodable_delivery_names_its_message(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ):
@@ -708,17 +700,6 @@ async def test_thread_executor_callbacks_see_their_consumer(executors: Executors
     assert seen == [consumer]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "run_sync catches only Exception: a callback raising SystemExit (sys.exit()) "
-        "kills its worker thread silently, its delivery is never reported (never "
-        "settled, in_flight never drops) and join() never fires, so the consumer "
-        "stalls until drain_timeout"
-    ),
-)
-# The dying worker thread's SystemExit is the bug's own symptom, not noise to report.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 @pytest_twisted.ensureDeferred
 async def test_thread_executor_reports_a_callback_that_raises_system_exit(
     executors: Executors,
@@ -881,14 +862,6 @@ async def test_asyncio_executor_stop_intake_returns_unstarted_deliveries(executo
     assert results.outcomes == {1: ACK}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "AsyncioExecutor stops its own event loop when joined but never closes it: "
-        "each consumer leaks an epoll fd and a self-pipe until GC, which then warns "
-        "'ResourceWarning: unclosed event loop'"
-    ),
-)
 @pytest_twisted.ensureDeferred
 async def test_asyncio_executor_closes_its_own_loop_once_joined(executors: Executors):
     """Once joined, the executor's loop thread has ended and its loop is closed."""
@@ -910,14 +883,6 @@ async def test_asyncio_executor_closes_its_own_loop_once_joined(executors: Execu
     assert loop.is_closed()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "run_async catches only Exception: an async callback that lets "
-        "asyncio.CancelledError escape ends its worker task without a result, so the "
-        "delivery is never settled and join() never fires"
-    ),
-)
 @pytest_twisted.ensureDeferred
 async def test_asyncio_executor_reports_a_callback_that_raises_cancelled_error(
     executors: Executors,
