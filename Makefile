@@ -52,7 +52,7 @@ lint: venv
 test: deps venv lint
 	$(VENV)/bin/pytest
 
-# Placeholder until fedmq.demo exists: a consumer against a throwaway broker.
+# A consumer against a throwaway broker, with a few demo messages; stops by itself.
 demo: deps venv
 	$(VENV)/bin/python -m fedmq.demo
 

@@ -148,7 +148,11 @@ class _Protocol(TwistedProtocolConnection):  # type: ignore[misc]
         # on the TCP close that follows, overwrites it with ConnectionDone.
         # Hand pika the broker's reason instead.
         pending = getattr(self._impl, "_error", None)
-        if pending is not None and reason.check(error.ConnectionDone):
+        if (
+            pending is not None
+            and not isinstance(pending, pika.exceptions.ConnectionClosedByClient)
+            and reason.check(error.ConnectionDone)
+        ):
             reason = Failure(pending)
         super().connectionLost(reason)
 
@@ -203,7 +207,9 @@ class AMQPConnection:
         url = url or config.amqp_url
         parts = urlsplit(url)
         host = parts.hostname or "localhost"
-        tls = parts.scheme == "amqps" or (config.tls is not None and config.tls.ca_cert is not None)
+        # A [tls] table means TLS, whatever the URL's scheme: client
+        # certificates (EXTERNAL authentication) make no sense in the clear.
+        tls = parts.scheme == "amqps" or config.tls is not None
         port = parts.port or (5671 if tls else 5672)
         address = f"{host}:{port}"
         params = connection_parameters(config, url)

@@ -9,7 +9,7 @@ from twisted.python.failure import Failure
 
 from fedmq._amqp import AMQPChannel, AMQPConnection
 from fedmq.config import Config
-from fedmq.exceptions import PublishTimeout
+from fedmq.exceptions import ConnectionFailed, PublishTimeout
 from fedmq.message import Message
 
 
@@ -36,7 +36,9 @@ class Publisher:
             return self._channel
         if self._connection is None or not self._connection.is_open:
             if not self._owns_connection:
-                raise PublishTimeout("The consumer's connection is closed; nothing was published")
+                raise ConnectionFailed(
+                    "The consumer's connection to the broker is closed; nothing was published"
+                )
             self._connection = await AMQPConnection.connect(self._config, self._reactor)
         channel = await self._connection.channel()
         await channel.confirm_select()

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.internet import defer, threads
+from twisted.internet.error import ReactorNotRunning
 from twisted.python.failure import Failure
 
 from fedmq._callback import load_callback
@@ -88,18 +88,17 @@ def consume(
             the broker refused or could not be reached.
     """
     resolved = _with_topology(_resolve_config(config), bindings, queues)
-    # Resolve (import, instantiate) the callback before any reactor exists, so
-    # that a plain script with an async callback gets the asyncio reactor and
-    # runs the callback on the reactor's own loop.
-    target, is_async = load_callback(
+    # Resolve (import, instantiate) the callback before connecting: a bad
+    # path is an error at once. Async callbacks run on the reactor's loop
+    # when the asyncio reactor is installed (before importing fedmq), and on
+    # a loop thread of fedmq's own otherwise.
+    target, _is_async = load_callback(
         callback if callback is not None else resolved.callback, resolved.consumer_config
     )
     if reactor is not None:
         # Twisted code that hands over its reactor (task.react, a service's
         # startService) gets a Deferred, whether or not the reactor runs yet.
         return Consumer(resolved, target, reactor=reactor).start()
-    if is_async and "twisted.internet.reactor" not in sys.modules:
-        _install_asyncio_reactor()
     from twisted.internet import reactor as global_reactor
     from twisted.python.threadable import isInIOThread
 
@@ -115,14 +114,6 @@ def consume(
     return None
 
 
-def _install_asyncio_reactor() -> None:
-    from twisted.internet import asyncioreactor
-
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    asyncioreactor.install(loop)
-
-
 def _run_blocking(consumer: Consumer, reactor: Any) -> None:
     """Run the reactor until the consumer stops; re-raise why it stopped."""
     outcome: list[Failure | None] = []
@@ -134,8 +125,10 @@ def _run_blocking(consumer: Consumer, reactor: Any) -> None:
 
     def finished(result: Any) -> None:
         outcome.append(result if isinstance(result, Failure) else None)
-        if reactor.running:
+        try:
             reactor.stop()
+        except ReactorNotRunning:
+            pass  # already shutting down: a signal started the drain that ended here
 
     def go() -> None:
         consumer.start().addCallback(started).addBoth(finished)

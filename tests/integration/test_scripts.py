@@ -68,6 +68,7 @@ def test_the_example_printer_runs_until_sigterm_and_exits_cleanly(
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, err
+    assert "Traceback" not in err and "Unhandled error" not in err, err
     assert "{'greeting': 'hi'}" in out
     assert "consume returned" in out
 
