@@ -49,7 +49,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: deps venv lint
+test: deps venv lint docs
 	$(VENV)/bin/pytest
 
 # A consumer against a throwaway broker, with a few demo messages; stops by itself.
