@@ -1,0 +1,105 @@
+"""The contenders: what each one runs and how many messages it gets.
+
+This module is plain data, shared by the parent (which fills the queues and
+reads the results) and by ``bench.child`` (which runs one contender). It
+imports neither Twisted nor pika, so the child can still choose its reactor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: Messages the rss-backlog contender consumes out of its backlog.
+BACKLOG_CONSUMED = 10_000
+#: fedora-messaging runs at about 1,000 msg/s; more messages only take longer.
+FEDORA_MESSAGING_CAP = 5_000
+#: Above this many messages the 1 ms-sleep contender gets a fifth of them.
+SLEEP_SCALE_FROM = 10_000
+#: Prefetch for every contender, so that they differ only in the client.
+PREFETCH = 100
+#: The batched raw contender acks with ``multiple=True`` this often.
+ACK_BATCH = 50
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One consumer under test.
+
+    Attributes:
+        name: what ``--only`` and the table call it.
+        summary: one line for the table's notes and the JSON.
+        sizes: given ``--messages`` and ``--backlog``, returns (messages put in
+            the queue, messages the consumer takes before it stops).
+    """
+
+    name: str
+    summary: str
+    sizes: Callable[[int, int], tuple[int, int]]
+
+
+def _all(messages: int, _backlog: int) -> tuple[int, int]:
+    return messages, messages
+
+
+def _fifth_if_large(messages: int, _backlog: int) -> tuple[int, int]:
+    count = messages // 5 if messages >= SLEEP_SCALE_FROM else messages
+    return count, count
+
+
+def _fedora_messaging_cap(messages: int, _backlog: int) -> tuple[int, int]:
+    count = min(messages, FEDORA_MESSAGING_CAP)
+    return count, count
+
+
+def _backlog(_messages: int, backlog: int) -> tuple[int, int]:
+    return backlog, min(BACKLOG_CONSUMED, backlog)
+
+
+RAW = "pika-twisted-raw"
+FEDORA_MESSAGING = "fedora-messaging"
+
+CONTENDERS: tuple[Contender, ...] = (
+    Contender(
+        "fedmq-sync",
+        "fedmq, sync no-op callback, serial dispatch (concurrency 1)",
+        _all,
+    ),
+    Contender(
+        "fedmq-async",
+        "fedmq, async no-op callback, Twisted's asyncio reactor",
+        _all,
+    ),
+    Contender(
+        "fedmq-async-default",
+        "fedmq, async no-op callback, default reactor (fedmq's own loop thread)",
+        _all,
+    ),
+    Contender(
+        "fedmq-c16-sleep1ms",
+        "fedmq, sync callback sleeping 1 ms, concurrency 16",
+        _fifth_if_large,
+    ),
+    Contender(
+        RAW,
+        "raw pika TwistedProtocolConnection, one ack per message on the reactor thread",
+        _all,
+    ),
+    Contender(
+        "pika-twisted-raw-batched",
+        f"raw pika TwistedProtocolConnection, ack multiple=True every {ACK_BATCH} messages",
+        _all,
+    ),
+    Contender(
+        FEDORA_MESSAGING,
+        "fedora-messaging's twisted_consume, sync no-op callback",
+        _fedora_messaging_cap,
+    ),
+    Contender(
+        "rss-backlog",
+        f"fedmq-sync consuming {BACKLOG_CONSUMED:,} messages of a large backlog (RSS)",
+        _backlog,
+    ),
+)
+
+BY_NAME: dict[str, Contender] = {contender.name: contender for contender in CONTENDERS}
