@@ -21,6 +21,7 @@ from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConn
 from twisted.internet import defer, endpoints, error, protocol, ssl
 from twisted.python.failure import Failure
 
+from fedmq._deferreds import chain
 from fedmq.config import Config, ExchangeConfig, QueueConfig, redact_url
 from fedmq.exceptions import (
     AuthenticationFailed,
@@ -264,7 +265,7 @@ class AMQPConnection:
             self._protocol.close()
         elif self._protocol.transport is not None and not self.closed.called:
             self._protocol.transport.abortConnection()
-        return _chain(self.closed)
+        return chain(self.closed)
 
     def abort(self) -> None:
         """Drop the TCP connection without an AMQP close (the broker requeues)."""
@@ -289,18 +290,6 @@ def _abort_handshake(protocol: Any) -> Callable[[Any, float], None]:
             protocol.transport.abortConnection()
 
     return on_timeout
-
-
-def _chain(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
-    """A new Deferred firing with ``d``'s result, leaving ``d``'s own chain untouched."""
-    out: defer.Deferred[Any] = defer.Deferred()
-
-    def relay(result: Any) -> Any:
-        out.callback(result)
-        return result
-
-    d.addBoth(relay)
-    return out
 
 
 def _tls_options(config: Config, host: str) -> Any:
@@ -515,7 +504,7 @@ class AMQPChannel:
         self._closing = True
         if self._impl.is_open:
             self._impl.close()
-        return _chain(self.closed)
+        return chain(self.closed)
 
 
 def _publish_error(failure: Failure, where: str) -> Exception:

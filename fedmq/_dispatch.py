@@ -22,6 +22,7 @@ from typing import Any
 
 from twisted.internet import defer
 
+from fedmq._deferreds import chain
 from fedmq.exceptions import Drop, HaltConsumer, Nack
 from fedmq.message import DecodeError, Message
 
@@ -205,7 +206,7 @@ class ThreadExecutor:
 
     def join(self) -> defer.Deferred[None]:
         """Fires once every worker has finished its callback and reported."""
-        return _chain(self._joined)
+        return chain(self._joined)
 
 
 class AsyncioExecutor:
@@ -345,18 +346,7 @@ class AsyncioExecutor:
 
     def join(self) -> defer.Deferred[None]:
         """Fires once every task has finished its callback and reported."""
-        return _chain(self._joined)
-
-
-def _chain(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
-    out: defer.Deferred[Any] = defer.Deferred()
-
-    def relay(result: Any) -> Any:
-        out.callback(result)
-        return result
-
-    d.addBoth(relay)
-    return out
+        return chain(self._joined)
 
 
 class Dispatcher:
@@ -496,7 +486,7 @@ class Dispatcher:
             d.addCallback(self._return_unstarted)
             d.addCallback(lambda _: self._executor.join())
             self._stopped = d
-        return _chain(self._stopped)
+        return chain(self._stopped)
 
     def _return_unstarted(self, unstarted: list[Delivery]) -> None:
         self.in_flight -= len(unstarted)

@@ -10,6 +10,7 @@ from twisted.python.failure import Failure
 
 from fedmq._amqp import AMQPChannel, AMQPConnection
 from fedmq._callback import load_callback
+from fedmq._deferreds import chain
 from fedmq._dispatch import AsyncioExecutor, Dispatcher, Result, ThreadExecutor
 from fedmq._publisher import Publisher
 from fedmq.config import Config
@@ -231,14 +232,7 @@ class Consumer:
         if self._stopping is None:
             self._outcome = outcome
             self._stopping = defer.ensureDeferred(self._drain_and_close())
-        out: defer.Deferred[None] = defer.Deferred()
-
-        def relay(result: Any) -> Any:
-            out.callback(None)
-            return result
-
-        self._stopping.addBoth(relay)
-        return out
+        return chain(self._stopping).addBoth(lambda _: None)
 
     async def _drain_and_close(self) -> None:
         channel, dispatcher = self._channel, self._dispatcher
