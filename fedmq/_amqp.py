@@ -228,6 +228,11 @@ class AMQPConnection:
         d = endpoints.connectProtocol(endpoint, protocol)
 
         def handshake(_: Any) -> Any:
+            # Settlements and cancels are small frames: without NODELAY the
+            # last of a burst can wait ~40 ms for the broker's delayed ACK.
+            transport = protocol.transport
+            if transport is not None and hasattr(transport, "setTcpNoDelay"):
+                transport.setTcpNoDelay(True)
             ready: Any = protocol.ready
             ready.addTimeout(config.connect_timeout, reactor, _abort_handshake(protocol))
             return ready
