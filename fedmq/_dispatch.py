@@ -140,7 +140,43 @@ class _ResultQueue:
             self._deliver(batch)
 
 
-class ThreadExecutor:
+class _Executor:
+    """What both executors share: their workers' count, the halt flag, the join."""
+
+    def __init__(
+        self,
+        callback: Callable[[Message], Any],
+        size: int,
+        reactor: Any,
+        consumer: Any,
+    ):
+        self._callback = callback
+        self._reactor = reactor
+        self._consumer = consumer
+        self._size = size
+        self._running = size
+        #: Set by the worker whose callback halted or failed: start nothing more.
+        self.halted = False
+        self._joined: defer.Deferred[None] = defer.Deferred()
+        self._results: _ResultQueue
+
+    def _worker_exited(self) -> None:
+        """On the reactor thread, once per worker, after its last result was queued."""
+        self._running -= 1
+        if self._running == 0:
+            self._results.flush()
+            self._all_exited()
+            self._joined.callback(None)
+
+    def _all_exited(self) -> None:
+        """Release what the executor owns, once every worker has exited."""
+
+    def join(self) -> defer.Deferred[None]:
+        """Fires once every worker has finished its callback and reported."""
+        return chain(self._joined)
+
+
+class ThreadExecutor(_Executor):
     """Runs a sync callback in ``size`` worker threads of fedmq's own."""
 
     def __init__(
@@ -151,14 +187,9 @@ class ThreadExecutor:
         on_results: Callable[[list[Result]], None],
         consumer: Any = None,
     ):
-        self._callback = callback
+        super().__init__(callback, size, reactor, consumer)
         self._inbox: queue_module.SimpleQueue[Delivery] = queue_module.SimpleQueue()
         self._results = _ResultQueue(reactor.callFromThread, on_results)
-        self._reactor = reactor
-        self._consumer = consumer
-        self._running = size
-        self.halted = False
-        self._joined: defer.Deferred[None] = defer.Deferred()
         self._threads = [
             threading.Thread(target=self._work, name=f"fedmq-worker-{n}", daemon=True)
             for n in range(size)
@@ -186,12 +217,6 @@ class ThreadExecutor:
             put(result)
         self._reactor.callFromThread(self._worker_exited)
 
-    def _worker_exited(self) -> None:
-        self._running -= 1
-        if self._running == 0:
-            self._results.flush()
-            self._joined.callback(None)
-
     def stop_intake(self) -> defer.Deferred[list[Delivery]]:
         """Take back deliveries not yet started, and let the workers finish."""
         unstarted = []
@@ -204,12 +229,8 @@ class ThreadExecutor:
             self._inbox.put(_STOP)
         return defer.succeed(unstarted)
 
-    def join(self) -> defer.Deferred[None]:
-        """Fires once every worker has finished its callback and reported."""
-        return chain(self._joined)
 
-
-class AsyncioExecutor:
+class AsyncioExecutor(_Executor):
     """Runs an async callback as asyncio tasks, ``size`` at a time.
 
     Under Twisted's asyncio reactor the tasks run on the reactor's own loop;
@@ -225,13 +246,7 @@ class AsyncioExecutor:
         on_results: Callable[[list[Result]], None],
         consumer: Any = None,
     ):
-        self._callback = callback
-        self._reactor = reactor
-        self._consumer = consumer
-        self._size = size
-        self._running = size
-        self.halted = False
-        self._joined: defer.Deferred[None] = defer.Deferred()
+        super().__init__(callback, size, reactor, consumer)
         self._pending: deque[Delivery] = deque()
         self._pump_scheduled = False
         reactor_loop = getattr(reactor, "_asyncioEventloop", None)
@@ -301,13 +316,9 @@ class AsyncioExecutor:
         else:
             self._reactor.callFromThread(self._worker_exited)
 
-    def _worker_exited(self) -> None:
-        self._running -= 1
-        if self._running == 0:
-            self._results.flush()
-            if self._thread is not None:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-            self._joined.callback(None)
+    def _all_exited(self) -> None:
+        if self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
 
     def submit(self, item: Delivery) -> None:
         if self._same_thread and self._queue is not None:
@@ -343,10 +354,6 @@ class AsyncioExecutor:
             return unstarted
 
         return self._call_in_loop(take_back)
-
-    def join(self) -> defer.Deferred[None]:
-        """Fires once every task has finished its callback and reported."""
-        return chain(self._joined)
 
 
 class Dispatcher:
