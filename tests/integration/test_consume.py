@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import threading
 import time
 from typing import Any, ClassVar
@@ -485,3 +487,32 @@ async def test_a_connection_closed_by_the_broker_fails_the_result(
     with pytest.raises(fedmq.ConnectionFailed) as raised:
         await consumer.result
     assert "test closes it" in str(raised.value)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_normal_stop_logs_no_error(broker, queue_name, make_config, caplog):
+    """A graceful cancel leaves nothing at ERROR level in the logs (pika's included)."""
+    broker.declare_queue(queue_name)
+    broker.publish(queue_name, [1, 2])
+    with caplog.at_level(logging.DEBUG):
+        consumer = await start(make_config(), lambda m: None)
+        await wait_for(lambda: consumer.counts.get("acked") == 2)
+        await consumer.cancel()
+    # Other tests' leftover connections may log their own ends meanwhile; what
+    # matters is that this consumer's close is not reported as an error.
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [e for e in errors if "Normal shutdown" in e or "ClosedByClient" in e] == []
+    assert [r for r in caplog.records if r.name == "fedmq" and r.levelno >= logging.ERROR] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_broker_connection_sends_small_frames_without_delay(
+    broker, queue_name, make_config
+):
+    """TCP_NODELAY is on, so a lone ack or cancel is not held back by Nagle's algorithm."""
+    broker.declare_queue(queue_name)
+    consumer = await start(make_config(), print)
+    handle = consumer._connection._protocol.transport.getHandle()
+    nodelay = handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    await consumer.cancel()
+    assert nodelay != 0
