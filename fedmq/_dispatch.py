@@ -23,20 +23,22 @@ from typing import Any
 from twisted.internet import defer
 
 from fedmq._deferreds import chain
+from fedmq._stats import ConsumerStats
 from fedmq.exceptions import Drop, HaltConsumer, Nack
 from fedmq.message import DecodeError, Message
 
 log = logging.getLogger("fedmq")
 
 # Outcomes, as the executors report them.
+# The order is fedmq._stats._OUTCOME_NAMES' too.
 ACK, NACK, DROP, UNDECODABLE, RETURNED, HALT, ERROR = range(7)
 #: Outcomes after which a worker starts no further callback.
 _STOPS_WORK = HALT
 
 #: (delivery_tag, redelivered, exchange, routing_key, properties, body, queue)
 Delivery = tuple[int, bool, str, str, Any, bytes, str]
-#: (delivery_tag, outcome, exception or None, message or None, seconds in the callback)
-Result = tuple[int, int, BaseException | None, Message | None, float]
+#: (delivery_tag, outcome, exception or None, message or None, seconds in the callback, queue)
+Result = tuple[int, int, BaseException | None, Message | None, float, str]
 
 #: The consumer whose callback is running in this thread or asyncio task;
 #: :func:`fedmq.publish` uses its connection.
@@ -75,7 +77,7 @@ def _undecodable(item: Delivery, exc: DecodeError) -> Result:
     tag, _redelivered, _exchange, routing_key, properties, _body, queue = item
     message_id = getattr(properties, "message_id", None)
     exc.args = (f"message {message_id} (topic {routing_key!r}, queue {queue!r}): {exc}",)
-    return (tag, UNDECODABLE, exc, None, 0.0)
+    return (tag, UNDECODABLE, exc, None, 0.0, queue)
 
 
 def run_sync(callback: Callable[[Message], Any], item: Delivery) -> Result:
@@ -90,8 +92,8 @@ def run_sync(callback: Callable[[Message], Any], item: Delivery) -> Result:
     # SystemExit and KeyboardInterrupt too: a worker thread must report every
     # delivery it took, or that delivery is never settled and the stop hangs.
     except BaseException as exc:
-        return (item[0], _settle_outcome(exc), exc, message, monotonic() - started)
-    return (item[0], ACK, None, message, monotonic() - started)
+        return (item[0], _settle_outcome(exc), exc, message, monotonic() - started, item[6])
+    return (item[0], ACK, None, message, monotonic() - started, item[6])
 
 
 async def run_async(callback: Callable[[Message], Any], item: Delivery) -> Result:
@@ -105,8 +107,8 @@ async def run_async(callback: Callable[[Message], Any], item: Delivery) -> Resul
         await callback(message)
     # CancelledError (a BaseException) escaping the callback is its failure too.
     except BaseException as exc:
-        return (item[0], _settle_outcome(exc), exc, message, monotonic() - started)
-    return (item[0], ACK, None, message, monotonic() - started)
+        return (item[0], _settle_outcome(exc), exc, message, monotonic() - started, item[6])
+    return (item[0], ACK, None, message, monotonic() - started, item[6])
 
 
 class _ResultQueue:
@@ -208,7 +210,7 @@ class ThreadExecutor(_Executor):
             if item is _STOP:
                 break
             if self.halted:
-                put((item[0], RETURNED, None, None, 0.0))
+                put((item[0], RETURNED, None, None, 0.0, item[6]))
                 continue
             result = run_sync(callback, item)
             if result[1] >= _STOPS_WORK:
@@ -305,7 +307,7 @@ class AsyncioExecutor(_Executor):
             if item is _STOP:
                 break
             if self.halted:
-                put((item[0], RETURNED, None, None, 0.0))
+                put((item[0], RETURNED, None, None, 0.0, item[6]))
                 continue
             result = await run_async(callback, item)
             if result[1] >= _STOPS_WORK:
@@ -379,7 +381,9 @@ class Dispatcher:
         executor_factory: Callable[[Callable[[list[Result]], None]], Any],
         on_halt: Callable[[HaltConsumer], None],
         on_error: Callable[[BaseException, Message | None], None],
+        stats: ConsumerStats | None = None,
     ):
+        self.stats = stats if stats is not None else ConsumerStats()
         self._channel = channel
         self._ack = channel.ack
         self._pending: deque[int] = deque()
@@ -397,6 +401,7 @@ class Dispatcher:
     def deliver_for(self, queue: str) -> Callable[[int, bool, str, str, Any, bytes], None]:
         """The delivery handler for ``queue``'s consumer on this channel."""
         pending, counts = self._pending, self.counts
+        queue_counts = self.stats.queue(queue)
 
         def on_delivery(
             tag: int,
@@ -408,6 +413,7 @@ class Dispatcher:
         ) -> None:
             pending.append(tag)
             counts["received"] += 1
+            queue_counts["received"] += 1
             self.in_flight += 1
             self._submit((tag, redelivered, exchange, routing_key, properties, body, queue))
 
@@ -415,8 +421,11 @@ class Dispatcher:
 
     def _on_results(self, batch: list[Result]) -> None:
         finished, counts = self._finished, self.counts
+        record = self.stats.record
+        self.stats.batch_done()
         self.in_flight -= len(batch)
-        for tag, outcome, exc, message, duration in batch:
+        for tag, outcome, exc, message, duration, queue in batch:
+            record(queue, outcome, duration)
             if outcome == ACK:
                 finished[tag] = True
                 continue

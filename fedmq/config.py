@@ -173,6 +173,31 @@ class BindingConfig:
         object.__setattr__(self, "arguments", _frozen(self.arguments))
 
 
+@dataclass(frozen=True)
+class ReconnectConfig:
+    """How fedmq waits between connection attempts: exponential backoff with jitter.
+
+    The n-th consecutive failed attempt waits ``min(max_delay, initial_delay *
+    factor ** (n - 1))`` seconds, spread by up to ``jitter`` (a fraction) either
+    way. A completed AMQP handshake resets the count. ``max_attempts = 0``
+    retries for ever; otherwise fedmq gives up after that many failures in a row.
+    """
+
+    initial_delay: float = 1.0
+    max_delay: float = 60.0
+    factor: float = 2.0
+    jitter: float = 0.5
+    max_attempts: int = 0
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    """The health and metrics HTTP endpoint; off unless ``port`` is set."""
+
+    address: str = "127.0.0.1"
+    port: int | None = None
+
+
 # Config fields of a plain type, checked on every construction (so by replace() too).
 _PLAIN_FIELDS: dict[str, _Kind] = {
     "amqp_url": _STR,
@@ -183,6 +208,8 @@ _PLAIN_FIELDS: dict[str, _Kind] = {
     "concurrency": _INT,
     "heartbeat": _INT,
     "connect_timeout": _NUMBER,
+    "drain_timeout": _NUMBER,
+    "log_format": _STR,
     "client_properties": _TABLE,
     "consumer_config": _TABLE,
     "log_config": _TABLE,
@@ -203,7 +230,13 @@ class Config:
         concurrency: how many messages the callback may handle at once (at most
             ``qos.prefetch_count`` unless that is 0).
         heartbeat: AMQP heartbeat interval in seconds; 0 turns heartbeats off.
-        connect_timeout: seconds to wait for the broker to accept a connection.
+        connect_timeout: seconds to wait for the broker to accept a connection,
+            and for each step of setting up (declare, qos, consume, cancel).
+        amqp_urls: the nodes of a cluster, tried in turn; when empty, ``amqp_url``.
+        reconnect: the backoff between connection attempts.
+        drain_timeout: seconds a graceful stop waits for callbacks in flight.
+        monitoring: the health and metrics HTTP endpoint.
+        log_format: ``"text"``, or ``"json"`` for one JSON object per log line.
         source: the file it came from, or ``"<defaults>"`` / ``"<arguments>"``.
     """
 
@@ -223,6 +256,11 @@ class Config:
     concurrency: int = 1
     heartbeat: int = 60
     connect_timeout: float = 10.0
+    amqp_urls: tuple[str, ...] = ()
+    reconnect: ReconnectConfig = ReconnectConfig()
+    drain_timeout: float = 30.0
+    monitoring: MonitoringConfig = MonitoringConfig()
+    log_format: str = "text"
     source: str = "<defaults>"
 
     def __post_init__(self) -> None:
@@ -231,6 +269,8 @@ class Config:
                 _expect(getattr(self, name), kind, name, self.source)
         set_field = object.__setattr__  # frozen: normalise through the back door, once
         set_field(self, "connect_timeout", float(self.connect_timeout))
+        set_field(self, "drain_timeout", float(self.drain_timeout))
+        set_field(self, "amqp_urls", tuple(self.amqp_urls))
         for name in ("exchanges", "queues", "bindings"):
             set_field(self, name, tuple(getattr(self, name)))
         set_field(self, "client_properties", _frozen(self.client_properties))
@@ -244,6 +284,30 @@ class Config:
         problem = _url_problem(self.amqp_url)
         if problem:
             raise fail(f"amqp_url {problem}")
+        for index, url in enumerate(self.amqp_urls):
+            if not isinstance(url, str):
+                raise fail(f"amqp_urls[{index}] must be a string, got {_type_name(url)}")
+            problem = _url_problem(url)
+            if problem:
+                raise fail(f"amqp_urls[{index}] {problem}")
+        if not self.drain_timeout > 0:
+            raise fail(f"drain_timeout must be more than 0 seconds, got {self.drain_timeout}")
+        if self.log_format not in ("text", "json"):
+            raise fail(f'log_format must be "text" or "json", got {self.log_format!r}')
+        backoff = self.reconnect
+        if not 0 < backoff.initial_delay <= backoff.max_delay:
+            raise fail(
+                "reconnect.initial_delay must be more than 0 and at most reconnect.max_delay"
+            )
+        if backoff.factor < 1:
+            raise fail(f"reconnect.factor must be at least 1, got {backoff.factor}")
+        if not 0 <= backoff.jitter < 1:
+            raise fail(
+                f"reconnect.jitter must be from 0 up to (not including) 1, got {backoff.jitter}"
+            )
+        _check_range(backoff.max_attempts, "reconnect.max_attempts", self.source, 0)
+        if self.monitoring.port is not None:
+            _check_range(self.monitoring.port, "monitoring.port", self.source, 0, 65535)
         if self.callback is not None and not _CALLBACK.match(self.callback):
             raise fail(f"callback must look like 'package.module:object', got {self.callback!r}")
         _check_range(self.concurrency, "concurrency", self.source, 1)
@@ -268,6 +332,11 @@ class Config:
                 raise fail("tls.keyfile is set but tls.certfile is not; give both or neither")
 
     @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """The URLs to connect to, in order: ``amqp_urls``, else ``amqp_url``."""
+        return self.amqp_urls or (self.amqp_url,)
+
+    @property
     def redacted_url(self) -> str:
         """:attr:`amqp_url` with its password replaced by ``***``, safe to log."""
         return redact_url(self.amqp_url)
@@ -287,12 +356,14 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     def __repr__(self) -> str:
-        shown = (
-            f"redacted_url={self.redacted_url!r}"
-            if item.name == "amqp_url"
-            else f"{item.name}={getattr(self, item.name)!r}"
-            for item in dataclasses.fields(self)
-        )
+        def show(name: str) -> str:
+            if name == "amqp_url":
+                return f"redacted_url={self.redacted_url!r}"
+            if name == "amqp_urls":
+                return f"amqp_urls={tuple(redact_url(url) for url in self.amqp_urls)!r}"
+            return f"{name}={getattr(self, name)!r}"
+
+        shown = (show(item.name) for item in dataclasses.fields(self))
         return f"Config({', '.join(shown)})"
 
 
@@ -368,6 +439,14 @@ _BINDING_KEYS = {
 }
 _QOS_KEYS = {"prefetch_count": _INT, "prefetch_size": _INT}
 _TLS_KEYS = {"ca_cert": _STR, "certfile": _STR, "keyfile": _STR}
+_RECONNECT_KEYS = {
+    "initial_delay": _NUMBER,
+    "max_delay": _NUMBER,
+    "factor": _NUMBER,
+    "jitter": _NUMBER,
+    "max_attempts": _INT,
+}
+_MONITORING_KEYS = {"address": _STR, "port": _INT}
 _TOP_LEVEL_KEYS = [item.name for item in dataclasses.fields(Config) if item.name != "source"]
 
 
@@ -477,6 +556,18 @@ _SECTIONS: dict[str, Callable[[Any, str], Any]] = {
     "bindings": parse_bindings,
     "qos": lambda data, source: QosConfig(**_fields(data, _QOS_KEYS, "qos", source)),
     "tls": lambda data, source: TLSConfig(**_fields(data, _TLS_KEYS, "tls", source)),
+    "reconnect": lambda data, source: ReconnectConfig(
+        **_fields(data, _RECONNECT_KEYS, "reconnect", source)
+    ),
+    "monitoring": lambda data, source: MonitoringConfig(
+        **_fields(data, _MONITORING_KEYS, "monitoring", source)
+    ),
+    "amqp_urls": lambda data, source: tuple(
+        _expect(url, _STR, f"amqp_urls[{index}]", source)
+        for index, url in enumerate(
+            _expect(data, ((list, tuple), "an array of strings"), "amqp_urls", source)
+        )
+    ),
 }
 
 

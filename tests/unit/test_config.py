@@ -714,3 +714,45 @@ def test_loading_logs_and_prints_nothing(
 
     assert caplog.records == []
     assert capsys.readouterr() == ("", "")
+
+
+# --- keys for running as a service and reconnecting ---------------------------
+
+
+def test_service_keys_have_their_defaults():
+    config = config_from_mapping({})
+    assert config.drain_timeout == 30.0
+    assert config.log_format == "text"
+    assert config.monitoring.port is None and config.monitoring.address == "127.0.0.1"
+    assert config.reconnect.initial_delay == 1.0 and config.reconnect.max_delay == 60.0
+    assert config.reconnect.max_attempts == 0
+    assert config.broker_urls == ("amqp://",)
+
+
+def test_amqp_urls_list_a_clusters_nodes_and_never_show_their_passwords():
+    config = config_from_mapping(
+        {"amqp_urls": ["amqp://u:secret1@a:5672/", "amqp://u:secret2@b:5672/"]}
+    )
+    assert config.broker_urls == ("amqp://u:secret1@a:5672/", "amqp://u:secret2@b:5672/")
+    assert "secret" not in repr(config)
+
+
+def test_a_bad_url_in_amqp_urls_names_its_index():
+    with pytest.raises(ConfigurationError, match=r"amqp_urls\[1\]"):
+        config_from_mapping({"amqp_urls": ["amqp://a/", "http://b/"]})
+
+
+def test_reconnect_and_monitoring_tables_merge_with_defaults_and_are_checked():
+    config = config_from_mapping({"reconnect": {"max_delay": 10}, "monitoring": {"port": 9100}})
+    assert config.reconnect.max_delay == 10 and config.reconnect.initial_delay == 1.0
+    assert config.monitoring.port == 9100
+    with pytest.raises(ConfigurationError, match=r"reconnect\.jitter"):
+        config_from_mapping({"reconnect": {"jitter": 1.5}})
+    with pytest.raises(ConfigurationError, match=r"unknown key monitoring\.prot"):
+        config_from_mapping({"monitoring": {"prot": 1}})
+
+
+def test_log_format_is_text_or_json():
+    assert config_from_mapping({"log_format": "json"}).log_format == "json"
+    with pytest.raises(ConfigurationError, match="log_format"):
+        config_from_mapping({"log_format": "xml"})

@@ -100,7 +100,9 @@ class FakeExecutor:
 
     def return_unrun(self, *tags: int) -> None:
         """Report deliveries a halted worker took but did not run."""
-        self._on_results([(self._take(tag)[0], RETURNED, None, None, 0.0) for tag in tags])
+        self._on_results(
+            [(item[0], RETURNED, None, None, 0.0, item[6]) for item in map(self._take, tags)]
+        )
 
     def stop_intake(self) -> defer.Deferred[list[Delivery]]:
         self.stop_intake_calls += 1
