@@ -1,0 +1,170 @@
+"""``twistd fedmq``: the command-line options and the service tree.
+
+``twistd -n fedmq --config FILE`` and ``fedmq consume`` run the same tree,
+built by :func:`build_service`: the consumer, the systemd notifier and, when
+the configuration gives ``monitoring.port``, the health and metrics endpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, ClassVar, NoReturn
+
+from twisted.application.service import MultiService
+from twisted.python import usage
+
+from fedmq._callback import load_callback
+from fedmq.config import Config, load_config
+from fedmq.exceptions import FedmqError
+from fedmq.exit_codes import USAGE
+from fedmq.service import ConsumerService
+
+
+def fail(message: str) -> NoReturn:
+    """Print one sentence about a usage or configuration error, and exit 2.
+
+    Args:
+        message: what is wrong, naming the file, key or argument.
+    """
+    sys.stderr.write(f"fedmq: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(USAGE)
+
+
+class Options(usage.Options):
+    """``twistd fedmq`` options. The configuration is loaded once they are parsed.
+
+    Attributes:
+        config: the loaded configuration, after :meth:`parseOptions`.
+    """
+
+    synopsis = "[--config FILE] [--callback PACKAGE.MODULE:OBJECT]"
+    longdesc = (
+        "Consume the queues the configuration file lists, handing each message to "
+        "the callback, until SIGTERM or SIGINT (a graceful drain; a second signal "
+        "stops at once) or until the callback halts. The exit status says why it "
+        "stopped; see the Exit status chapter of fedmq's documentation."
+    )
+    optParameters: ClassVar[list[list[Any]]] = [
+        [
+            "config",
+            "c",
+            None,
+            "The configuration file. Default: $FEDMQ_CONFIG, else /etc/fedmq/config.toml.",
+        ],
+        [
+            "callback",
+            None,
+            None,
+            "The callback, as package.module:object; overrides the configuration's.",
+        ],
+    ]
+
+    config: Config
+
+    def postOptions(self) -> None:
+        try:
+            self.config = load_config(self["config"])
+        except FedmqError as error:
+            fail(str(error))
+
+
+def build_service(
+    config: Config,
+    callback: Any = None,
+    *,
+    reactor: Any = None,
+    handle_signals: bool = False,
+    exit_with_status: bool = False,
+) -> MultiService:
+    """Build the service tree of a fedmq process.
+
+    Logging is set up from the configuration first, and the callback is
+    resolved (imported, and built if it is a class) before anything runs, so
+    a bad callback is an error here rather than once the reactor runs.
+
+    Args:
+        config: the configuration.
+        callback: a callback or ``"module:object"`` path overriding the config's.
+        reactor: the reactor to run on; the global one by default.
+        handle_signals: see :class:`~fedmq.service.ConsumerService`.
+        exit_with_status: see :class:`~fedmq.service.ConsumerService`.
+
+    Returns:
+        A MultiService holding the :class:`~fedmq.service.ConsumerService`
+        (named ``"fedmq-consumer"``), the systemd notifier and, when
+        ``monitoring.port`` is set, the monitoring service.
+
+    Raises:
+        CallbackError: the callback cannot be loaded.
+    """
+    setup_logging(config)
+    target, _is_async = load_callback(
+        callback if callback is not None else config.callback, config.consumer_config
+    )
+    top = MultiService()
+    consumer_service = ConsumerService(
+        config,
+        target,
+        reactor,
+        handle_signals=handle_signals,
+        exit_with_status=exit_with_status,
+    )
+    # Started first, so the services below find consumer_service.consumer.
+    consumer_service.setServiceParent(top)
+    monitoring = _optional("fedmq.monitoring", "MonitoringService")
+    if config.monitoring.port is not None and monitoring is not None:
+        monitoring(config, consumer_service).setServiceParent(top)
+    notifier = _optional("fedmq._systemd", "NotifyService")
+    if notifier is not None:
+        notifier(consumer_service).setServiceParent(top)
+    return top
+
+
+def _optional(module: str, name: str) -> Any:
+    # TEMPORARY: monitoring, systemd and logging are being written alongside
+    # this module; until they land the tree runs without them.
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError:
+        return None
+
+
+def setup_logging(config: Config) -> None:
+    """Send Twisted's and the standard library's logs where ``config`` says."""
+    setup = _optional("fedmq._logging", "setup_logging")
+    if setup is not None:
+        setup(config)
+
+
+def consumer_service_of(top: MultiService) -> ConsumerService:
+    """The :class:`~fedmq.service.ConsumerService` in a tree from :func:`build_service`."""
+    found = top.getServiceNamed(ConsumerService.name)
+    assert isinstance(found, ConsumerService)
+    return found
+
+
+def makeService(options: Options) -> MultiService:
+    """Build the service tree for ``twistd fedmq`` (see :func:`build_service`).
+
+    The process takes SIGTERM and SIGINT (drain, then stop at once) and exits
+    with the consumer's exit status, although twistd itself would exit 0.
+    """
+    try:
+        return build_service(
+            options.config, options["callback"], handle_signals=True, exit_with_status=True
+        )
+    except FedmqError as error:
+        fail(str(error))
+
+
+__all__ = [
+    "Options",
+    "build_service",
+    "consumer_service_of",
+    "fail",
+    "makeService",
+    "setup_logging",
+]
