@@ -140,8 +140,14 @@ class _Endpoints(Resource):
         self._consumer_service = consumer_service
         self._registry = registry
 
-    def render_GET(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes:
         request.setHeader(b"cache-control", b"no-store")
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            return _json(request, 405, {"error": "only GET and HEAD are allowed"})
+        return self._get(request)
+
+    def _get(self, request: Request) -> bytes:
         if request.path == b"/live":
             return _json(request, 200, {"live": True})
         if request.path == b"/ready":
