@@ -19,6 +19,7 @@ import logging
 import logging.config
 import re
 import sys
+import weakref
 from collections.abc import Callable, Iterator
 from typing import IO, Any, cast
 
@@ -174,7 +175,7 @@ twisted_observer = TwistedToLogging()
 # The handler setup_logging installed last, replaced by the next call.
 _default_handler: logging.Handler | None = None
 _redact_filter = RedactPasswords()
-_beginners_started: set[int] = set()
+_beginners_started: weakref.WeakSet[LogBeginner] = weakref.WeakSet()
 
 
 def twistd_log_observer() -> Callable[[LogEvent], None]:
@@ -251,9 +252,9 @@ def begin_twisted(log_beginner: LogBeginner | None = None) -> None:
         log_beginner: the Twisted log beginner; the global one by default.
     """
     beginner = global_log_beginner if log_beginner is None else log_beginner
-    if id(beginner) in _beginners_started:
+    if beginner in _beginners_started:
         return
-    _beginners_started.add(id(beginner))
+    _beginners_started.add(beginner)
     # Standard output stays what it is: a callback's print() is its own business.
     beginner.beginLoggingTo([cast(ILogObserver, twisted_observer)], redirectStandardIO=False)
 
