@@ -244,6 +244,8 @@ def _run_in_reactor(work: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
 def _run_services(top: Any, consumer_service: Any) -> int:
     """Run a service tree as twistd would, and return the consumer's exit status."""
     reactor = _global_reactor()
+    # As twistd does: privileged start, start, then the reactor.
+    top.privilegedStartService()
     top.startService()
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     reactor.run(installSignalHandlers=threading.current_thread() is threading.main_thread())
@@ -355,8 +357,8 @@ class _Recorder:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
+    from fedmq._logging import setup_logging
     from fedmq.service import ConsumerService
-    from fedmq.tap import setup_logging
 
     # One message at a time, so the file is in the order the queue delivers.
     config = _consume_config(args).replace(concurrency=1)

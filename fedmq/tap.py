@@ -14,9 +14,12 @@ from twisted.application.service import MultiService
 from twisted.python import usage
 
 from fedmq._callback import load_callback
+from fedmq._logging import setup_logging, twistd_log_observer
+from fedmq._systemd import NotifyService
 from fedmq.config import Config, load_config
 from fedmq.exceptions import FedmqError
 from fedmq.exit_codes import USAGE
+from fedmq.monitoring import MonitoringService
 from fedmq.service import ConsumerService
 
 
@@ -67,6 +70,11 @@ class Options(usage.Options):
             self.config = load_config(self["config"])
         except FedmqError as error:
             fail(str(error))
+        twistd_options = getattr(self, "parent", None)
+        if twistd_options is not None and twistd_options.get("logger") is None:
+            # twistd begins Twisted's logging itself, once makeService has
+            # run: point it at fedmq's logging (unless --logger says otherwise).
+            twistd_options["logger"] = f"{twistd_log_observer.__module__}.twistd_log_observer"
 
 
 def build_service(
@@ -76,6 +84,7 @@ def build_service(
     reactor: Any = None,
     handle_signals: bool = False,
     exit_with_status: bool = False,
+    begin_twisted_logging: bool = True,
 ) -> MultiService:
     """Build the service tree of a fedmq process.
 
@@ -89,20 +98,25 @@ def build_service(
         reactor: the reactor to run on; the global one by default.
         handle_signals: see :class:`~fedmq.service.ConsumerService`.
         exit_with_status: see :class:`~fedmq.service.ConsumerService`.
+        begin_twisted_logging: send Twisted's log to :mod:`logging` now; False
+            under twistd, which begins Twisted's logging itself.
 
     Returns:
         A MultiService holding the :class:`~fedmq.service.ConsumerService`
         (named ``"fedmq-consumer"``), the systemd notifier and, when
-        ``monitoring.port`` is set, the monitoring service.
+        ``monitoring.port`` is set, the monitoring service. Starting it
+        reports a service that cannot start for a reason the user can fix (the
+        monitoring port is taken) in one line, and exits 2.
 
     Raises:
+        ConfigurationError: ``log_config`` is not a valid logging configuration.
         CallbackError: the callback cannot be loaded.
     """
-    setup_logging(config)
+    setup_logging(config, begin_twisted_logging=begin_twisted_logging)
     target, _is_async = load_callback(
         callback if callback is not None else config.callback, config.consumer_config
     )
-    top = MultiService()
+    top = _ServiceTree()
     consumer_service = ConsumerService(
         config,
         target,
@@ -112,31 +126,26 @@ def build_service(
     )
     # Started first, so the services below find consumer_service.consumer.
     consumer_service.setServiceParent(top)
-    monitoring = _optional("fedmq.monitoring", "MonitoringService")
-    if config.monitoring.port is not None and monitoring is not None:
-        monitoring(config, consumer_service).setServiceParent(top)
-    notifier = _optional("fedmq._systemd", "NotifyService")
-    if notifier is not None:
-        notifier(consumer_service).setServiceParent(top)
+    if config.monitoring.port is not None:
+        MonitoringService(config, consumer_service, reactor).setServiceParent(top)
+    NotifyService(consumer_service, reactor).setServiceParent(top)
     return top
 
 
-def _optional(module: str, name: str) -> Any:
-    # TEMPORARY: monitoring, systemd and logging are being written alongside
-    # this module; until they land the tree runs without them.
-    import importlib
+class _ServiceTree(MultiService):
+    """A MultiService whose start turns a user's mistake into one line and exit 2."""
 
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ModuleNotFoundError:
-        return None
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except FedmqError as error:
+            fail(str(error))
 
-
-def setup_logging(config: Config) -> None:
-    """Send Twisted's and the standard library's logs where ``config`` says."""
-    setup = _optional("fedmq._logging", "setup_logging")
-    if setup is not None:
-        setup(config)
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except FedmqError as error:
+            fail(str(error))
 
 
 def consumer_service_of(top: MultiService) -> ConsumerService:
@@ -154,7 +163,12 @@ def makeService(options: Options) -> MultiService:
     """
     try:
         return build_service(
-            options.config, options["callback"], handle_signals=True, exit_with_status=True
+            options.config,
+            options["callback"],
+            handle_signals=True,
+            exit_with_status=True,
+            # Under twistd (the options have a parent), twistd begins it.
+            begin_twisted_logging=getattr(options, "parent", None) is None,
         )
     except FedmqError as error:
         fail(str(error))
@@ -166,5 +180,4 @@ __all__ = [
     "consumer_service_of",
     "fail",
     "makeService",
-    "setup_logging",
 ]
