@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
+from docutils import nodes
 from sphinx.application import Sphinx
+from sphinx.writers.manpage import ManualPageTranslator
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -52,9 +55,10 @@ napoleon_use_ivar = True
 html_theme = "alabaster"
 html_title = f"fedmq {release}"
 
-# `sphinx-build -b man docs docs/_build/man` writes fedmq.7. The command-line
-# interface, when it arrives, gets its own section-1 page here.
+# `sphinx-build -b man docs docs/_build/man` writes fedmq.1, the command
+# (from cli.md), and fedmq.7, the library.
 man_pages = [
+    ("cli", "fedmq", "run and feed fedmq consumers on RabbitMQ", [author], 1),
     ("man/fedmq", "fedmq", "run message consumers on RabbitMQ from Python", [author], 7),
 ]
 
@@ -68,7 +72,28 @@ def _include_changelog(app: Sphinx, docname: str, source: list[str]) -> None:
         source[0] = "# Changelog\n\n```{include} ../CHANGELOG.md\n```\n"
 
 
+class _ManPageTranslator(ManualPageTranslator):
+    """Links to other pages show only their words in a manual page.
+
+    docutils would write "words <>" for a link within the documentation. It
+    binds its reference handlers per instance, so they are replaced here.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._visit_external_reference = self.visit_reference
+        self.visit_reference = self._visit_any_reference  # type: ignore[method-assign]
+
+    def _visit_any_reference(self, node: nodes.reference) -> None:
+        if node.get("refuri", "").startswith(("http:", "https:", "mailto:", "ftp:")):
+            self._visit_external_reference(node)
+            return
+        self.visit_Text(node)  # type: ignore[arg-type]
+        raise nodes.SkipNode
+
+
 def setup(app: Sphinx) -> None:
+    app.set_translator("man", _ManPageTranslator)
     app.connect("source-read", _include_changelog)
     # Rebuild the changelog page when CHANGELOG.md appears or changes.
     if CHANGELOG.exists():
