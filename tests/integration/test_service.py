@@ -204,12 +204,14 @@ def test_halt_consumer_with_exit_code_0_is_a_normal_exit(runner, broker, tmp_pat
     assert "Traceback" not in err
 
 
-def test_twistd_with_the_asyncio_reactor_runs_an_async_callback(broker, tmp_path, queue_name):
+@pytest.mark.parametrize("reactor", ["default", "asyncio"])
+def test_twistd_runs_an_async_callback_under_either_reactor(broker, tmp_path, queue_name, reactor):
     broker.declare_queue(queue_name)
     ids = broker.publish(queue_name, [{"n": n} for n in range(3)])
     config = consumer_config(broker, tmp_path, queue_name, "AsyncSlow", sleep=0)
     log = tmp_path / "events.log"
-    command = [RUNNERS["twistd"][0], "--reactor=asyncio", *RUNNERS["twistd"][1:]]
+    reactor_name = "epoll" if reactor == "default" else reactor
+    command = [RUNNERS["twistd"][0], f"--reactor={reactor_name}", *RUNNERS["twistd"][1:]]
     process = start([*command, "--config", str(config)], cwd=tmp_path)
     try:
         wait_until(lambda: len(events(log, "done")) == 3, "three messages", process)
@@ -218,7 +220,7 @@ def test_twistd_with_the_asyncio_reactor_runs_an_async_callback(broker, tmp_path
     finally:
         terminate(process)
     assert status == 0, err
-    assert "AsyncioSelectorReactor" in out + err
+    assert ("AsyncioSelectorReactor" in out + err) == (reactor == "asyncio")
     assert sorted(events(log, "done")) == sorted(ids)
     assert broker.counts(queue_name) == (0, 0)
 
