@@ -23,6 +23,7 @@ from fedmq.exceptions import (
     PublishNacked,
     PublishReturned,
     PublishTimeout,
+    StopForced,
 )
 from fedmq.message import DecodeError, Message, Properties
 
@@ -50,6 +51,7 @@ __all__ = [
     "PublishNacked",
     "PublishReturned",
     "PublishTimeout",
+    "StopForced",
     "__version__",
     "consume",
     "load_config",

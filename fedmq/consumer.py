@@ -9,27 +9,42 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from fedmq._amqp import AMQPChannel, AMQPConnection
+from fedmq._backoff import reconnect_delay
 from fedmq._callback import load_callback
 from fedmq._deferreds import chain
 from fedmq._dispatch import AsyncioExecutor, Dispatcher, Result, ThreadExecutor
 from fedmq._publisher import Publisher
-from fedmq.config import Config
+from fedmq._stats import QUEUE_COUNTERS, ConsumerStats
+from fedmq.config import Config, redact_url
 from fedmq.exceptions import (
+    AuthenticationFailed,
     BrokerError,
     CallbackError,
-    ConsumerCancelled,
+    ConfigurationError,
+    ConnectionFailed,
     DeclarationError,
     HaltConsumer,
+    StopForced,
 )
 from fedmq.message import Message
 
 log = logging.getLogger("fedmq")
 
+#: Errors that reconnecting cannot mend: they end the consumer.
+_FATAL = (AuthenticationFailed, DeclarationError, CallbackError, ConfigurationError)
+
+STATES = ("connecting", "consuming", "reconnecting", "blocked", "draining", "stopped")
+
 
 class Consumer:
-    """Consumes the configured queues with one callback.
+    """Consumes the configured queues with one callback, across reconnects.
 
     Build it, then :meth:`start` it; or let :func:`fedmq.consume` do both.
+    A lost connection (the broker restarted, the network failed, heartbeats
+    stopped, ``CONNECTION_FORCED``) is reopened with backoff, through the
+    config's ``amqp_urls`` in turn, and everything is declared, bound and
+    consumed again. Deliveries in flight on the lost connection are never
+    acked on the new one: the broker redelivers them.
 
     Args:
         config: what to connect to, declare and consume.
@@ -37,38 +52,36 @@ class Consumer:
             config's ``callback``. It is resolved here, before connecting,
             so a bad path fails at once with :class:`CallbackError`.
         reactor: the reactor to run on; the global one by default.
-        drain_timeout: seconds a graceful stop waits for callbacks in flight.
 
     Attributes:
         result: a Deferred that fires with None when the consumer stops
             normally (:meth:`cancel`, or ``HaltConsumer`` with exit code 0),
             and fails with the reason otherwise: :class:`HaltConsumer` with a
             non-zero exit code, :class:`CallbackError` (its ``__cause__`` is
-            the callback's exception), :class:`ConsumerCancelled`, or a
-            connection error.
+            the callback's exception), :class:`DeclarationError`,
+            :class:`AuthenticationFailed`, :class:`ConnectionFailed` (gave up
+            reconnecting) or :class:`StopForced`.
         queues: the names of the queues consumed (the broker's names for
             server-named queues), once started.
+        stats: counters across all connections, for monitoring.
     """
 
-    def __init__(
-        self,
-        config: Config,
-        callback: Any = None,
-        *,
-        reactor: Any = None,
-        drain_timeout: float = 30.0,
-    ):
+    def __init__(self, config: Config, callback: Any = None, *, reactor: Any = None):
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
             reactor = global_reactor
         self.config = config
         self._reactor = reactor
-        self.drain_timeout = drain_timeout
+        self.drain_timeout = config.drain_timeout
         target = callback if callback is not None else config.callback
         self._callback, self.is_async = load_callback(target, config.consumer_config)
         self.result: defer.Deferred[None] = defer.Deferred()
         self.queues: tuple[str, ...] = ()
+        self.stats = ConsumerStats()
+        self._state = "connecting"
+        self._state_listeners: list[Any] = []
+        self._started: defer.Deferred[Consumer] = defer.Deferred()
         self._connection: AMQPConnection | None = None
         self._channel: AMQPChannel | None = None
         self._dispatcher: Dispatcher | None = None
@@ -76,22 +89,71 @@ class Consumer:
         self._consumer_tags: list[str] = []
         self._stopping: defer.Deferred[None] | None = None
         self._outcome: Failure | None = None
+        self._failures = 0
+        self._url_index = 0
+        self._sessions = 0
+        self._retry: Any = None
 
-    # --- starting ----------------------------------------------------------
+    # --- state ---------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """One of "connecting", "consuming", "reconnecting", "blocked",
+        "draining" and "stopped"."""
+        return self._state
+
+    def add_state_listener(self, listener: Any) -> None:
+        """Call ``listener(state)`` on the reactor thread at every change of :attr:`state`."""
+        self._state_listeners.append(listener)
+
+    def _set_state(self, state: str) -> None:
+        if state == self._state:
+            return
+        self._state = state
+        for listener in list(self._state_listeners):
+            try:
+                listener(state)
+            except Exception:
+                log.exception("A consumer state listener failed")
+
+    # --- connecting ------------------------------------------------------------
 
     def start(self) -> defer.Deferred[Consumer]:
         """Connect, declare, and start consuming.
 
+        Transient failures (refused or lost connections, timeouts) are
+        retried with the config's backoff, through ``amqp_urls`` in turn.
+
         Returns:
             A Deferred firing with this consumer once it consumes from every
             queue, or failing with :class:`AuthenticationFailed`,
-            :class:`ConnectionFailed` or :class:`DeclarationError`.
+            :class:`DeclarationError`, :class:`CallbackError`, or
+            :class:`ConnectionFailed` once ``reconnect.max_attempts`` is spent.
         """
-        return defer.ensureDeferred(self._start())
+        started = chain(self._started)
+        self._connect()
 
-    async def _start(self) -> Consumer:
+        def reported(failure: Failure) -> Failure:
+            # The caller of start() gets the reason; :attr:`result`, which
+            # fails with it too, need not be reported again as unhandled.
+            self.result.addErrback(lambda _: None)
+            return failure
+
+        return started.addErrback(reported)
+
+    def _connect(self) -> None:
+        self._retry = None
+        if self._stopping is not None:
+            return
+        self._set_state("reconnecting" if self._sessions else "connecting")
+        urls = self.config.broker_urls
+        url = urls[self._url_index % len(urls)]
+        d = defer.ensureDeferred(self._open_session(url))
+        d.addCallbacks(self._session_opened, self._session_failed)
+
+    async def _open_session(self, url: str) -> None:
         config = self.config
-        self._connection = connection = await AMQPConnection.connect(config, self._reactor)
+        self._connection = connection = await AMQPConnection.connect(config, self._reactor, url)
         try:
             self._channel = channel = await self._step(connection.channel(), "opening a channel")
             names = await self._declare(channel)
@@ -100,8 +162,9 @@ class Consumer:
                 "setting the prefetch count",
             )
             self._dispatcher = dispatcher = Dispatcher(
-                channel, self._make_executor, self._halted, self._failed
+                channel, self._make_executor, self._halted, self._failed, self.stats
             )
+            self._consumer_tags = []
             for name in names:
                 tag = await self._step(
                     channel.consume(name, dispatcher.deliver_for(name), self._cancelled_by_broker),
@@ -109,13 +172,120 @@ class Consumer:
                 )
                 self._consumer_tags.append(tag)
         except BaseException:
+            if self._dispatcher is not None:
+                self._dispatcher.abandon()
             await connection.close()
             raise
         self.queues = tuple(names)
-        connection.closed.addCallback(self._connection_closed)
-        channel.closed.addCallback(self._channel_closed)
-        log.info("Consuming from %s on %s", ", ".join(map(repr, names)), connection.address)
-        return self
+        connection.closed.addCallback(self._connection_lost, connection)
+        channel.closed.addCallback(self._channel_closed, channel)
+        connection.add_blocked_callbacks(self._blocked, self._unblocked)
+        log.info("Consuming from %s on %s", ", ".join(map(repr, names)), redact_url(url))
+
+    def _session_opened(self, _: None) -> None:
+        self._failures = 0
+        if self._sessions:
+            self.stats.reconnects += 1
+        self._sessions += 1
+        if self._stopping is not None:
+            # Stopped while this session was being set up: the drain did not
+            # see it, so close it here; the broker requeues what it delivered.
+            if self._dispatcher is not None:
+                self._dispatcher.abandon()
+            if self._connection is not None:
+                self._connection.close()
+            return
+        self._set_state("consuming")
+        if not self._started.called:
+            self._started.callback(self)
+
+    def _session_failed(self, failure: Failure) -> None:
+        self._connection = self._channel = self._dispatcher = None
+        if self._stopping is not None:
+            return
+        error = failure.value
+        if isinstance(error, _FATAL) or not isinstance(error, Exception):
+            self._give_up(failure)
+            return
+        self._failures += 1
+        policy = self.config.reconnect
+        if policy.max_attempts and self._failures >= policy.max_attempts:
+            self._give_up(
+                Failure(
+                    ConnectionFailed(
+                        f"Gave up after {self._failures} failed connection attempts; "
+                        f"the last: {error}"
+                    )
+                )
+            )
+            return
+        self._url_index += 1
+        delay = reconnect_delay(self._failures, policy)
+        log.warning("%s; trying again in %.1f s", error, delay)
+        self._retry = self._reactor.callLater(delay, self._connect)
+
+    def _give_up(self, failure: Failure) -> None:
+        log.error("%s", failure.value)
+        self._outcome = failure
+        self._stopping = defer.succeed(None)
+        self._set_state("stopped")
+        self._fail_start(failure)
+        self._finish()
+
+    def _fail_start(self, failure: Failure) -> None:
+        """Fail start()'s Deferreds, which have already passed the failure on."""
+        if not self._started.called:
+            self._started.errback(failure)
+            self._started.addErrback(lambda _: None)
+
+    def _lose_session(self, reason: Exception) -> None:
+        """The connection or channel went away while consuming: reconnect.
+
+        Callbacks still running finish first (so ``concurrency`` holds across
+        the reconnect); their results are not settled: those delivery tags
+        are dead and the broker redelivers the messages.
+        """
+        if self._stopping is not None or self._state not in ("consuming", "blocked"):
+            return
+        log.warning("%s; reconnecting", reason)
+        self._set_state("reconnecting")
+        dispatcher, self._dispatcher = self._dispatcher, None
+        self._publisher = None
+        connection = self._connection
+        if connection is not None and connection.is_open:
+            connection.abort()
+        if dispatcher is None:
+            self._connect()
+        else:
+            dispatcher.abandon().addBoth(lambda _: self._connect())
+
+    def _connection_lost(self, reason: Exception | None, connection: AMQPConnection) -> None:
+        if reason is not None and connection is self._connection:
+            self._lose_session(reason)
+
+    def _channel_closed(self, reason: BrokerError | None, channel: AMQPChannel) -> None:
+        if reason is None or channel is not self._channel:
+            return
+        if self._connection is not None and not self._connection.is_open:
+            return  # the connection went first: _connection_lost says why
+        self._lose_session(reason)
+
+    def _cancelled_by_broker(self) -> None:
+        # RabbitMQ cancels a consumer whose queue was deleted (or whose
+        # quorum-queue leader moved away). Declaring and consuming again
+        # restores it; a passive declare of a queue that is gone fails then.
+        log.warning("The broker cancelled the consumer (was its queue deleted?)")
+        self._lose_session(ConnectionFailed("The broker cancelled the consumer"))
+
+    def _blocked(self, reason: str) -> None:
+        log.warning("The broker blocked the connection: %s", reason or "no reason given")
+        if self._state == "consuming":
+            self._set_state("blocked")
+
+    def _unblocked(self) -> None:
+        log.info("The broker unblocked the connection")
+        if self._state == "blocked":
+            self._set_state("consuming")
 
     async def _step(self, d: defer.Deferred[Any], what: str) -> Any:
         """Await one channel operation with a timeout, naming it if it fails."""
@@ -196,19 +366,43 @@ class Consumer:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Messages received, acked, requeued, dropped and failed so far."""
-        return dict(self._dispatcher.counts) if self._dispatcher is not None else {}
+        """Messages received, acked, requeued, dropped and failed so far, all queues."""
+        return {
+            name: sum(counters[name] for counters in self.stats.queues.values())
+            for name in QUEUE_COUNTERS
+        }
 
     def cancel(self) -> defer.Deferred[None]:
         """Stop gracefully: stop taking deliveries, let callbacks in flight finish.
 
         Deliveries prefetched but not started go back to the queue; finished
-        ones are acked; then the channel and connection close.
+        ones are acked; then the channel and connection close. Callbacks
+        still running after ``drain_timeout`` are abandoned (their messages
+        left to the broker) and :attr:`result` fails with :class:`StopForced`.
 
         Returns:
             A Deferred that fires once all of that is done.
         """
         return self._stop(None)
+
+    def abort(self) -> None:
+        """Stop now, without waiting for callbacks in flight.
+
+        The connection is dropped; the broker requeues every unsettled
+        delivery. :attr:`result` fails with :class:`StopForced` unless the
+        consumer had already ended for another reason.
+        """
+        if self._outcome is None:
+            self._outcome = Failure(StopForced("Stopped without waiting for callbacks in flight"))
+        if self._stopping is None:
+            self._stopping = defer.succeed(None)
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        if self._dispatcher is not None:
+            self._dispatcher.abandon()
+        if self._connection is not None:
+            self._connection.abort()
+        self._finish()
 
     def _halted(self, halt: HaltConsumer) -> None:
         log.info("The callback halted the consumer: %s", halt)
@@ -224,10 +418,6 @@ class Consumer:
         error.__cause__ = exc
         self._stop(Failure(error))
 
-    def _cancelled_by_broker(self) -> None:
-        log.error("The broker cancelled the consumer (was its queue deleted?)")
-        self._stop(Failure(ConsumerCancelled("The broker cancelled the consumer")))
-
     def _stop(self, outcome: Failure | None) -> defer.Deferred[None]:
         if self._stopping is None:
             self._outcome = outcome
@@ -235,6 +425,10 @@ class Consumer:
         return chain(self._stopping).addBoth(lambda _: None)
 
     async def _drain_and_close(self) -> None:
+        self._set_state("draining")
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._fail_start(self._outcome or Failure(ConnectionFailed("Cancelled before consuming")))
         channel, dispatcher = self._channel, self._dispatcher
         try:
             if channel is not None and channel.is_open:
@@ -257,6 +451,10 @@ class Consumer:
                         self.drain_timeout,
                     )
                     dispatcher.abandon()
+                    if self._outcome is None:
+                        self._outcome = Failure(
+                            StopForced(f"Callbacks still running after {self.drain_timeout:g} s")
+                        )
             if self._publisher is not None:
                 await self._publisher.close()
             if channel is not None and channel.is_open:
@@ -267,6 +465,7 @@ class Consumer:
             self._finish()
 
     def _finish(self) -> None:
+        self._set_state("stopped")
         if self.result.called:
             return
         if self._outcome is None:
@@ -274,29 +473,9 @@ class Consumer:
         else:
             self.result.errback(self._outcome)
 
-    def _connection_closed(self, reason: Exception | None) -> None:
-        if self._stopping is not None or reason is None:
-            return
-        log.error("%s", reason)
-        if self._dispatcher is not None:
-            self._dispatcher.abandon()
-        self._outcome = Failure(reason)
-        self._stopping = defer.succeed(None)
-        self._finish()
-
-    def _channel_closed(self, reason: BrokerError | None) -> None:
-        if self._stopping is not None or reason is None:
-            return
-        if self._connection is not None and not self._connection.is_open:
-            return  # the connection went first: _connection_closed says why
-        log.error("%s", reason)
-        if self._dispatcher is not None:
-            self._dispatcher.abandon()
-        self._stop(Failure(reason))
-
 
 #: The object ``consume()`` hands to Twisted code: :meth:`Consumer.cancel` and
 #: :attr:`Consumer.result`.
 ConsumerHandle = Consumer
 
-__all__ = ["Consumer", "ConsumerHandle", "Result"]
+__all__ = ["STATES", "Consumer", "ConsumerHandle", "Result"]

@@ -107,6 +107,13 @@ class DeclarationError(BrokerError):
     """The broker refused to declare or bind an exchange or queue."""
 
 
+class StopForced(FedmqError):
+    """A stop did not wait for callbacks in flight (a second signal, or the drain timeout).
+
+    Their messages were left for the broker to requeue.
+    """
+
+
 class ConsumerCancelled(FedmqError):
     """The broker cancelled the consumer (its queue was deleted, say)."""
 

@@ -34,6 +34,7 @@ from fedmq.exceptions import (
     ConsumerCancelled,
     DeclarationError,
     HaltConsumer,
+    StopForced,
 )
 
 OK = 0
@@ -69,4 +70,6 @@ def exit_code_for(reason: BaseException | Failure | None) -> int:
         return CONSUMER_CANCELLED
     if isinstance(reason, ConnectionFailed):
         return CONNECTION_FAILED
+    if isinstance(reason, StopForced):
+        return FORCED_STOP
     return CALLBACK_FAILED if isinstance(reason, Exception) else FORCED_STOP

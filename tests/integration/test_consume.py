@@ -452,7 +452,9 @@ async def test_a_missing_vhost_is_an_authentication_error(rabbit, make_config):
 
 @pytest_twisted.ensureDeferred
 async def test_an_unreachable_broker_is_a_connection_error(make_config):
-    config = make_config(amqp_url="amqp://guest:guest@127.0.0.1:1/%2F")
+    config = make_config(
+        amqp_url="amqp://guest:guest@127.0.0.1:1/%2F", reconnect={"max_attempts": 1}
+    )
     with pytest.raises(fedmq.ConnectionFailed) as raised:
         await start(config, print)
     assert "127.0.0.1:1" in str(raised.value) and "refused" in str(raised.value)
@@ -465,28 +467,50 @@ def test_a_bad_callback_path_fails_before_connecting(make_config):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_queue_deleted_under_the_consumer_ends_it_with_consumer_cancelled(
-    broker, queue_name, make_config
+async def test_a_queue_deleted_under_the_consumer_is_declared_and_consumed_again(
+    broker, queue_name, make_config, caplog
 ):
     broker.declare_queue(queue_name)
-    consumer = await start(make_config(), print)
+    seen = []
+    consumer = await start(make_config(), lambda m: seen.append(m.body))
     connection, channel = broker._channel()
     channel.queue_delete(queue_name)
     connection.close()
-    with pytest.raises(fedmq.ConsumerCancelled):
-        await consumer.result
+    await wait_for(lambda: consumer.stats.reconnects == 1, what="the consumer to come back")
+    assert consumer.state == "consuming"
+    broker.publish(queue_name, ["after"])
+    await wait_for(lambda: seen == ["after"])
+    await consumer.cancel()
+    assert "cancelled the consumer" in caplog.text
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_connection_closed_by_the_broker_fails_the_result(
+async def test_a_connection_closed_by_the_broker_is_reopened(
     rabbit, queue_name, make_config, broker
 ):
     broker.declare_queue(queue_name)
-    consumer = await start(make_config(), print)
+    states = []
+    seen = []
+    consumer = await start(make_config(), lambda m: seen.append(m.body))
+    consumer.add_state_listener(states.append)
     await defer.maybeDeferred(rabbit.close_all_connections, "test closes it")
+    await wait_for(lambda: consumer.stats.reconnects == 1, what="a reconnect")
+    broker.publish(queue_name, ["after"])
+    await wait_for(lambda: seen == ["after"])
+    await consumer.cancel()
+    assert states == ["reconnecting", "consuming", "draining", "stopped"]
+    assert await consumer.result is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_consumer_gives_up_after_max_attempts_with_connection_failed(make_config):
+    config = make_config(
+        amqp_url="amqp://guest:guest@127.0.0.1:1/%2F",
+        reconnect={"max_attempts": 3, "initial_delay": 0.01, "max_delay": 0.05},
+    )
     with pytest.raises(fedmq.ConnectionFailed) as raised:
-        await consumer.result
-    assert "test closes it" in str(raised.value)
+        await start(config, print)
+    assert "3 failed connection attempts" in str(raised.value)
 
 
 @pytest_twisted.ensureDeferred

@@ -28,7 +28,11 @@ async def test_a_consumer_connects_over_tls_and_checks_the_servers_certificate(
 @pytest_twisted.ensureDeferred
 async def test_a_server_certificate_from_another_ca_is_refused(rabbit, tmp_path, make_config):
     make_test_certificates(tmp_path)
-    config = make_config(amqp_url=rabbit.tls_url, tls={"ca_cert": str(tmp_path / "ca.pem")})
+    config = make_config(
+        amqp_url=rabbit.tls_url,
+        tls={"ca_cert": str(tmp_path / "ca.pem")},
+        reconnect={"max_attempts": 1},
+    )
     with pytest.raises(fedmq.ConnectionFailed) as raised:
         await fedmq.consume(print, config=config)
     assert f"localhost:{rabbit.tls_port}" in str(raised.value)

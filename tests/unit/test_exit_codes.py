@@ -15,6 +15,7 @@ from fedmq.exceptions import (
     ConsumerCancelled,
     DeclarationError,
     HaltConsumer,
+    StopForced,
 )
 
 
@@ -39,6 +40,7 @@ def _raised_callback_error() -> CallbackError:
         (_raised_callback_error(), 5),
         (ConsumerCancelled("cancelled"), 6),
         (ConnectionFailed("gave up"), 7),
+        (StopForced("second signal"), 1),
     ],
 )
 def test_each_reason_has_its_documented_exit_code(reason, code):

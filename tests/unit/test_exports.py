@@ -41,6 +41,7 @@ EXPECTED_EXPORTS = {
     "PublishNacked": "fedmq.exceptions",
     "PublishReturned": "fedmq.exceptions",
     "PublishTimeout": "fedmq.exceptions",
+    "StopForced": "fedmq.exceptions",
     "__version__": "fedmq",
     "consume": "fedmq.api",
     "load_config": "fedmq.config",
