@@ -20,7 +20,6 @@ from fedmq.exceptions import (
     AuthenticationFailed,
     BrokerError,
     CallbackError,
-    ConfigurationError,
     ConnectionFailed,
     DeclarationError,
     HaltConsumer,
@@ -30,8 +29,10 @@ from fedmq.message import Message
 
 log = logging.getLogger("fedmq")
 
-#: Errors that reconnecting cannot mend: they end the consumer.
-_FATAL = (AuthenticationFailed, DeclarationError, CallbackError, ConfigurationError)
+#: Errors that another connection attempt may mend; anything else ends the consumer.
+_TRANSIENT = (ConnectionFailed, BrokerError)
+#: ... except these, which no reconnect mends.
+_FATAL = (AuthenticationFailed, DeclarationError)
 
 STATES = ("connecting", "consuming", "reconnecting", "blocked", "draining", "stopped")
 
@@ -66,7 +67,14 @@ class Consumer:
         stats: counters across all connections, for monitoring.
     """
 
-    def __init__(self, config: Config, callback: Any = None, *, reactor: Any = None):
+    def __init__(
+        self,
+        config: Config,
+        callback: Any = None,
+        *,
+        reactor: Any = None,
+        _connect: Any = AMQPConnection.connect,
+    ):
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -93,6 +101,8 @@ class Consumer:
         self._url_index = 0
         self._sessions = 0
         self._retry: Any = None
+        # How a connection is opened: tests hand in fakes driven by a Clock.
+        self._open_connection = _connect
 
     # --- state ---------------------------------------------------------------
 
@@ -153,7 +163,7 @@ class Consumer:
 
     async def _open_session(self, url: str) -> None:
         config = self.config
-        self._connection = connection = await AMQPConnection.connect(config, self._reactor, url)
+        self._connection = connection = await self._open_connection(config, self._reactor, url)
         try:
             self._channel = channel = await self._step(connection.channel(), "opening a channel")
             names = await self._declare(channel)
@@ -204,7 +214,7 @@ class Consumer:
         if self._stopping is not None:
             return
         error = failure.value
-        if isinstance(error, _FATAL) or not isinstance(error, Exception):
+        if isinstance(error, _FATAL) or not isinstance(error, _TRANSIENT):
             self._give_up(failure)
             return
         self._failures += 1

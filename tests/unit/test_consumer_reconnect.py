@@ -1,0 +1,271 @@
+"""The consumer's connection life cycle, on a Clock with a fake broker.
+
+No sockets and no sleeps: a fake connection factory plays the broker, and
+``task.Clock`` stands in for time, so each backoff step is checked exactly.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer, task
+
+from fedmq.config import config_from_mapping
+from fedmq.consumer import Consumer
+from fedmq.exceptions import AuthenticationFailed, ConnectionFailed
+
+
+class ThreadCallClock(task.Clock):
+    """A Clock that also takes calls from worker threads, run when the test says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread_calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
+        self.thread_calls.put((f, args))
+
+    def run_thread_calls(self, until: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Run calls from worker threads as they come, until ``until()`` holds."""
+        while not until():
+            f, args = self.thread_calls.get(timeout=timeout)
+            f(*args)
+
+
+class FakeChannel:
+    def __init__(self) -> None:
+        self.closed: defer.Deferred[Any] = defer.Deferred()
+        self.is_open = True
+        self.consumed: list[str] = []
+        self.sent: list[tuple[Any, ...]] = []
+
+    def ack(self, tag: int, multiple: bool = False) -> None:
+        self.sent.append(("ack", tag, multiple))
+
+    def nack(self, tag: int, requeue: bool = True) -> None:
+        self.sent.append(("nack", tag))
+
+    def reject(self, tag: int) -> None:
+        self.sent.append(("reject", tag))
+
+    def declare_exchange(self, exchange: Any, passive: bool = False) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def declare_queue(self, queue: Any, passive: bool = False) -> defer.Deferred[str]:
+        return defer.succeed(queue.name)
+
+    def bind(self, *args: Any) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def qos(self, *args: Any) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def consume(self, queue: str, on_delivery: Any, on_cancelled: Any) -> defer.Deferred[str]:
+        self.consumed.append(queue)
+        self.on_delivery, self.on_cancelled = on_delivery, on_cancelled
+        return defer.succeed(f"ctag-{queue}")
+
+    def cancel(self, tag: str) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def close(self) -> defer.Deferred[None]:
+        self.is_open = False
+        return defer.succeed(None)
+
+
+class FakeConnection:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.address = url
+        self.is_open = True
+        self.closed: defer.Deferred[Any] = defer.Deferred()
+        self.channels: list[FakeChannel] = []
+
+    def channel(self) -> defer.Deferred[FakeChannel]:
+        channel = FakeChannel()
+        self.channels.append(channel)
+        return defer.succeed(channel)
+
+    def add_blocked_callbacks(self, on_blocked: Any, on_unblocked: Any) -> None:
+        self.on_blocked, self.on_unblocked = on_blocked, on_unblocked
+
+    on_blocked: Any
+    on_unblocked: Any
+
+    def lose(self, reason: Exception) -> None:
+        """The broker or the network drops this connection."""
+        self.is_open = False
+        for channel in self.channels:
+            channel.is_open = False
+        self.closed.callback(reason)
+
+    def close(self) -> defer.Deferred[None]:
+        if self.is_open:
+            self.is_open = False
+            self.closed.callback(None)
+        return defer.succeed(None)
+
+    def abort(self) -> None:
+        self.close()
+
+
+class FakeBroker:
+    """Answers connection attempts from a script of outcomes, then accepts."""
+
+    def __init__(self, outcomes: list[Exception | None] | None = None) -> None:
+        self.outcomes = list(outcomes or [])
+        self.attempts: list[str] = []
+        self.connections: list[FakeConnection] = []
+
+    def connect(self, config: Any, reactor: Any, url: str) -> defer.Deferred[FakeConnection]:
+        self.attempts.append(url)
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        if outcome is not None:
+            return defer.fail(outcome)
+        connection = FakeConnection(url)
+        self.connections.append(connection)
+        return defer.succeed(connection)
+
+
+def make_consumer(broker: FakeBroker, **config: Any) -> tuple[Consumer, ThreadCallClock]:
+    clock = ThreadCallClock()
+    settings = config_from_mapping(
+        {
+            "queues": {"orders": {}},
+            "reconnect": {"initial_delay": 1, "max_delay": 8, "factor": 2, "jitter": 0},
+            **config,
+        }
+    )
+    consumer = Consumer(settings, lambda m: None, reactor=clock, _connect=broker.connect)
+    return consumer, clock
+
+
+def wait_for_reconnect(consumer: Consumer, broker: FakeBroker) -> None:
+    """Let the old session's workers wind down (they report from their threads)."""
+    consumer._reactor.run_thread_calls(lambda: len(broker.connections) == 2)
+
+
+def refused() -> ConnectionFailed:
+    return ConnectionFailed("Could not connect to the broker at a:5672: connection refused")
+
+
+def test_failed_attempts_back_off_exponentially_up_to_max_delay():
+    broker = FakeBroker([refused()] * 5)
+    consumer, clock = make_consumer(broker)
+    started: list[Any] = []
+    consumer.start().addBoth(started.append)
+    assert len(broker.attempts) == 1
+    for delay in (1, 2, 4, 8, 8):  # capped at max_delay
+        clock.advance(delay - 0.01)
+        before = len(broker.attempts)
+        clock.advance(0.01)
+        assert len(broker.attempts) == before + 1
+    assert started == [consumer]
+    assert consumer.state == "consuming"
+
+
+def test_the_delay_resets_after_a_successful_handshake():
+    broker = FakeBroker([refused(), refused()])
+    consumer, clock = make_consumer(broker)
+    consumer.start()
+    clock.advance(1)
+    clock.advance(2)
+    assert consumer.state == "consuming"
+    broker.outcomes = [refused()]
+    broker.connections[-1].lose(ConnectionFailed("lost"))
+    clock.run_thread_calls(lambda: len(broker.attempts) == 4)
+    # The reconnect after a lost session is immediate; its failure waits the
+    # initial delay again, not the 4 s the earlier run had reached.
+    assert consumer.state == "reconnecting"
+    attempts = len(broker.attempts)
+    clock.advance(0.99)
+    assert len(broker.attempts) == attempts
+    clock.advance(0.01)
+    assert len(broker.attempts) == attempts + 1
+    assert consumer.state == "consuming"
+
+
+def test_attempts_go_through_amqp_urls_in_turn():
+    broker = FakeBroker([refused(), refused()])
+    consumer, clock = make_consumer(broker, amqp_urls=["amqp://a/", "amqp://b/", "amqp://c/"])
+    consumer.start()
+    clock.advance(1)
+    clock.advance(2)
+    assert broker.attempts == ["amqp://a/", "amqp://b/", "amqp://c/"]
+
+
+def test_a_lost_connection_is_reopened_and_everything_consumed_again():
+    broker = FakeBroker()
+    consumer, _ = make_consumer(broker)
+    states: list[str] = []
+    consumer.start()
+    consumer.add_state_listener(states.append)
+    first = broker.connections[0]
+    first.lose(ConnectionFailed("missed heartbeats"))
+    wait_for_reconnect(consumer, broker)
+    second = broker.connections[1]
+    assert second.channels[0].consumed == ["orders"]
+    assert states == ["reconnecting", "consuming"]
+    assert consumer.stats.reconnects == 1
+    assert not consumer.result.called
+
+
+def test_a_delivery_from_the_lost_connection_is_never_settled_on_the_new_one():
+    broker = FakeBroker()
+    consumer, _ = make_consumer(broker)
+    consumer.start()
+    old_channel = broker.connections[0].channels[0]
+    old_channel.on_delivery(1, False, "", "k", None, b"{}")
+    broker.connections[0].lose(ConnectionFailed("lost"))
+    wait_for_reconnect(consumer, broker)
+    new_channel = broker.connections[1].channels[0]
+    assert new_channel.sent == [] and old_channel.sent == []
+
+
+def test_authentication_failure_is_fatal_and_not_retried():
+    broker = FakeBroker([AuthenticationFailed("refused the credentials")])
+    consumer, clock = make_consumer(broker)
+    failures: list[Any] = []
+    consumer.start().addErrback(failures.append)
+    clock.advance(100)
+    assert len(broker.attempts) == 1
+    assert failures and failures[0].check(AuthenticationFailed)
+    assert consumer.state == "stopped"
+
+
+def test_max_attempts_gives_up_with_connection_failed():
+    broker = FakeBroker([refused()] * 10)
+    consumer, clock = make_consumer(broker, reconnect={"max_attempts": 3, "jitter": 0})
+    failures: list[Any] = []
+    consumer.start().addErrback(failures.append)
+    clock.pump([1, 2, 4, 8])
+    assert len(broker.attempts) == 3
+    assert "3 failed connection attempts" in str(failures[0].value)
+    outcome: list[Any] = []
+    consumer.result.addBoth(outcome.append)
+    assert outcome == [None]  # start() reported it; result is not reported twice
+
+
+def test_cancel_while_waiting_to_reconnect_stops_without_another_attempt():
+    broker = FakeBroker([refused()] * 3)
+    consumer, clock = make_consumer(broker)
+    consumer.start().addErrback(lambda _: None)
+    done: list[Any] = []
+    consumer.cancel().addBoth(done.append)
+    clock.advance(100)
+    assert len(broker.attempts) == 1
+    assert done == [None]
+    assert consumer.state == "stopped"
+
+
+def test_a_blocked_connection_is_reported_in_the_state():
+    broker = FakeBroker()
+    consumer, _ = make_consumer(broker)
+    consumer.start()
+    connection = broker.connections[0]
+    connection.on_blocked("low on memory")
+    assert consumer.state == "blocked"
+    connection.on_unblocked()
+    assert consumer.state == "consuming"
