@@ -29,7 +29,8 @@ class Publisher:
         self._connection = connection
         self._owns_connection = connection is None
         self._channel: AMQPChannel | None = None
-        self._lock = defer.DeferredLock()
+        # Publishes waiting, in call order, for the channel to open.
+        self._waiters: list[defer.Deferred[Any]] = []
 
     async def _open_channel(self) -> AMQPChannel:
         if self._channel is not None and self._channel.is_open:
@@ -64,10 +65,16 @@ class Publisher:
         if routing_key is None:
             routing_key = self._config.topic_prefix + message.topic
         ready = self._channel if self._channel is not None and self._channel.is_open else None
+        d: defer.Deferred[Any]
         if ready is not None:
             d = ready.publish(exchange, routing_key, message.data, message.properties, mandatory)
         else:
-            d = self._lock.run(self._open_channel)  # type: ignore[call-overload]
+            # Each publish waits its turn: when the channel is open, the
+            # waiters are fired in the order they came, keeping message order.
+            d = defer.Deferred()
+            self._waiters.append(d)
+            if len(self._waiters) == 1:
+                defer.ensureDeferred(self._open_channel()).addBoth(self._opened)
             d.addCallback(
                 lambda channel: channel.publish(
                     exchange, routing_key, message.data, message.properties, mandatory
@@ -86,6 +93,14 @@ class Publisher:
         d.addTimeout(timeout, self._reactor)
         d.addErrback(timed_out)
         return d
+
+    def _opened(self, result: Any) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
 
     def close(self) -> defer.Deferred[Any]:
         """Close the channel, and the connection when this publisher owns it."""

@@ -43,12 +43,8 @@ from fedmq.exceptions import (
     HaltConsumer,
     PublishError,
 )
-from fedmq.exit_codes import FORCED_STOP, OK, USAGE, exit_code_for
+from fedmq.exit_codes import FORCED_STOP, OK, PUBLISH_FAILED, USAGE, exit_code_for
 from fedmq.message import DecodeError, Message, Properties, decode_body
-
-#: Exit status of ``fedmq publish`` when the broker refused (nacked), could
-#: not route (``--mandatory``) or did not confirm a message.
-PUBLISH_FAILED = 8
 
 _PROPERTY_NAMES = tuple(name for name in Properties.__slots__ if name != "headers")
 _RECORD_KEYS = frozenset(

@@ -235,7 +235,9 @@ class Consumer:
         self._retry = self._reactor.callLater(delay, self._connect)
 
     def _give_up(self, failure: Failure) -> None:
-        log.error("%s", failure.value)
+        if self._started.called:
+            # Before that, start()'s caller is told; logging it too says it twice.
+            log.error("%s", failure.value)
         self._outcome = failure
         self._stopping = defer.succeed(None)
         self._set_state("stopped")
@@ -424,6 +426,7 @@ class Consumer:
             message_id=message.id if message is not None else None,
             topic=message.topic if message is not None else None,
             queue=message.queue if message is not None else None,
+            raised_by_callback=True,
         )
         error.__cause__ = exc
         self._stop(Failure(error))

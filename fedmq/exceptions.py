@@ -63,8 +63,9 @@ class ConfigurationError(FedmqError):
 class CallbackError(FedmqError):
     """The callback could not be loaded, or raised an unexpected exception.
 
-    When it wraps a callback's exception, ``__cause__`` is that exception and
-    :attr:`message_id`, :attr:`topic` and :attr:`queue` say which message.
+    When it wraps a callback's exception, :attr:`raised_by_callback` is
+    True, ``__cause__`` is that exception and :attr:`message_id`,
+    :attr:`topic` and :attr:`queue` say which message.
     """
 
     def __init__(
@@ -74,8 +75,10 @@ class CallbackError(FedmqError):
         message_id: str | None = None,
         topic: str | None = None,
         queue: str | None = None,
+        raised_by_callback: bool = False,
     ):
         super().__init__(text)
+        self.raised_by_callback = raised_by_callback
         self.message_id = message_id
         self.topic = topic
         self.queue = queue

@@ -17,6 +17,8 @@ code   name                        when
 5      ``CALLBACK_FAILED``         the callback raised an unexpected exception
 6      ``CONSUMER_CANCELLED``      the broker cancelled the consumer for good
 7      ``CONNECTION_FAILED``       fedmq gave up connecting to the broker
+8      ``PUBLISH_FAILED``          ``fedmq publish``: the broker nacked, could not
+                                   route, or did not confirm a message
 N      (``HaltConsumer(N)``)       the callback asked to stop with status N
 =====  ==========================  ==========================================
 """
@@ -45,6 +47,7 @@ ACCESS_REFUSED = 4
 CALLBACK_FAILED = 5
 CONSUMER_CANCELLED = 6
 CONNECTION_FAILED = 7
+PUBLISH_FAILED = 8
 
 
 def exit_code_for(reason: BaseException | Failure | None) -> int:
@@ -59,7 +62,7 @@ def exit_code_for(reason: BaseException | Failure | None) -> int:
         return USAGE
     if isinstance(reason, CallbackError):
         # A callback that cannot be loaded is a usage error; one that raised is not.
-        return CALLBACK_FAILED if reason.__cause__ is not None else USAGE
+        return CALLBACK_FAILED if reason.raised_by_callback else USAGE
     if isinstance(reason, AuthenticationFailed):
         return ACCESS_REFUSED
     if isinstance(reason, BrokerError) and reason.reply_code == 403:

@@ -19,8 +19,14 @@ from fedmq.exceptions import (
 )
 
 
+def _loading_error_with_cause() -> CallbackError:
+    error = CallbackError("The callback class 'x:Y' could not be instantiated")
+    error.__cause__ = RuntimeError("no database")
+    return error
+
+
 def _raised_callback_error() -> CallbackError:
-    error = CallbackError("The callback raised ValueError: boom")
+    error = CallbackError("The callback raised ValueError: boom", raised_by_callback=True)
     error.__cause__ = ValueError("boom")
     return error
 
@@ -33,6 +39,7 @@ def _raised_callback_error() -> CallbackError:
         (HaltConsumer(exit_code=42), 42),
         (ConfigurationError("bad key"), 2),
         (CallbackError("The callback 'x:y' could not be loaded"), 2),
+        (_loading_error_with_cause(), 2),
         (DeclarationError("refused", 406, "PRECONDITION_FAILED"), 3),
         (DeclarationError("refused", 403, "ACCESS_REFUSED"), 4),
         (AuthenticationFailed("wrong password"), 4),
@@ -59,6 +66,7 @@ def test_the_codes_are_distinct():
         "CALLBACK_FAILED",
         "CONSUMER_CANCELLED",
         "CONNECTION_FAILED",
+        "PUBLISH_FAILED",
     ]
     values = [getattr(exit_codes, name) for name in names]
-    assert values == list(range(8))
+    assert values == list(range(9))

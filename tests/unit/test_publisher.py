@@ -112,3 +112,14 @@ def test_a_closed_consumer_connection_is_reported_not_reopened():
     publisher.publish(Message(1, topic="t"), "ex", "rk").addErrback(failures.append)
     assert failures and "closed" in str(failures[0].value)
     assert connection.channels == []
+
+
+def test_messages_published_while_the_channel_opens_keep_their_order():
+    publisher, connection, _ = make_publisher()
+    opening: defer.Deferred[FakeChannel] = defer.Deferred()
+    connection.channel = lambda: opening  # type: ignore[method-assign]
+    for n in range(5):
+        publisher.publish(Message(n, topic="t"), "ex", "rk")
+    channel = FakeChannel()
+    opening.callback(channel)
+    assert [body for _, _, body, _, _ in channel.published] == [b"0", b"1", b"2", b"3", b"4"]
