@@ -1,0 +1,94 @@
+"""A consumer for fault tests: it records every message id it processes, durably.
+
+Usage: recording_consumer.py CONFIG RECORD EVENTS [--nack PREFIX] [--slow PREFIX SECONDS]
+
+CONFIG is a JSON file of config keys (what ``config.toml`` would hold).
+The callback appends each message id, one a line, to RECORD and fsyncs it
+before returning, so an id in RECORD was processed to completion before
+fedmq acked it. Ids starting with ``--nack``'s prefix are always refused
+with :class:`fedmq.Nack` (a poison message) and never recorded; ids
+starting with ``--slow``'s prefix take that many seconds first.
+
+EVENTS gets one line per event, ``<time.monotonic()> <kind> <detail>``:
+``state <state>`` at every change of the consumer's state (the first line is
+``state consuming`` once it consumes), ``nack <id>`` for each refusal, and
+``exit <json>`` with the consumer's counters once it has stopped.
+CLOCK_MONOTONIC is system-wide, so the test compares these times with its own.
+The process exits 0 after a graceful stop on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from twisted.internet import task
+
+import fedmq
+from fedmq.config import config_from_mapping
+
+
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("config")
+    parser.add_argument("record")
+    parser.add_argument("events")
+    parser.add_argument("--nack", metavar="PREFIX")
+    parser.add_argument("--slow", nargs=2, metavar=("PREFIX", "SECONDS"))
+    return parser.parse_args(argv)
+
+
+class EventLog:
+    """Whole lines appended with one write each, from any thread."""
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, kind: str, detail: str = "") -> None:
+        os.write(self._fd, f"{time.monotonic():.3f} {kind} {detail}\n".encode())
+
+
+def make_callback(args: argparse.Namespace, events: EventLog) -> Any:
+    record = os.open(args.record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    slow_prefix, slow_seconds = (args.slow[0], float(args.slow[1])) if args.slow else (None, 0.0)
+
+    def callback(message: fedmq.Message) -> None:
+        message_id = message.id or ""
+        if args.nack and message_id.startswith(args.nack):
+            events.write("nack", message_id)
+            raise fedmq.Nack()
+        if slow_prefix and message_id.startswith(slow_prefix):
+            time.sleep(slow_seconds)
+        os.write(record, f"{message_id}\n".encode())
+        os.fsync(record)
+
+    return callback
+
+
+async def main(reactor: Any, argv: list[str]) -> None:
+    args = parse_arguments(argv)
+    with open(args.config) as file:
+        config = config_from_mapping(json.load(file), source=args.config)
+    events = EventLog(args.events)
+    consumer = await fedmq.consume(make_callback(args, events), config=config, reactor=reactor)
+    events.write("state", consumer.state)
+    consumer.add_state_listener(lambda state: events.write("state", state))
+    # SIGTERM stops the reactor; this trigger makes that a graceful drain.
+    reactor.addSystemEventTrigger("before", "shutdown", consumer.cancel)
+    try:
+        await consumer.result
+    finally:
+        summary = {"reconnects": consumer.stats.reconnects, **consumer.counts}
+        events.write("exit", json.dumps(summary))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    task.react(lambda reactor: main(reactor, sys.argv[1:]))

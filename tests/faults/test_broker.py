@@ -1,0 +1,35 @@
+"""The broker goes away under a consumer mid-stream; no confirmed message is lost."""
+
+from __future__ import annotations
+
+N = 10_000
+
+
+def test_a_broker_stopped_and_started_again_loses_no_message(fault_node, scenario):
+    """a. Every message is processed although the broker restarts mid-stream."""
+    run = scenario("a. broker stopped and started", N)
+    run.publish(fault_node.url)
+    consumer = run.start_consumer([fault_node.url])
+    run.wait_for_progress(0.3)
+
+    run.fault()
+    fault_node.restart()
+
+    recovered = run.wait_recovered(consumer)
+    run.wait_done(fault_node)
+    run.finish(recovered)
+
+
+def test_a_connection_closed_by_the_broker_loses_no_message(fault_node, scenario):
+    """b. Every message is processed although the broker closes the connection mid-stream."""
+    run = scenario("b. connection closed by the broker", N)
+    run.publish(fault_node.url)
+    consumer = run.start_consumer([fault_node.url])
+    run.wait_for_progress(0.3)
+
+    run.fault()
+    fault_node.close_all_connections("fault injection: close_all_connections")
+
+    recovered = run.wait_recovered(consumer)
+    run.wait_done(fault_node)
+    run.finish(recovered)
