@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedmq.exceptions import ConfigurationError
+from fedmq.message import DEFAULT_MAX_BODY_SIZE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -210,6 +211,8 @@ _PLAIN_FIELDS: dict[str, _Kind] = {
     "connect_timeout": _NUMBER,
     "drain_timeout": _NUMBER,
     "log_format": _STR,
+    "decode": _BOOL,
+    "max_body_size": _INT,
     "client_properties": _TABLE,
     "consumer_config": _TABLE,
     "log_config": _TABLE,
@@ -237,6 +240,10 @@ class Config:
         drain_timeout: seconds a graceful stop waits for callbacks in flight.
         monitoring: the health and metrics HTTP endpoint.
         log_format: ``"text"``, or ``"json"`` for one JSON object per log line.
+        decode: decode bodies by content encoding and content type; when false,
+            a callback gets ``message.body`` as the bytes received.
+        max_body_size: the most bytes a compressed body may inflate to; one
+            that inflates further cannot be decoded (a decompression bomb).
         source: the file it came from, or ``"<defaults>"`` / ``"<arguments>"``.
     """
 
@@ -261,6 +268,8 @@ class Config:
     drain_timeout: float = 30.0
     monitoring: MonitoringConfig = MonitoringConfig()
     log_format: str = "text"
+    decode: bool = True
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
     source: str = "<defaults>"
 
     def __post_init__(self) -> None:
@@ -311,6 +320,7 @@ class Config:
         if self.callback is not None and not _CALLBACK.match(self.callback):
             raise fail(f"callback must look like 'package.module:object', got {self.callback!r}")
         _check_range(self.concurrency, "concurrency", self.source, 1)
+        _check_range(self.max_body_size, "max_body_size", self.source, 1)
         _check_range(self.heartbeat, "heartbeat", self.source, 0)
         if not self.connect_timeout > 0:
             raise fail(f"connect_timeout must be more than 0 seconds, got {self.connect_timeout}")

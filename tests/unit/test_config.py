@@ -756,3 +756,34 @@ def test_log_format_is_text_or_json():
     assert config_from_mapping({"log_format": "json"}).log_format == "json"
     with pytest.raises(ConfigurationError, match="log_format"):
         config_from_mapping({"log_format": "xml"})
+
+
+# --- keys for decoding message bodies -------------------------------------------
+
+
+def test_decoding_is_on_with_a_64_mib_inflation_limit_by_default():
+    config = config_from_mapping({})
+    assert config.decode is True
+    assert config.max_body_size == 64 * 1024 * 1024
+
+
+def test_decode_and_max_body_size_are_read_from_the_file(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text("decode = false\nmax_body_size = 1048576\n")
+    config = load_config(path, environ={})
+    assert config.decode is False
+    assert config.max_body_size == 1048576
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"decode": "no"}, "decode must be a boolean (true or false), got a string"),
+        ({"max_body_size": "64M"}, "max_body_size must be an integer, got a string"),
+        ({"max_body_size": True}, "max_body_size must be an integer, got a boolean"),
+        ({"max_body_size": 0}, "max_body_size must be at least 1, got 0"),
+    ],
+)
+def test_a_bad_decode_or_max_body_size_names_the_key(data, expected):
+    with pytest.raises(ConfigurationError, match=re.escape(expected)):
+        config_from_mapping(data, source="c.toml")

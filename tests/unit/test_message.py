@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import importlib.util
+import pickle
 import sys
 import time
 import uuid
+import zlib
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from fedmq import message as message_module
 from fedmq.exceptions import FedmqError
-from fedmq.message import DecodeError, Message, Properties, decode_body, encode_body
+from fedmq.message import (
+    DEFAULT_MAX_BODY_SIZE,
+    DecodeError,
+    Message,
+    Properties,
+    decode_body,
+    encode_body,
+)
 
 
 def deliver(data: bytes, properties: Any = None, **overrides: Any) -> Message:
@@ -364,3 +377,293 @@ def test_encoding_with_an_unknown_charset_raises_value_error():
     """Encoding text in a charset Python does not know raises ValueError naming it."""
     with pytest.raises(ValueError, match="'no-such-charset'"):
         encode_body("hi", "text/plain; charset=no-such-charset")
+
+
+# --- content encodings --------------------------------------------------------
+
+DATA = b'{"n":1,"s":"' + b"x" * 1000 + b'"}'
+VALUE = {"n": 1, "s": "x" * 1000}
+
+
+def compressed(encoding: str, data: bytes = DATA) -> bytes:
+    if encoding in ("gzip", "x-gzip"):
+        return gzip.compress(data)
+    if encoding in ("deflate", "zlib"):
+        return zlib.compress(data)
+    return bz2.compress(data)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "GZIP", "x-gzip", "deflate", "zlib", "bzip2"])
+def test_a_compressed_body_is_decompressed_and_data_stays_compressed(encoding):
+    """A gzip, deflate or bzip2 body is decoded; message.data is the bytes as received."""
+    data = compressed(encoding.lower())
+    props = Properties(content_type="application/json", content_encoding=encoding)
+    message = deliver(data, props)
+    assert message.body == VALUE
+    assert message.data == data
+
+
+def test_a_gzip_body_from_the_gzip_command_is_rfc_1952_gzip():
+    """A gzip body carries the RFC 1952 header (not bare zlib) and decodes."""
+    data = gzip.compress(b"[1]")
+    assert data[:2] == b"\x1f\x8b"
+    assert decode_body(data, None, "gzip") == [1]
+
+
+def test_a_gzip_body_of_several_members_decodes_to_all_of_them():
+    """Concatenated gzip members (as `cat a.gz b.gz` makes) decode as one body."""
+    data = gzip.compress(b"[1,") + gzip.compress(b"2]")
+    assert decode_body(data, "application/json", "gzip") == [1, 2]
+
+
+def test_raw_deflate_without_a_zlib_header_decodes_too():
+    """Some producers send raw deflate as "deflate"; it decodes like zlib data."""
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    data = compressor.compress(DATA) + compressor.flush()
+    assert decode_body(data, None, "deflate") == VALUE
+
+
+@pytest.mark.parametrize("encoding", [None, "", "identity", " Identity "])
+def test_identity_and_no_content_encoding_leave_the_body_as_it_is(encoding):
+    """No content encoding, or identity, means the body is not compressed."""
+    assert deliver(b"[1]", Properties(content_encoding=encoding)).body == [1]
+
+
+def test_an_unknown_content_encoding_raises_decode_error_naming_it():
+    """A content encoding fedmq does not know cannot be decoded, and the error names it."""
+    with pytest.raises(DecodeError, match=r"content encoding 'br'.*gzip, deflate, bzip2") as info:
+        deliver(b"[1]", Properties(content_encoding="br"))
+    assert info.value.content_encoding == "br"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "bzip2"])
+def test_a_truncated_compressed_body_raises_decode_error(encoding):
+    """A compressed body cut short is reported as truncated, not decoded in part."""
+    data = compressed(encoding)[:-10]
+    with pytest.raises(DecodeError, match=rf"'{encoding}' is (truncated|not valid)"):
+        deliver(data, Properties(content_encoding=encoding))
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "bzip2"])
+def test_a_corrupt_compressed_body_raises_decode_error(encoding):
+    """Bytes that are not data of the encoding raise DecodeError, not zlib.error or OSError."""
+    with pytest.raises(DecodeError, match=rf"'{encoding}' is not valid {encoding} data"):
+        deliver(b"this is not compressed at all", Properties(content_encoding=encoding))
+
+
+def test_an_empty_gzip_body_is_truncated():
+    """An empty body cannot be gzip data."""
+    with pytest.raises(DecodeError, match="truncated"):
+        deliver(b"", Properties(content_encoding="gzip"))
+
+
+def test_trailing_bytes_after_deflate_data_raise_decode_error():
+    """Bytes after the end of a zlib stream mean the body is not what it claims."""
+    with pytest.raises(DecodeError, match="3 bytes after the end"):
+        decode_body(zlib.compress(b"[1]") + b"xyz", None, "deflate")
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "bzip2"])
+def test_a_body_that_inflates_past_max_body_size_raises_decode_error(encoding):
+    """A decompression bomb fails with DecodeError once it passes max_body_size."""
+    data = compressed(encoding, b"\0" * 100_001)
+    with pytest.raises(DecodeError, match=r"inflates past max_body_size \(100000 bytes\)"):
+        deliver(data, Properties(content_encoding=encoding), max_body_size=100_000)
+    assert (
+        deliver(
+            data, Properties(content_encoding=encoding, content_type="x/y"), max_body_size=100_001
+        ).body
+        == b"\0" * 100_001
+    )
+
+
+def test_gzip_members_together_may_not_pass_max_body_size():
+    """The limit holds for the whole body, not for each gzip member."""
+    data = gzip.compress(b"\0" * 600) * 2
+    with pytest.raises(DecodeError, match="inflates past max_body_size"):
+        decode_body(data, "application/octet-stream", "gzip", max_body_size=1000)
+
+
+def test_a_gzip_bomb_is_stopped_without_inflating_it_all():
+    """A 1 GiB gzip bomb fails fast: fedmq stops at the limit instead of inflating it."""
+    compressor = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    chunk = b"\0" * (1 << 20)
+    bomb = b"".join(compressor.compress(chunk) for _ in range(1024)) + compressor.flush()
+    started = time.perf_counter()
+    with pytest.raises(DecodeError, match="inflates past max_body_size"):
+        decode_body(bomb, None, "gzip", max_body_size=1 << 20)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_the_default_max_body_size_is_64_mib():
+    """max_body_size is 64 MiB unless configured."""
+    assert DEFAULT_MAX_BODY_SIZE == 64 * 1024 * 1024
+
+
+def test_an_uncompressed_body_is_not_limited_by_max_body_size():
+    """max_body_size limits inflation only: the broker already limits what it delivers."""
+    assert deliver(b"[1,2,3]", Properties(), max_body_size=1).body == [1, 2, 3]
+
+
+def test_with_decoding_off_the_body_is_the_raw_bytes():
+    """With decode=False neither the encoding nor the content type is applied."""
+    data = gzip.compress(b"{not json")
+    message = deliver(data, Properties(content_encoding="gzip"), decode=False)
+    assert message.body == data
+    assert message.data == data
+    message = deliver(b"{not json", Properties(content_encoding="br"), decode=False)
+    assert message.body == b"{not json"
+
+
+# --- msgpack and YAML --------------------------------------------------------
+
+# The extras are in the test extra; skip (not fail) only where a packager left them out.
+needs_msgpack = pytest.mark.skipif(
+    importlib.util.find_spec("msgpack") is None, reason="msgpack is not installed"
+)
+needs_yaml = pytest.mark.skipif(
+    importlib.util.find_spec("yaml") is None, reason="PyYAML is not installed"
+)
+
+
+@needs_msgpack
+@pytest.mark.parametrize("content_type", ["application/msgpack", "application/x-msgpack"])
+def test_a_msgpack_body_is_unpacked(content_type):
+    """A msgpack body decodes to the value packed; strings are str, binary is bytes."""
+    import msgpack
+
+    data = msgpack.packb({"a": [1, 2.5, None], "b": b"\x00"}, use_bin_type=True)
+    assert deliver(data, Properties(content_type=content_type)).body == {
+        "a": [1, 2.5, None],
+        "b": b"\x00",
+    }
+
+
+@needs_msgpack
+def test_invalid_msgpack_raises_decode_error():
+    """Bytes that are not one msgpack value raise DecodeError naming the content type."""
+    with pytest.raises(DecodeError, match=r"'application/msgpack' is not valid msgpack"):
+        deliver(b"\xc1", Properties(content_type="application/msgpack"))
+    with pytest.raises(DecodeError, match="is not valid msgpack"):
+        deliver(b"\x01\x01", Properties(content_type="application/msgpack"))
+
+
+@needs_yaml
+@pytest.mark.parametrize("content_type", ["application/x-yaml", "text/yaml", "application/yaml"])
+def test_a_yaml_body_is_loaded_safely(content_type):
+    """A YAML body decodes to plain values."""
+    assert deliver(b"a: [1, two]\n", Properties(content_type=content_type)).body == {
+        "a": [1, "two"]
+    }
+
+
+@needs_yaml
+def test_yaml_never_builds_python_objects():
+    """A YAML tag naming a Python object is refused: only the safe loader is used."""
+    data = b"!!python/object/apply:os.system ['echo owned']\n"
+    with pytest.raises(DecodeError, match=r"'text/yaml' is not valid YAML"):
+        deliver(data, Properties(content_type="text/yaml"))
+
+
+@needs_yaml
+def test_invalid_yaml_raises_decode_error():
+    """YAML that does not parse raises DecodeError."""
+    with pytest.raises(DecodeError, match="is not valid YAML"):
+        deliver(b"a: [1, 2\n", Properties(content_type="application/x-yaml"))
+
+
+@needs_msgpack
+@needs_yaml
+@pytest.mark.parametrize("content_type", ["application/msgpack", "text/yaml"])
+def test_an_empty_msgpack_or_yaml_body_is_none(content_type):
+    """As with JSON, an empty body holds no value and decodes to None."""
+    assert deliver(b"", Properties(content_type=content_type)).body is None
+
+
+@pytest.mark.parametrize(
+    ("content_type", "extra"), [("application/msgpack", "msgpack"), ("text/yaml", "yaml")]
+)
+def test_without_the_optional_package_decoding_says_which_extra_to_install(
+    monkeypatch, content_type, extra
+):
+    """Without msgpack or PyYAML, such a body is a DecodeError saying to install the extra."""
+    monkeypatch.setattr(message_module, "_MODULES", {0: None, 1: None, 2: None, 3: None, 4: None})
+    with pytest.raises(DecodeError, match=rf"install fedmq\[{extra}\]"):
+        deliver(b"\x01", Properties(content_type=content_type))
+    with pytest.raises(ModuleNotFoundError, match=rf"install fedmq\[{extra}\]"):
+        Message({"a": 1}, content_type=content_type)
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-python-pickle", "application/python-pickle"]
+)
+def test_pickle_is_never_unpickled(content_type):
+    """A pickle body is handed over as bytes: unpickling runs the sender's code."""
+    data = pickle.dumps({"a": 1})
+    assert deliver(data, Properties(content_type=content_type)).body == data
+
+
+# --- encoding for publishing ------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "bzip2"])
+def test_a_message_built_with_a_content_encoding_is_compressed(encoding):
+    """Message(..., content_encoding=...) compresses the serialized body, and it decodes back."""
+    message = Message(VALUE, content_encoding=encoding)
+    assert message.properties.content_encoding == encoding
+    assert message.body == VALUE
+    assert len(message.data) < len(DATA)
+    assert decode_body(message.data, "application/json", encoding) == VALUE
+
+
+def test_a_gzip_message_is_the_same_bytes_each_time():
+    """gzip output carries no timestamp, so equal bodies give equal bytes."""
+    assert Message([1], content_encoding="gzip").data == Message([1], content_encoding="gzip").data
+
+
+def test_a_bytes_body_with_a_content_encoding_argument_is_compressed():
+    """Bytes given with content_encoding are compressed; body is the uncompressed bytes."""
+    message = Message(b"raw", content_encoding="gzip")
+    assert gzip.decompress(message.data) == b"raw"
+    assert message.body == b"raw"
+
+
+def test_a_received_compressed_message_republishes_unchanged():
+    """A received message's data and properties republish as they are, not compressed twice."""
+    props = Properties(content_type="application/json", content_encoding="gzip")
+    received = deliver(gzip.compress(b"[1]"), props)
+    copy = Message(received.data, received.topic, properties=received.properties)
+    assert copy.data == received.data
+    assert copy.body == [1]
+
+
+def test_an_unknown_content_encoding_cannot_be_published():
+    """Publishing with an encoding fedmq cannot apply fails before anything is sent."""
+    with pytest.raises(ValueError, match="content encoding 'br'"):
+        Message([1], content_encoding="br")
+
+
+@needs_msgpack
+@needs_yaml
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ({"a": [1, "é", None, True]}, "application/msgpack"),
+        ({"a": [1, "é", None, True]}, "application/x-yaml"),
+        ("ünïcode", "text/yaml"),
+    ],
+)
+def test_msgpack_and_yaml_bodies_round_trip(body, content_type):
+    """A msgpack or YAML body encodes and decodes back to itself."""
+    for encoding in (None, "gzip"):
+        data = encode_body(body, content_type, encoding)
+        assert decode_body(data, content_type, encoding) == body
+
+
+@needs_msgpack
+@needs_yaml
+@pytest.mark.parametrize("content_type", ["application/msgpack", "application/x-yaml"])
+def test_a_value_msgpack_or_yaml_cannot_carry_raises_type_error(content_type):
+    """Encoding an object the format has no representation for raises TypeError."""
+    with pytest.raises(TypeError, match=repr(content_type)):
+        encode_body(object(), content_type)
