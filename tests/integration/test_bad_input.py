@@ -298,3 +298,47 @@ async def test_a_stream_of_bad_input_leaves_only_the_bad_messages_dead_lettered(
     assert seen == list(range(len(bad) + 1))
     assert broker.drain(dead, raw=True) == [body for body, _ in bad]
     assert consumer.counts["dropped"] == len(bad)
+
+
+# The dispatcher does not pass these two config keys to Message._from_delivery
+# yet; strict xfail makes the wiring change flip these to failures, so the
+# markers come off with it.
+WIRING = pytest.mark.xfail(
+    reason="fedmq/_dispatch.py does not yet pass decode and max_body_size", strict=True
+)
+
+
+@WIRING
+@pytest_twisted.ensureDeferred
+async def test_a_configured_max_body_size_dead_letters_a_smaller_bomb(
+    broker, queue_name, make_config
+):
+    """With max_body_size = 1 MiB, valid JSON inflating to 2 MiB is dead-lettered."""
+    config, dead = dead_lettered_config(make_config, queue_name)
+    config = config.replace(max_body_size=1 << 20)
+    broker.declare_queue(dead)
+    bomb = gzip.compress(b'"' + b"x" * (2 << 20) + b'"')
+    consumer, seen, _ = await run_between_good_messages(
+        broker, queue_name, config, bomb, {"content_encoding": "gzip"}
+    )
+    await wait_for(lambda: broker.ready(dead) == 1, timeout=5, what="the dead-lettered bomb")
+    await consumer.cancel()
+    assert seen == ["before", "after"]
+
+
+@WIRING
+@pytest_twisted.ensureDeferred
+async def test_with_decode_off_the_callback_gets_every_body_as_bytes(
+    broker, queue_name, make_config
+):
+    """decode = false: bodies, even ones that would not decode, reach the callback as bytes."""
+    config = make_config(decode=False)
+    seen: list[Any] = []
+    consumer = await fedmq.consume(lambda m: seen.append(m.body), config=config)
+    zipped = gzip.compress(b"[1]")
+    broker.publish(queue_name, [b"{not json"])
+    broker.publish(queue_name, [zipped], content_encoding="gzip")
+    broker.publish(queue_name, [b"[2]"], content_encoding="br")
+    await wait_for(lambda: len(seen) == 3, timeout=5, what="three messages")
+    await consumer.cancel()
+    assert seen == [b"{not json", zipped, b"[2]"]
