@@ -608,8 +608,12 @@ class Message:
         """
         message = cls.__new__(cls)
         if decode:
-            encoding = getattr(properties, "content_encoding", None)
-            content_type = getattr(properties, "content_type", None)
+            try:  # plain attribute reads are cheaper than getattr() with a default
+                content_type = properties.content_type
+                encoding = properties.content_encoding
+            except AttributeError:
+                content_type = getattr(properties, "content_type", None)
+                encoding = getattr(properties, "content_encoding", None)
             if encoding:
                 message._body = decode_body(
                     data, content_type, encoding, max_body_size=max_body_size
