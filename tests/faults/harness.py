@@ -320,11 +320,15 @@ class ConsumerProcess:
             self.process.kill()
         self.process.wait(10)
 
-    def diagnostics(self, lines: int = 30) -> str:
+    def output(self) -> list[str]:
+        """What it wrote to stdout and stderr (its log), line by line."""
         try:
-            output = self.output_path.read_text(errors="replace").splitlines()
+            return self.output_path.read_text(errors="replace").splitlines()
         except FileNotFoundError:
-            output = []
+            return []
+
+    def diagnostics(self, lines: int = 30) -> str:
+        output = self.output()
         return f"--- {self} output (last {lines} lines) ---\n" + "\n".join(output[-lines:])
 
 
@@ -451,8 +455,8 @@ class Scenario:
             AssertionError: everything was processed already: the fault would not be mid-stream.
         """
         self.fault_at = time.monotonic()
-        done = len(self.records)
-        assert done < len(self.ids), f"all {done} messages were processed before the fault"
+        done = set(self.records.refresh())
+        assert not done >= set(self.ids), "every message was processed before the fault"
 
     def wait_recovered(self, process: ConsumerProcess, timeout: float = 60) -> float:
         """Seconds from the fault until ``process`` consumed again."""

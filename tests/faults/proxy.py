@@ -44,6 +44,7 @@ class TCPProxy:
         self._selector.register(self._listener, selectors.EVENT_READ, self._accept)
         self._links: list[_Link] = []
         self._blackholed: list[_Link] = []
+        self._hanging = False
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._running = True
         self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
@@ -72,6 +73,17 @@ class TCPProxy:
             return cut_now
 
         return self._on_loop(cut)
+
+    def hang_new_connections(self) -> None:
+        """Accept new connections and never forward them: the broker seems to hang.
+
+        The client's TCP connect succeeds; the AMQP handshake gets no answer.
+        """
+        self._hanging = True
+
+    def forward_new_connections(self) -> None:
+        """Undo :meth:`hang_new_connections` for connections made from now on."""
+        self._hanging = False
 
     def reset(self) -> int:
         """Abort every open connection with a TCP RST to both ends.
@@ -131,6 +143,12 @@ class TCPProxy:
         try:
             client, _address = listener.accept()
         except BlockingIOError:
+            return
+        if self._hanging:
+            # Accepted (the kernel did that already), read and never answered.
+            link = _Link(client, client, blackholed=True)
+            self._blackholed.append(link)
+            self._selector.register(client, selectors.EVENT_READ, self._pump(link, client, client))
             return
         try:
             upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)

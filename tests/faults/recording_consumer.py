@@ -1,13 +1,15 @@
 """A consumer for fault tests: it records every message id it processes, durably.
 
-Usage: recording_consumer.py CONFIG RECORD EVENTS [--nack PREFIX] [--slow PREFIX SECONDS]
+Usage: recording_consumer.py CONFIG RECORD EVENTS [--nack PREFIX] [--slow PREFIX SECONDS] [--async]
 
 CONFIG is a JSON file of config keys (what ``config.toml`` would hold).
 The callback appends each message id, one a line, to RECORD and fsyncs it
 before returning, so an id in RECORD was processed to completion before
 fedmq acked it. Ids starting with ``--nack``'s prefix are always refused
 with :class:`fedmq.Nack` (a poison message) and never recorded; ids
-starting with ``--slow``'s prefix take that many seconds first.
+starting with ``--slow``'s prefix take that many seconds first. With
+``--async`` the callback is an ``async def`` function (fedmq's asyncio
+executor) instead of a plain one (its thread pool).
 
 EVENTS gets one line per event, ``<time.monotonic()> <kind> <detail>``:
 ``state <state>`` at every change of the consumer's state (the first line is
@@ -20,6 +22,7 @@ The process exits 0 after a graceful stop on SIGTERM.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -40,6 +43,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("events")
     parser.add_argument("--nack", metavar="PREFIX")
     parser.add_argument("--slow", nargs=2, metavar=("PREFIX", "SECONDS"))
+    parser.add_argument("--async", dest="is_async", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -57,17 +61,33 @@ def make_callback(args: argparse.Namespace, events: EventLog) -> Any:
     record = os.open(args.record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     slow_prefix, slow_seconds = (args.slow[0], float(args.slow[1])) if args.slow else (None, 0.0)
 
-    def callback(message: fedmq.Message) -> None:
+    def process(message: fedmq.Message) -> float:
+        """Record the message, or raise Nack; the seconds to wait before recording it."""
         message_id = message.id or ""
         if args.nack and message_id.startswith(args.nack):
             events.write("nack", message_id)
             raise fedmq.Nack()
         if slow_prefix and message_id.startswith(slow_prefix):
-            time.sleep(slow_seconds)
-        os.write(record, f"{message_id}\n".encode())
+            return slow_seconds
+        return 0.0
+
+    def write(message: fedmq.Message) -> None:
+        os.write(record, f"{message.id}\n".encode())
         os.fsync(record)
 
-    return callback
+    def callback(message: fedmq.Message) -> None:
+        delay = process(message)
+        if delay:
+            time.sleep(delay)
+        write(message)
+
+    async def async_callback(message: fedmq.Message) -> None:
+        delay = process(message)
+        if delay:
+            await asyncio.sleep(delay)
+        write(message)
+
+    return async_callback if args.is_async else callback
 
 
 async def main(reactor: Any, argv: list[str]) -> None:

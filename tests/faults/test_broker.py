@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 N = 10_000
 
 
@@ -18,13 +20,20 @@ def test_a_broker_stopped_and_started_again_loses_no_message(fault_node, scenari
     recovered = run.wait_recovered(consumer)
     run.wait_done(fault_node)
     run.finish(recovered)
+    assert run.exits["consumer-1"]["reconnects"] >= 1
 
 
-def test_a_connection_closed_by_the_broker_loses_no_message(fault_node, scenario):
-    """b. Every message is processed although the broker closes the connection mid-stream."""
-    run = scenario("b. connection closed by the broker", N)
+@pytest.mark.parametrize("callback", ["plain", "async"])
+def test_a_connection_closed_by_the_broker_loses_no_message(fault_node, scenario, callback):
+    """b. Every message is processed although the broker closes the connection mid-stream,
+    whether the callback is a plain function or an ``async def`` one."""
+    name = "b. connection closed by the broker" + (
+        " (async callback)" if callback == "async" else ""
+    )
+    run = scenario(name, N)
     run.publish(fault_node.url)
-    consumer = run.start_consumer([fault_node.url])
+    options = ["--async"] if callback == "async" else []
+    consumer = run.start_consumer([fault_node.url], options=options)
     run.wait_for_progress(0.3)
 
     run.fault()
@@ -33,3 +42,4 @@ def test_a_connection_closed_by_the_broker_loses_no_message(fault_node, scenario
     recovered = run.wait_recovered(consumer)
     run.wait_done(fault_node)
     run.finish(recovered)
+    assert run.exits["consumer-1"]["reconnects"] == 1
