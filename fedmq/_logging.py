@@ -19,6 +19,7 @@ import logging
 import logging.config
 import re
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import IO, Any, cast
@@ -148,9 +149,26 @@ class TwistedToLogging:
     An event from namespace ``twisted.web.server`` goes to the logger of
     that name; events with no namespace, or legacy ones, go to ``twisted``.
     A Failure in the event becomes the record's traceback.
+
+    An event raised while this observer is already handing one over on the
+    same thread is dropped: under twistd, standard error is itself a Twisted
+    log, so a handler that fails (and reports it on standard error) would
+    otherwise feed its own report back to itself without end.
     """
 
+    def __init__(self) -> None:
+        self._busy = threading.local()
+
     def __call__(self, event: LogEvent) -> None:
+        if getattr(self._busy, "active", False):
+            return
+        self._busy.active = True
+        try:
+            self._forward(event)
+        finally:
+            self._busy.active = False
+
+    def _forward(self, event: LogEvent) -> None:
         level = _LEVELS.get(event.get("log_level", LogLevel.info), logging.INFO)
         namespace = event.get("log_namespace")
         if not namespace or namespace == "log_legacy":

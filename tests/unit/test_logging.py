@@ -323,6 +323,27 @@ def test_legacy_and_nameless_twisted_events_go_to_the_twisted_logger(caplog):
     ]
 
 
+def test_a_handler_that_logs_through_twisted_again_does_not_loop(caplog):
+    observer = TwistedToLogging()
+    publisher = LogPublisher(observer)
+    twisted_log = Logger(namespace="twisted.test", observer=publisher)
+
+    class Echo(logging.Handler):
+        """Like a broken handler under twistd: its complaint goes back to Twisted's log."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            twisted_log.error("handler failed on: {message}", message=record.getMessage())
+
+    echo = Echo()
+    logging.getLogger("twisted.test").addHandler(echo)
+    try:
+        with caplog.at_level(logging.INFO):
+            twisted_log.info("first")
+    finally:
+        logging.getLogger("twisted.test").removeHandler(echo)
+    assert [r.getMessage() for r in caplog.records if r.name == "twisted.test"] == ["first"]
+
+
 def test_beginning_twisted_logging_sends_its_events_to_logging_once(caplog):
     publisher = LogPublisher()
     errors = io.StringIO()
