@@ -25,7 +25,7 @@ from twisted.internet import defer
 from fedmq._deferreds import chain
 from fedmq._stats import ConsumerStats
 from fedmq.exceptions import Drop, HaltConsumer, Nack
-from fedmq.message import DecodeError, Message
+from fedmq.message import DEFAULT_MAX_BODY_SIZE, DecodeError, Message
 
 log = logging.getLogger("fedmq")
 
@@ -59,7 +59,7 @@ def _settle_outcome(exc: BaseException) -> int:
     return ERROR
 
 
-def _message(item: Delivery) -> Message:
+def _message(item: Delivery, max_body_size: int, decode: bool) -> Message:
     tag, redelivered, exchange, routing_key, properties, body, queue = item
     return Message._from_delivery(
         body,
@@ -69,6 +69,8 @@ def _message(item: Delivery) -> Message:
         delivery_tag=tag,
         redelivered=redelivered,
         queue=queue,
+        max_body_size=max_body_size,
+        decode=decode,
     )
 
 
@@ -80,10 +82,15 @@ def _undecodable(item: Delivery, exc: DecodeError) -> Result:
     return (tag, UNDECODABLE, exc, None, 0.0, queue)
 
 
-def run_sync(callback: Callable[[Message], Any], item: Delivery) -> Result:
+def run_sync(
+    callback: Callable[[Message], Any],
+    item: Delivery,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    decode: bool = True,
+) -> Result:
     """Decode one delivery and run a sync callback on it, in a worker thread."""
     try:
-        message = _message(item)
+        message = _message(item, max_body_size, decode)
     except DecodeError as exc:
         return _undecodable(item, exc)
     started = monotonic()
@@ -96,10 +103,15 @@ def run_sync(callback: Callable[[Message], Any], item: Delivery) -> Result:
     return (item[0], ACK, None, message, monotonic() - started, item[6])
 
 
-async def run_async(callback: Callable[[Message], Any], item: Delivery) -> Result:
+async def run_async(
+    callback: Callable[[Message], Any],
+    item: Delivery,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    decode: bool = True,
+) -> Result:
     """Decode one delivery and await an async callback on it, in an asyncio task."""
     try:
-        message = _message(item)
+        message = _message(item, max_body_size, decode)
     except DecodeError as exc:
         return _undecodable(item, exc)
     started = monotonic()
@@ -155,6 +167,10 @@ class _Executor:
         self._callback = callback
         self._reactor = reactor
         self._consumer = consumer
+        # The consumer's config keys for decoding; the defaults without a consumer.
+        config = getattr(consumer, "config", None)
+        self._max_body_size: int = getattr(config, "max_body_size", DEFAULT_MAX_BODY_SIZE)
+        self._decode: bool = getattr(config, "decode", True)
         self._size = size
         self._running = size
         #: Set by the worker whose callback halted or failed: start nothing more.
@@ -212,7 +228,7 @@ class ThreadExecutor(_Executor):
             if self.halted:
                 put((item[0], RETURNED, None, None, 0.0, item[6]))
                 continue
-            result = run_sync(callback, item)
+            result = run_sync(callback, item, self._max_body_size, self._decode)
             if result[1] >= _STOPS_WORK:
                 # The consumer is stopping: start nothing more.
                 self.halted = True
@@ -309,7 +325,7 @@ class AsyncioExecutor(_Executor):
             if self.halted:
                 put((item[0], RETURNED, None, None, 0.0, item[6]))
                 continue
-            result = await run_async(callback, item)
+            result = await run_async(callback, item, self._max_body_size, self._decode)
             if result[1] >= _STOPS_WORK:
                 self.halted = True
             put(result)

@@ -300,15 +300,6 @@ async def test_a_stream_of_bad_input_leaves_only_the_bad_messages_dead_lettered(
     assert consumer.counts["dropped"] == len(bad)
 
 
-# The dispatcher does not pass these two config keys to Message._from_delivery
-# yet; strict xfail makes the wiring change flip these to failures, so the
-# markers come off with it.
-WIRING = pytest.mark.xfail(
-    reason="fedmq/_dispatch.py does not yet pass decode and max_body_size", strict=True
-)
-
-
-@WIRING
 @pytest_twisted.ensureDeferred
 async def test_a_configured_max_body_size_dead_letters_a_smaller_bomb(
     broker, queue_name, make_config
@@ -326,7 +317,6 @@ async def test_a_configured_max_body_size_dead_letters_a_smaller_bomb(
     assert seen == ["before", "after"]
 
 
-@WIRING
 @pytest_twisted.ensureDeferred
 async def test_with_decode_off_the_callback_gets_every_body_as_bytes(
     broker, queue_name, make_config
