@@ -33,9 +33,9 @@ HEADER = (
 
 
 def format_table(rows: list[Row]) -> str:
-    """The rows as a Markdown table, as docs/reliability.md shows it."""
+    """The rows as a Markdown table, as docs/reliability.md shows it, by scenario."""
     lines = [HEADER]
-    for row in rows:
+    for row in sorted(rows, key=lambda row: row.scenario):
         recover = "-" if row.recover_seconds is None else f"{row.recover_seconds:.2f}"
         lines.append(
             f"| {row.scenario} | {row.published:,} | {row.processed:,} | {row.lost} "

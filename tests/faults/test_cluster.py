@@ -34,7 +34,7 @@ def queue_leader(node, queue):
 def test_two_consumers_share_a_quorum_queue_and_together_process_everything(cluster, scenario):
     """Two consumer processes, on different nodes, compete for one quorum queue; between
     them every message is processed once."""
-    run = scenario("§3. two competing consumers, 3-node cluster", N, arguments=QUORUM)
+    run = scenario("h. two competing consumers, 3-node cluster", N, arguments=QUORUM)
     urls = [node.url for node in cluster]
     records = [Records(run.directory / f"processed-{n}") for n in (1, 2)]
     # Each lists every node, starting from a different one.
