@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import pika
@@ -289,10 +289,12 @@ class AMQPConnection:
         impl.add_on_connection_unblocked_callback(lambda _c, _frame: on_unblocked())
 
 
-def _abort_handshake(protocol: Any) -> Callable[[Any, float], None]:
-    def on_timeout(_result: Any, _timeout: float) -> None:
+def _abort_handshake(protocol: Any) -> Callable[[Any, float], NoReturn]:
+    def on_timeout(_result: Any, timeout: float) -> NoReturn:
+        # What this returns replaces the handshake's result: it must stay a failure.
         if protocol.transport is not None:
             protocol.transport.abortConnection()
+        raise defer.TimeoutError(f"the AMQP handshake took more than {timeout:g} s")
 
     return on_timeout
 
