@@ -9,6 +9,7 @@ attribute name, like any other object's; this module does not import pika.
 from __future__ import annotations
 
 import codecs
+import functools
 import gzip
 import importlib
 import json
@@ -238,6 +239,23 @@ _IDENTITY = frozenset(("", "identity"))
 _KNOWN_ENCODINGS = "gzip, deflate, bzip2 and identity"
 
 
+@functools.lru_cache(maxsize=64)
+def _charset_in_encoding(content_encoding: str) -> str | None:
+    """The charset a content encoding names instead of a compression, or None.
+
+    Some publishers (fedora-messaging among them) put the body's charset,
+    ``utf-8``, in ``content_encoding``; such a body is not compressed.
+    """
+    name = content_encoding.strip().lower()
+    if name in _IDENTITY or name in _ENCODINGS:
+        return None
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        return None
+    return name if getattr(info, "_is_text_encoding", True) else None
+
+
 def _encoding_kind(content_encoding: str) -> int | None:
     """Return the compression a content encoding names; None for identity."""
     name = content_encoding.strip().lower()
@@ -364,9 +382,13 @@ def decode_body(
             unknown, its charset is one Python cannot decode text with, or
             it needs msgpack or PyYAML and that is not installed.
     """
+    charset_hint = None
     if content_encoding:
-        data = _decompress(data, content_encoding, max_body_size)
+        charset_hint = _charset_in_encoding(content_encoding)
+        if charset_hint is None:
+            data = _decompress(data, content_encoding, max_body_size)
     kind, charset = _parse_content_type(content_type)
+    charset = charset or charset_hint
     if kind > _TEXT:
         return data if kind == _BYTES else _decode_optional(data, kind, charset, content_type)
     try:

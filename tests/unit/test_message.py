@@ -667,3 +667,15 @@ def test_a_value_msgpack_or_yaml_cannot_carry_raises_type_error(content_type):
     """Encoding an object the format has no representation for raises TypeError."""
     with pytest.raises(TypeError, match=repr(content_type)):
         encode_body(object(), content_type)
+
+
+def test_a_charset_in_content_encoding_is_not_taken_for_a_compression():
+    """fedora-messaging publishes content_encoding "utf-8": such bodies decode as usual."""
+    assert decode_body('{"a": "é"}'.encode(), "application/json", "utf-8") == {"a": "é"}
+    assert decode_body("café".encode("latin-1"), "text/plain", "latin-1") == "café"
+    assert decode_body(b"raw", "application/octet-stream", "UTF8") == b"raw"
+
+
+def test_an_encoding_that_is_neither_a_compression_nor_a_charset_is_undecodable():
+    with pytest.raises(DecodeError, match="content encoding 'zstd'"):
+        decode_body(b"x", "application/json", "zstd")
