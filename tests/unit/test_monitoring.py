@@ -13,35 +13,12 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from fedmq._dispatch import ACK, DROP, ERROR, NACK
-from fedmq._stats import DURATION_BUCKETS, ConsumerStats
+from fedmq._stats import DURATION_BUCKETS
 from fedmq.config import config_from_mapping
 from fedmq.consumer import STATES
 from fedmq.exceptions import ConfigurationError
 from fedmq.monitoring import MonitoringService
-
-
-class FakeConsumer:
-    """What the monitoring service reads of a Consumer."""
-
-    def __init__(self, state: str = "consuming", queues: tuple[str, ...] = ("orders",)):
-        self.state = state
-        self.queues = queues
-        self.in_flight = 0
-        self.stats = ConsumerStats()
-        self.listeners: list[Any] = []
-
-    def add_state_listener(self, listener: Any) -> None:
-        self.listeners.append(listener)
-
-    def become(self, state: str) -> None:
-        self.state = state
-        for listener in list(self.listeners):
-            listener(state)
-
-
-class FakeConsumerService:
-    def __init__(self, consumer: FakeConsumer | None):
-        self.consumer = consumer
+from tests.unit.fakes import FakeConsumer, FakeConsumerService
 
 
 def monitoring_config(port: int | None = 0, address: str = "127.0.0.1") -> Any:

@@ -11,37 +11,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 
 from fedmq._systemd import NotifyService, notify, watchdog_interval
 from fedmq.config import Config
+from tests.unit.fakes import FakeConsumer, FakeConsumerService
 
 REPO_ROOT = Path(__file__).parents[2]
 UNIT = REPO_ROOT / "contrib" / "systemd" / "fedmq@.service"
 SHIPPED_TWISTD = "/opt/fedmq/bin/twistd"
-
-
-class FakeConsumer:
-    def __init__(self, state: str = "connecting", queues: tuple[str, ...] = ("orders",)):
-        self.state = state
-        self.queues = queues
-        self.listeners: list[Any] = []
-
-    def add_state_listener(self, listener: Any) -> None:
-        self.listeners.append(listener)
-
-    def become(self, state: str) -> None:
-        self.state = state
-        for listener in list(self.listeners):
-            listener(state)
-
-
-class FakeConsumerService:
-    def __init__(self, consumer: FakeConsumer | None):
-        self.consumer = consumer
 
 
 class NotifySocket:
@@ -181,12 +161,12 @@ def test_watchdog_pings_come_from_the_reactor_every_half_timeout(notify_socket):
 
 
 def test_no_watchdog_pings_unless_systemd_asks_for_them(notify_socket):
-    _, reactor = start_notifier(FakeConsumer(), {"NOTIFY_SOCKET": notify_socket.path})
+    _, reactor = start_notifier(FakeConsumer("connecting"), {"NOTIFY_SOCKET": notify_socket.path})
     assert reactor.getDelayedCalls() == []
 
 
 def test_without_notify_socket_the_service_does_nothing():
-    consumer = FakeConsumer()
+    consumer = FakeConsumer("connecting")
     service, reactor = start_notifier(consumer, {"WATCHDOG_USEC": "10000000"})
     assert reactor.getDelayedCalls() == []
     assert consumer.listeners == []
