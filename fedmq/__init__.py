@@ -14,6 +14,7 @@ from fedmq.exceptions import (
     ConfigurationError,
     ConnectionFailed,
     ConsumerCancelled,
+    ConsumerError,
     DeclarationError,
     Drop,
     FedmqError,
@@ -23,6 +24,7 @@ from fedmq.exceptions import (
     PublishNacked,
     PublishReturned,
     PublishTimeout,
+    Retry,
     StopForced,
 )
 from fedmq.message import DecodeError, Message, Properties
@@ -38,6 +40,7 @@ __all__ = [
     "ConnectionFailed",
     "Consumer",
     "ConsumerCancelled",
+    "ConsumerError",
     "ConsumerHandle",
     "DeclarationError",
     "DecodeError",
@@ -51,6 +54,7 @@ __all__ = [
     "PublishNacked",
     "PublishReturned",
     "PublishTimeout",
+    "Retry",
     "StopForced",
     "__version__",
     "consume",

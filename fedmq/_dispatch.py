@@ -21,24 +21,37 @@ from time import monotonic
 from typing import Any
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from fedmq._deferreds import chain
+from fedmq._policy import ErrorPolicy, Route
 from fedmq._stats import ConsumerStats
-from fedmq.exceptions import Drop, HaltConsumer, Nack
+from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, Retry
 from fedmq.message import DEFAULT_MAX_BODY_SIZE, DecodeError, Message
 
 log = logging.getLogger("fedmq")
 
-# Outcomes, as the executors report them.
-# The order is fedmq._stats._OUTCOME_NAMES' too.
-ACK, NACK, DROP, UNDECODABLE, RETURNED, HALT, ERROR = range(7)
-#: Outcomes after which a worker starts no further callback.
-_STOPS_WORK = HALT
+# Outcomes, as the executors report them (PARKED only as the dispatcher counts them).
+# The order is fedmq._stats._OUTCOME_NAMES' too; those from CONSUMER_ERROR on
+# may stop a worker (see _Executor._stops_work).
+(
+    ACK,
+    NACK,
+    DROP,
+    UNDECODABLE,
+    RETURNED,
+    RETRY,
+    INVALID,
+    PARKED,
+    CONSUMER_ERROR,
+    ERROR,
+    HALT,
+) = range(11)
 
 #: (delivery_tag, redelivered, exchange, routing_key, properties, body, queue)
 Delivery = tuple[int, bool, str, str, Any, bytes, str]
-#: (delivery_tag, outcome, exception or None, message or None, seconds in the callback, queue)
-Result = tuple[int, int, BaseException | None, Message | None, float, str]
+#: (delivery_tag, outcome, exception or None, message or None, seconds in the callback, delivery)
+Result = tuple[int, int, BaseException | None, Message | None, float, Delivery]
 
 #: The consumer whose callback is running in this thread or asyncio task;
 #: :func:`fedmq.publish` uses its connection.
@@ -54,8 +67,12 @@ def _settle_outcome(exc: BaseException) -> int:
         return NACK
     if isinstance(exc, Drop):
         return DROP
+    if isinstance(exc, Retry):
+        return RETRY
     if isinstance(exc, HaltConsumer):
         return HALT
+    if isinstance(exc, ConsumerError):
+        return CONSUMER_ERROR
     return ERROR
 
 
@@ -79,7 +96,7 @@ def _undecodable(item: Delivery, exc: DecodeError) -> Result:
     tag, _redelivered, _exchange, routing_key, properties, _body, queue = item
     message_id = getattr(properties, "message_id", None)
     exc.args = (f"message {message_id} (topic {routing_key!r}, queue {queue!r}): {exc}",)
-    return (tag, UNDECODABLE, exc, None, 0.0, queue)
+    return (tag, UNDECODABLE, exc, None, 0.0, item)
 
 
 def run_sync(
@@ -99,8 +116,8 @@ def run_sync(
     # SystemExit and KeyboardInterrupt too: a worker thread must report every
     # delivery it took, or that delivery is never settled and the stop hangs.
     except BaseException as exc:
-        return (item[0], _settle_outcome(exc), exc, message, monotonic() - started, item[6])
-    return (item[0], ACK, None, message, monotonic() - started, item[6])
+        return (item[0], _settle_outcome(exc), exc, message, monotonic() - started, item)
+    return (item[0], ACK, None, message, monotonic() - started, item)
 
 
 async def run_async(
@@ -119,8 +136,8 @@ async def run_async(
         await callback(message)
     # CancelledError (a BaseException) escaping the callback is its failure too.
     except BaseException as exc:
-        return (item[0], _settle_outcome(exc), exc, message, monotonic() - started, item[6])
-    return (item[0], ACK, None, message, monotonic() - started, item[6])
+        return (item[0], _settle_outcome(exc), exc, message, monotonic() - started, item)
+    return (item[0], ACK, None, message, monotonic() - started, item)
 
 
 class _ResultQueue:
@@ -171,6 +188,9 @@ class _Executor:
         config = getattr(consumer, "config", None)
         self._max_body_size: int = getattr(config, "max_body_size", DEFAULT_MAX_BODY_SIZE)
         self._decode: bool = getattr(config, "decode", True)
+        # Start no more callbacks after a halt; after any consumer error too
+        # when one is enough to stop the consumer (max_errors = 1).
+        self._stops_work = CONSUMER_ERROR if getattr(config, "max_errors", 5) == 1 else HALT
         self._size = size
         self._running = size
         #: Set by the worker whose callback halted or failed: start nothing more.
@@ -226,10 +246,10 @@ class ThreadExecutor(_Executor):
             if item is _STOP:
                 break
             if self.halted:
-                put((item[0], RETURNED, None, None, 0.0, item[6]))
+                put((item[0], RETURNED, None, None, 0.0, item))
                 continue
             result = run_sync(callback, item, self._max_body_size, self._decode)
-            if result[1] >= _STOPS_WORK:
+            if result[1] >= self._stops_work:
                 # The consumer is stopping: start nothing more.
                 self.halted = True
             put(result)
@@ -323,10 +343,10 @@ class AsyncioExecutor(_Executor):
             if item is _STOP:
                 break
             if self.halted:
-                put((item[0], RETURNED, None, None, 0.0, item[6]))
+                put((item[0], RETURNED, None, None, 0.0, item))
                 continue
             result = await run_async(callback, item, self._max_body_size, self._decode)
-            if result[1] >= _STOPS_WORK:
+            if result[1] >= self._stops_work:
                 self.halted = True
             put(result)
         if self._same_thread:
@@ -381,14 +401,18 @@ class Dispatcher:
     one of two ways: an ack covering a contiguous run of finished deliveries
     (``multiple=True`` when the run is longer than one), or a nack or reject
     of exactly one delivery. No delivery is acked before its callback has
-    finished.
+    finished; one that is republished (to a retry queue, its dead queue or
+    the drop exchange) is settled only once the broker confirmed the copy.
 
     Args:
         channel: the channel the deliveries came on; settlements go there.
         executor_factory: builds the executor, given the results sink.
         on_halt: called once with the callback's :class:`HaltConsumer`.
-        on_error: called once with the callback's unexpected exception and
-            the message it was handling.
+        on_error: called with each consumer error (a :class:`ConsumerError`,
+            an unexpected exception, or a message of a type not accepted), the
+            message (or None) and the seconds the callback ran.
+        stats: the consumer's counters.
+        policy: where retried, parked and dropped messages go.
     """
 
     def __init__(
@@ -396,10 +420,12 @@ class Dispatcher:
         channel: Any,
         executor_factory: Callable[[Callable[[list[Result]], None]], Any],
         on_halt: Callable[[HaltConsumer], None],
-        on_error: Callable[[BaseException, Message | None], None],
+        on_error: Callable[[BaseException, Message | None, float], None],
         stats: ConsumerStats | None = None,
+        policy: ErrorPolicy | None = None,
     ):
         self.stats = stats if stats is not None else ConsumerStats()
+        self.policy = policy if policy is not None else ErrorPolicy()
         self._channel = channel
         self._ack = channel.ack
         self._pending: deque[int] = deque()
@@ -409,6 +435,8 @@ class Dispatcher:
         self._on_error = on_error
         self._live = True
         self._stopped: defer.Deferred[None] | None = None
+        self._republishing = 0
+        self._republished: defer.Deferred[None] | None = None
         self.in_flight = 0
         self.counts = {"received": 0, "acked": 0, "requeued": 0, "dropped": 0, "failed": 0}
         self._executor = executor_factory(self._on_results)
@@ -418,6 +446,7 @@ class Dispatcher:
         """The delivery handler for ``queue``'s consumer on this channel."""
         pending, counts = self._pending, self.counts
         queue_counts = self.stats.queue(queue)
+        checks_type = self.policy.message_types is not None
 
         def on_delivery(
             tag: int,
@@ -431,7 +460,17 @@ class Dispatcher:
             counts["received"] += 1
             queue_counts["received"] += 1
             self.in_flight += 1
-            self._submit((tag, redelivered, exchange, routing_key, properties, body, queue))
+            item = (tag, redelivered, exchange, routing_key, properties, body, queue)
+            if checks_type:
+                invalid = self.policy.invalid_type(properties)
+                if invalid is not None:
+                    message_id = getattr(properties, "message_id", None)
+                    error = ConsumerError(
+                        f"message {message_id} (topic {routing_key!r}, queue {queue!r}): {invalid}"
+                    )
+                    self._on_results([(tag, INVALID, error, None, 0.0, item)])
+                    return
+            self._submit(item)
 
         return on_delivery
 
@@ -440,32 +479,33 @@ class Dispatcher:
         record = self.stats.record
         self.stats.batch_done()
         self.in_flight -= len(batch)
-        for tag, outcome, exc, message, duration, queue in batch:
-            record(queue, outcome, duration)
+        for tag, outcome, exc, message, duration, item in batch:
             if outcome == ACK:
+                record(item[6], ACK, duration)
                 finished[tag] = True
                 continue
-            finished[tag] = False
-            if outcome == NACK:
+            if outcome == NACK or outcome == RETURNED:
+                record(item[6], outcome, duration)
+                finished[tag] = False
                 counts["requeued"] += 1
                 self._settle_alone(tag, requeue=True)
             elif outcome == DROP:
-                counts["dropped"] += 1
-                log.info("%s dropped by the callback: %s", _describe(message), exc)
-                self._settle_alone(tag, requeue=False)
-            elif outcome == RETURNED:
-                counts["requeued"] += 1
-                self._settle_alone(tag, requeue=True)
+                self._drop(tag, item, duration, f"the callback raised Drop: {exc}")
+            elif outcome == RETRY:
+                assert exc is not None
+                self._retry(tag, item, exc, duration)
             elif outcome == UNDECODABLE:
-                counts["dropped"] += 1
-                log.error(
-                    "Rejected (to the queue's dead-letter exchange, if it has one) an "
-                    "undecodable %s",
-                    exc,
-                )
-                self._settle_alone(tag, requeue=False)
+                self._park(tag, item, f"undecodable {exc}")
+            elif outcome == INVALID:
+                assert exc is not None
+                if self.policy.drop_invalid_messages:
+                    self._drop(tag, item, duration, str(exc), level=logging.WARNING)
+                else:
+                    self._consumer_error(tag, item, exc, None, duration)
             elif outcome == HALT:
+                record(item[6], HALT, duration)
                 assert isinstance(exc, HaltConsumer)
+                finished[tag] = False
                 if exc.requeue:
                     counts["requeued"] += 1
                     self._settle_alone(tag, requeue=True)
@@ -473,18 +513,116 @@ class Dispatcher:
                     finished[tag] = True
                 self._on_halt(exc)
             else:
-                counts["failed"] += 1
                 assert exc is not None
-                log.error(
-                    "The callback raised on %s after %.3f s; the message is requeued and "
-                    "the consumer stops",
-                    _describe(message),
-                    duration,
-                    exc_info=(type(exc), exc, exc.__traceback__),
-                )
-                self._settle_alone(tag, requeue=True)
-                self._on_error(exc, message)
+                self._consumer_error(tag, item, exc, message, duration)
         self._ack_finished_run()
+
+    def _consumer_error(
+        self,
+        tag: int,
+        item: Delivery,
+        exc: BaseException,
+        message: Message | None,
+        duration: float,
+    ) -> None:
+        self.stats.record(item[6], ERROR, duration)
+        self.counts["failed"] += 1
+        self._finished[tag] = False
+        self._settle_alone(tag, requeue=True)
+        self._on_error(exc, message, duration)
+
+    def _drop(
+        self, tag: int, item: Delivery, duration: float, reason: str, level: int = logging.INFO
+    ) -> None:
+        """Copy to the drop exchange (when there is one), then reject."""
+        log.log(level, "%s dropped: %s", _describe_delivery(item), reason)
+        route = self.policy.drop_route(item, reason) if self._live else None
+        if route is None:
+            self.stats.record(item[6], DROP, duration)
+            self.counts["dropped"] += 1
+            self._finished[tag] = False
+            self._settle_alone(tag, requeue=False)
+        else:
+            self._republish(tag, item, route, duration, then_ack=False)
+
+    def _retry(self, tag: int, item: Delivery, exc: BaseException, duration: float) -> None:
+        route = self.policy.retry_route(item, exc) if self._live else None
+        if route is not None:
+            self._republish(tag, item, route, duration, then_ack=True)
+            return
+        if not self._live:
+            self._finished[tag] = False
+            return
+        log.warning(
+            "%s cannot be retried (queue %r has no retry queues: retry is disabled, or the "
+            "queue is server-named, exclusive or auto-delete); dropping it instead",
+            _describe_delivery(item),
+            item[6],
+        )
+        self._drop(tag, item, duration, f"the callback raised Retry: {exc}")
+
+    def _park(self, tag: int, item: Delivery, reason: str) -> None:
+        route = self.policy.park_route(item, reason) if self._live else None
+        if route is None:
+            log.error(
+                "Rejected (to the queue's dead-letter exchange, if it has one) an %s",
+                reason,
+            )
+            self.stats.record(item[6], UNDECODABLE, 0.0)
+            self.counts["dropped"] += 1
+            self._finished[tag] = False
+            self._settle_alone(tag, requeue=False)
+            return
+        log.error("Parking in %r an %s", route[1], reason)
+        self._republish(tag, item, route, 0.0, then_ack=True)
+
+    def _republish(
+        self, tag: int, item: Delivery, route: Route, duration: float, then_ack: bool
+    ) -> None:
+        """Publish a copy along ``route``; settle the original once the broker confirms it.
+
+        A copy that fails to publish (nacked, unroutable, timed out, channel
+        closed) leaves the original to be requeued: nothing is lost, and a
+        duplicate is the worst outcome.
+        """
+        self._republishing += 1
+        self.in_flight += 1
+        queue = item[6]
+
+        def published(result: object) -> None:
+            self._republishing -= 1
+            self.in_flight -= 1
+            if isinstance(result, Failure):
+                log.error(
+                    "Could not republish %s to %s (%s); it goes back to its queue",
+                    _describe_delivery(item),
+                    _describe_route(route),
+                    result.getErrorMessage(),
+                )
+                self.stats.record(queue, NACK, duration)
+                self.counts["requeued"] += 1
+                self._finished[tag] = False
+                self._settle_alone(tag, requeue=True)
+            else:
+                what = route[3]
+                self.stats.record(
+                    queue,
+                    RETRY if what == "retried" else PARKED if what == "parked" else DROP,
+                    duration,
+                )
+                if what == "dropped":
+                    self.counts["dropped"] += 1
+                if then_ack:
+                    self._finished[tag] = True
+                else:
+                    self._finished[tag] = False
+                    self._settle_alone(tag, requeue=False)
+            self._ack_finished_run()
+            if self._republishing == 0 and self._republished is not None:
+                done, self._republished = self._republished, None
+                done.callback(None)
+
+        self.policy.publish(route, item[5]).addBoth(published)
 
     def _settle_alone(self, tag: int, requeue: bool) -> None:
         if not self._live:
@@ -517,8 +655,16 @@ class Dispatcher:
             d = self._executor.stop_intake()
             d.addCallback(self._return_unstarted)
             d.addCallback(lambda _: self._executor.join())
+            d.addCallback(lambda _: self._republishes_done())
             self._stopped = d
         return chain(self._stopped)
+
+    def _republishes_done(self) -> defer.Deferred[None]:
+        if self._republishing == 0:
+            return defer.succeed(None)
+        if self._republished is None:
+            self._republished = defer.Deferred()
+        return chain(self._republished)
 
     def _return_unstarted(self, unstarted: list[Delivery]) -> None:
         self.in_flight -= len(unstarted)
@@ -536,6 +682,18 @@ class Dispatcher:
         """
         self._live = False
         return self.stop()
+
+
+def _describe_delivery(item: Delivery) -> str:
+    message_id = getattr(item[4], "message_id", None)
+    return f"message {message_id} (topic {item[3]!r}, queue {item[6]!r})"
+
+
+def _describe_route(route: Route) -> str:
+    exchange, routing_key, _properties, _what = route
+    if exchange:
+        return f"exchange {exchange!r} (routing key {routing_key!r})"
+    return f"queue {routing_key!r}"
 
 
 def _describe(message: Message | None) -> str:

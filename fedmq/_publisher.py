@@ -10,7 +10,7 @@ from twisted.python.failure import Failure
 from fedmq._amqp import AMQPChannel, AMQPConnection
 from fedmq.config import Config
 from fedmq.exceptions import ConnectionFailed, PublishTimeout
-from fedmq.message import Message
+from fedmq.message import Message, Properties
 
 
 class Publisher:
@@ -64,10 +64,32 @@ class Publisher:
             exchange = self._config.publish_exchange
         if routing_key is None:
             routing_key = self._config.topic_prefix + message.topic
+        return self.publish_data(
+            exchange,
+            routing_key,
+            message.data,
+            message.properties,
+            mandatory=mandatory,
+            timeout=timeout,
+            label=f"message {message.id}",
+        )
+
+    def publish_data(
+        self,
+        exchange: str,
+        routing_key: str,
+        data: bytes,
+        properties: Properties,
+        *,
+        mandatory: bool = False,
+        timeout: float = 30.0,
+        label: str | None = None,
+    ) -> defer.Deferred[None]:
+        """Publish a body already encoded, with its properties, as :meth:`publish` does."""
         ready = self._channel if self._channel is not None and self._channel.is_open else None
         d: defer.Deferred[Any]
         if ready is not None:
-            d = ready.publish(exchange, routing_key, message.data, message.properties, mandatory)
+            d = ready.publish(exchange, routing_key, data, properties, mandatory)
         else:
             # Each publish waits its turn: when the channel is open, the
             # waiters are fired in the order they came, keeping message order.
@@ -76,16 +98,15 @@ class Publisher:
             if len(self._waiters) == 1:
                 defer.ensureDeferred(self._open_channel()).addBoth(self._opened)
             d.addCallback(
-                lambda channel: channel.publish(
-                    exchange, routing_key, message.data, message.properties, mandatory
-                )
+                lambda channel: channel.publish(exchange, routing_key, data, properties, mandatory)
             )
 
         def timed_out(failure: Failure) -> Failure:
             failure.trap(defer.TimeoutError)
+            what = label or f"message {properties.message_id}"
             return Failure(
                 PublishTimeout(
-                    f"The broker did not confirm message {message.id} to exchange "
+                    f"The broker did not confirm {what} to exchange "
                     f"{exchange!r} within {timeout:g} s"
                 )
             )

@@ -28,9 +28,21 @@ DURATION_BUCKETS = (
 )
 
 # The dispatcher's outcome codes (fedmq._dispatch), by position.
-_OUTCOME_NAMES = ("acked", "requeued", "dropped", "dropped", "requeued", "acked", "failed")
+_OUTCOME_NAMES = (
+    "acked",  # ACK
+    "requeued",  # NACK
+    "dropped",  # DROP
+    "dropped",  # UNDECODABLE (rejected: the queue has no dead queue)
+    "requeued",  # RETURNED
+    "retried",  # RETRY
+    "dropped",  # INVALID
+    "parked",  # PARKED
+    "failed",  # CONSUMER_ERROR
+    "failed",  # ERROR
+    "acked",  # HALT
+)
 
-QUEUE_COUNTERS = ("received", "acked", "requeued", "dropped", "failed")
+QUEUE_COUNTERS = ("received", "acked", "requeued", "dropped", "failed", "retried", "parked")
 
 
 class ConsumerStats:
@@ -38,7 +50,7 @@ class ConsumerStats:
 
     Attributes:
         queues: per queue, messages ``received``, ``acked``, ``requeued``,
-            ``dropped`` and ``failed``.
+            ``dropped``, ``failed``, ``retried`` and ``parked``.
         duration_buckets: per bucket of :data:`DURATION_BUCKETS` (plus one for
             longer), how many callbacks took that long (not cumulative).
         duration_sum: seconds spent in callbacks, in all.

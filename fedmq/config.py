@@ -192,6 +192,24 @@ class ReconnectConfig:
 
 
 @dataclass(frozen=True)
+class RetryConfig:
+    """Where a message waits after its callback raised :class:`~fedmq.Retry`.
+
+    Each consumed queue ``Q`` gets one wait queue per delay, ``Q.retry.<delay>s``,
+    whose messages expire back into ``Q``, and ``Q.dead`` for messages parked
+    after ``max_attempts`` runs of the callback. The n-th failed run waits
+    ``delays[n - 1]`` seconds (the last delay repeats).
+    """
+
+    enabled: bool = True
+    delays: tuple[float, ...] = (1.0, 10.0, 60.0)
+    max_attempts: int = 4
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "delays", tuple(self.delays))
+
+
+@dataclass(frozen=True)
 class MonitoringConfig:
     """The health and metrics HTTP endpoint; off unless ``port`` is set."""
 
@@ -213,6 +231,11 @@ _PLAIN_FIELDS: dict[str, _Kind] = {
     "log_format": _STR,
     "decode": _BOOL,
     "max_body_size": _INT,
+    "name": _STR,
+    "drop_invalid_messages": _BOOL,
+    "drop_exchange": _STR,
+    "max_errors": _INT,
+    "error_window": _NUMBER,
     "client_properties": _TABLE,
     "consumer_config": _TABLE,
     "log_config": _TABLE,
@@ -244,6 +267,19 @@ class Config:
             a callback gets ``message.body`` as the bytes received.
         max_body_size: the most bytes a compressed body may inflate to; one
             that inflates further cannot be decoded (a decompression bomb).
+        name: the consumer's name in ``X-Dropped-By`` headers; by default the
+            callback's ``module:object`` path.
+        message_types: the AMQP ``type`` properties the callback accepts; a
+            message of another type never reaches it. Empty accepts any.
+        drop_invalid_messages: drop a message whose type is not accepted (true),
+            or count it as a consumer error (false).
+        drop_exchange: an exchange that receives a copy of every dropped
+            message, with ``X-Dropped-*`` headers; "" for none.
+        max_errors: consumer errors (:class:`~fedmq.ConsumerError` or an
+            unexpected exception) within ``error_window`` seconds that stop
+            the consumer.
+        error_window: the sliding window, in seconds, ``max_errors`` counts in.
+        retry: the wait queues behind :class:`~fedmq.Retry`.
         source: the file it came from, or ``"<defaults>"`` / ``"<arguments>"``.
     """
 
@@ -270,6 +306,13 @@ class Config:
     log_format: str = "text"
     decode: bool = True
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    name: str = ""
+    message_types: tuple[str, ...] = ()
+    drop_invalid_messages: bool = True
+    drop_exchange: str = ""
+    max_errors: int = 5
+    error_window: float = 60.0
+    retry: RetryConfig = RetryConfig()
     source: str = "<defaults>"
 
     def __post_init__(self) -> None:
@@ -279,7 +322,9 @@ class Config:
         set_field = object.__setattr__  # frozen: normalise through the back door, once
         set_field(self, "connect_timeout", float(self.connect_timeout))
         set_field(self, "drain_timeout", float(self.drain_timeout))
+        set_field(self, "error_window", float(self.error_window))
         set_field(self, "amqp_urls", tuple(self.amqp_urls))
+        set_field(self, "message_types", tuple(self.message_types))
         for name in ("exchanges", "queues", "bindings"):
             set_field(self, name, tuple(getattr(self, name)))
         set_field(self, "client_properties", _frozen(self.client_properties))
@@ -315,6 +360,22 @@ class Config:
                 f"reconnect.jitter must be from 0 up to (not including) 1, got {backoff.jitter}"
             )
         _check_range(backoff.max_attempts, "reconnect.max_attempts", self.source, 0)
+        _check_range(self.max_errors, "max_errors", self.source, 1)
+        if not self.error_window > 0:
+            raise fail(f"error_window must be more than 0 seconds, got {self.error_window}")
+        for index, delay in enumerate(self.retry.delays):
+            if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay > 0:
+                raise fail(f"retry.delays[{index}] must be a number of seconds more than 0")
+            if delay * 1000 != int(delay * 1000):
+                raise fail(f"retry.delays[{index}] must be a whole number of milliseconds")
+        if self.retry.enabled and not self.retry.delays:
+            raise fail("retry.delays must name at least one delay when retry.enabled is true")
+        _check_range(self.retry.max_attempts, "retry.max_attempts", self.source, 1)
+        for index, message_type in enumerate(self.message_types):
+            if not isinstance(message_type, str):
+                raise fail(
+                    f"message_types[{index}] must be a string, got {_type_name(message_type)}"
+                )
         if self.monitoring.port is not None:
             _check_range(self.monitoring.port, "monitoring.port", self.source, 0, 65535)
         if self.callback is not None and not _CALLBACK.match(self.callback):
@@ -457,6 +518,11 @@ _RECONNECT_KEYS = {
     "max_attempts": _INT,
 }
 _MONITORING_KEYS = {"address": _STR, "port": _INT}
+_RETRY_KEYS = {
+    "enabled": _BOOL,
+    "delays": ((list, tuple), "an array of numbers of seconds"),
+    "max_attempts": _INT,
+}
 _TOP_LEVEL_KEYS = [item.name for item in dataclasses.fields(Config) if item.name != "source"]
 
 
@@ -571,6 +637,13 @@ _SECTIONS: dict[str, Callable[[Any, str], Any]] = {
     ),
     "monitoring": lambda data, source: MonitoringConfig(
         **_fields(data, _MONITORING_KEYS, "monitoring", source)
+    ),
+    "retry": lambda data, source: RetryConfig(**_fields(data, _RETRY_KEYS, "retry", source)),
+    "message_types": lambda data, source: tuple(
+        _expect(kind, _STR, f"message_types[{index}]", source)
+        for index, kind in enumerate(
+            _expect(data, ((list, tuple), "an array of strings"), "message_types", source)
+        )
     ),
     "amqp_urls": lambda data, source: tuple(
         _expect(url, _STR, f"amqp_urls[{index}]", source)

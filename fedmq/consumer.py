@@ -13,19 +13,21 @@ from fedmq._backoff import reconnect_delay
 from fedmq._callback import load_callback
 from fedmq._deferreds import chain
 from fedmq._dispatch import AsyncioExecutor, Dispatcher, Result, ThreadExecutor
+from fedmq._policy import ErrorPolicy, ErrorWindow, has_retry_queues, retry_queues
 from fedmq._publisher import Publisher
 from fedmq._stats import QUEUE_COUNTERS, ConsumerStats
-from fedmq.config import Config, redact_url
+from fedmq.config import Config, ExchangeConfig, redact_url
 from fedmq.exceptions import (
     AuthenticationFailed,
     BrokerError,
     CallbackError,
     ConnectionFailed,
+    ConsumerError,
     DeclarationError,
     HaltConsumer,
     StopForced,
 )
-from fedmq.message import Message
+from fedmq.message import Message, Properties
 
 log = logging.getLogger("fedmq")
 
@@ -84,6 +86,12 @@ class Consumer:
         self.drain_timeout = config.drain_timeout
         target = callback if callback is not None else config.callback
         self._callback, self.is_async = load_callback(target, config.consumer_config)
+        #: The consumer's name, written in the X-Dropped-By header of what it drops or parks.
+        self.name = config.name or _callback_name(target)
+        self._message_types = config.message_types or tuple(
+            getattr(self._callback, "message_types", None) or ()
+        )
+        self._errors = ErrorWindow(config.max_errors, config.error_window, reactor.seconds)
         self.result: defer.Deferred[None] = defer.Deferred()
         self.queues: tuple[str, ...] = ()
         self.stats = ConsumerStats()
@@ -167,12 +175,13 @@ class Consumer:
         try:
             self._channel = channel = await self._step(connection.channel(), "opening a channel")
             names = await self._declare(channel)
+            policy = await self._declare_error_paths(channel)
             await self._step(
                 channel.qos(config.qos.prefetch_count, config.qos.prefetch_size),
                 "setting the prefetch count",
             )
             self._dispatcher = dispatcher = Dispatcher(
-                channel, self._make_executor, self._halted, self._failed, self.stats
+                channel, self._make_executor, self._halted, self._failed, self.stats, policy
             )
             self._consumer_tags = []
             for name in names:
@@ -347,6 +356,41 @@ class Consumer:
                 )
         return list(names.values())
 
+    async def _declare_error_paths(self, channel: AMQPChannel) -> ErrorPolicy:
+        """Declare each queue's retry queues and dead queue; check the drop exchange."""
+        config = self.config
+        passive = config.passive_declares
+        verb = "checking" if passive else "declaring"
+        with_retry = [queue for queue in config.queues if has_retry_queues(queue, config.retry)]
+        for queue in with_retry:
+            for extra in retry_queues(queue, config.retry):
+                await self._step(
+                    channel.declare_queue(extra, passive),
+                    f"{verb} queue {extra.name!r} (for retries of {queue.name!r})",
+                )
+        if config.drop_exchange:
+            await self._step(
+                channel.declare_exchange(ExchangeConfig(name=config.drop_exchange), passive=True),
+                f"checking that the drop_exchange {config.drop_exchange!r} exists",
+            )
+        return ErrorPolicy(
+            name=self.name,
+            retry=config.retry,
+            retry_queues=[queue.name for queue in with_retry],
+            drop_exchange=config.drop_exchange,
+            message_types=self._message_types,
+            drop_invalid_messages=config.drop_invalid_messages,
+            publish=self._republish,
+        )
+
+    def _republish(
+        self, exchange: str, routing_key: str, data: bytes, properties: Properties
+    ) -> defer.Deferred[None]:
+        """Publish a retried, parked or dropped copy, confirmed and mandatory."""
+        if self._publisher is None:
+            self._publisher = Publisher(self.config, self._reactor, self._connection)
+        return self._publisher.publish_data(exchange, routing_key, data, properties, mandatory=True)
+
     def _make_executor(self, on_results: Any) -> Any:
         kind = AsyncioExecutor if self.is_async else ThreadExecutor
         return kind(self._callback, self.config.concurrency, self._reactor, on_results, self)
@@ -420,9 +464,40 @@ class Consumer:
         log.info("The callback halted the consumer: %s", halt)
         self._stop(None if halt.exit_code == 0 else Failure(halt))
 
-    def _failed(self, exc: BaseException, message: Message | None) -> None:
+    def _failed(self, exc: BaseException, message: Message | None, duration: float) -> None:
+        """A consumer error: log it, count it, and stop once there are too many."""
+        window = self._errors
+        count = window.add()
+        where = (
+            f"message {message.id} (topic {message.topic!r}, queue {message.queue!r})"
+            if message is not None
+            else "a message"
+        )
+        tally = f"consumer error {count} of max_errors {window.limit} within {window.window:g} s"
+        if isinstance(exc, ConsumerError):
+            log.error("ConsumerError on %s: %s; requeued (%s)", where, exc, tally)
+        elif message is None:
+            log.error("%s; requeued (%s)", exc, tally)
+        else:
+            log.error(
+                "The callback raised %s on %s after %.3f s; requeued (%s)",
+                type(exc).__name__,
+                where,
+                duration,
+                tally,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        if count < window.limit or self._stopping is not None:
+            return
+        if window.limit == 1:
+            text = f"The callback raised {type(exc).__name__}: {exc}"
+        else:
+            text = (
+                f"{count} consumer errors within {window.window:g} s (max_errors is "
+                f"{window.limit}); the last: {type(exc).__name__}: {exc}"
+            )
         error = CallbackError(
-            f"The callback raised {type(exc).__name__}: {exc}",
+            text,
             message_id=message.id if message is not None else None,
             topic=message.topic if message is not None else None,
             queue=message.queue if message is not None else None,
@@ -485,6 +560,16 @@ class Consumer:
             self.result.callback(None)
         else:
             self.result.errback(self._outcome)
+
+
+def _callback_name(callback: Any) -> str:
+    """``module:object`` for a callback, as a config file would name it."""
+    if isinstance(callback, str):
+        return callback
+    target = callback if hasattr(callback, "__qualname__") else type(callback)
+    module = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", None)
+    return f"{module}:{qualname}" if module and qualname else "fedmq"
 
 
 #: The object ``consume()`` hands to Twisted code: :meth:`Consumer.cancel` and

@@ -1,8 +1,9 @@
 """Exceptions a callback raises to choose an outcome, and errors fedmq raises.
 
 Callbacks pick what happens to a message by returning (ack) or by raising one
-of :class:`Nack`, :class:`Drop` or :class:`HaltConsumer`. Everything else in
-this module is an error fedmq reports to its caller.
+of :class:`Nack`, :class:`Drop`, :class:`Retry`, :class:`ConsumerError` or
+:class:`HaltConsumer` (see the "Errors, retries and dead-lettering" page).
+Everything else in this module is an error fedmq reports to its caller.
 """
 
 from __future__ import annotations
@@ -25,8 +26,31 @@ class Nack(Exception):
 class Drop(Exception):
     """Raised by a callback: reject the message without requeueing it.
 
-    The queue's dead-letter exchange receives it when one is configured;
-    otherwise the broker discards it.
+    With ``drop_exchange`` configured, the message is first republished
+    there (confirmed) with ``X-Dropped-*`` headers. The queue's dead-letter
+    exchange receives it when one is configured; otherwise the broker
+    discards it.
+    """
+
+
+class Retry(Exception):
+    """Raised by a callback: try this message again later.
+
+    The message waits in the queue's next retry queue (the ``[retry]``
+    table's ``delays``) and comes back to its queue; its headers carry the
+    exception's text and the number of failed runs, which the callback sees
+    as :attr:`fedmq.Message.attempt`. After ``retry.max_attempts`` runs it
+    is parked in ``<queue>.dead`` instead.
+    """
+
+
+class ConsumerError(Exception):
+    """Raised by a callback: the consumer itself is in trouble, not the message.
+
+    Its database is down, say. The message goes back to its queue; once
+    ``max_errors`` such errors (unexpected exceptions included) happen
+    within ``error_window`` seconds, the consumer stops with exit code 5 so
+    that its supervisor restarts it.
     """
 
 

@@ -19,6 +19,11 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
+from fedmq._headers import (
+    ORIGINAL_EXCHANGE,
+    ORIGINAL_ROUTING_KEY,
+    PROCESSING_EXCEPTIONS,
+)
 from fedmq.exceptions import FedmqError
 
 __all__ = [
@@ -629,6 +634,15 @@ class Message:
             DecodeError: the body cannot be decoded (see :func:`decode_body`).
         """
         message = cls.__new__(cls)
+        if not exchange and topic == queue:
+            # Back from a retry queue, or requeued from a dead queue: the
+            # broker routed it by queue name; the headers say where it began.
+            headers = getattr(properties, "headers", None)
+            if headers and isinstance(headers.get(ORIGINAL_ROUTING_KEY), str):
+                topic = headers[ORIGINAL_ROUTING_KEY]
+                original_exchange = headers.get(ORIGINAL_EXCHANGE)
+                if isinstance(original_exchange, str):
+                    exchange = original_exchange
         if decode:
             try:  # plain attribute reads are cheaper than getattr() with a default
                 content_type = properties.content_type
@@ -705,6 +719,18 @@ class Message:
     def exchange(self) -> str | None:
         """The exchange it was published to; None for a message to publish."""
         return self._exchange
+
+    @property
+    def attempt(self) -> int:
+        """Which run of the callback this is: 1 at first, 2 after one :class:`~fedmq.Retry`...
+
+        It is read from the ``X-Processing-Exceptions`` header, so it counts
+        across restarts of the consumer.
+        """
+        failed = (self.properties.headers or {}).get(PROCESSING_EXCEPTIONS)
+        if isinstance(failed, int) and not isinstance(failed, bool) and failed > 0:
+            return failed + 1
+        return 1
 
     @property
     def redelivered(self) -> bool:

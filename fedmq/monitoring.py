@@ -56,9 +56,11 @@ _NOT_READY = {
 _COUNTER_HELP = {
     "received": "Messages delivered to fedmq, per queue.",
     "acked": "Messages acknowledged after the callback returned, per queue.",
-    "requeued": "Messages returned to their queue (Nack, a failed callback, a stop), per queue.",
-    "dropped": "Messages rejected to the dead-letter exchange (Drop, undecodable), per queue.",
-    "failed": "Messages whose callback raised an unexpected exception, per queue.",
+    "requeued": "Messages returned to their queue (Nack, a stop), per queue.",
+    "dropped": "Messages dropped (Drop, a type not accepted), per queue.",
+    "failed": "Messages requeued after a consumer error or unexpected exception, per queue.",
+    "retried": "Messages moved to a retry queue (Retry), per queue.",
+    "parked": "Messages parked in the dead queue (retries spent, undecodable), per queue.",
 }
 
 

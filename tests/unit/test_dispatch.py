@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from twisted.internet import defer, reactor, task
 
 from fedmq._dispatch import (
     ACK,
+    CONSUMER_ERROR,
     ERROR,
     HALT,
     RETURNED,
@@ -32,7 +34,8 @@ from fedmq._dispatch import (
     current_consumer,
     run_sync,
 )
-from fedmq.exceptions import Drop, HaltConsumer, Nack
+from fedmq.config import Config
+from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack
 from fedmq.message import Message, Properties
 
 QUEUE = "things"
@@ -101,7 +104,7 @@ class FakeExecutor:
     def return_unrun(self, *tags: int) -> None:
         """Report deliveries a halted worker took but did not run."""
         self._on_results(
-            [(item[0], RETURNED, None, None, 0.0, item[6]) for item in map(self._take, tags)]
+            [(item[0], RETURNED, None, None, 0.0, item) for item in map(self._take, tags)]
         )
 
     def stop_intake(self) -> defer.Deferred[list[Delivery]]:
@@ -144,7 +147,7 @@ class Harness:
             self.channel,
             self._make_executor,
             self.halts.append,
-            lambda exc, message: self.errors.append((exc, message)),
+            lambda exc, message, _duration: self.errors.append((exc, message)),
         )
         self._deliver = {QUEUE: self.dispatcher.deliver_for(QUEUE)}
 
@@ -369,26 +372,19 @@ def test_halt_with_requeue_nacks_the_message_and_reports_the_halt(harness: Harne
     assert harness.counts == counts(received=1, requeued=1)
 
 
-def test_an_unexpected_exception_requeues_that_message_and_reports_it(
-    harness: Harness, caplog: pytest.LogCaptureFixture
-):
-    """An unexpected exception nacks its tag alone, calls on_error, and logs which message."""
-    boom = RuntimeError("database is down")
+@pytest.mark.parametrize(
+    "boom", [RuntimeError("database is down"), ConsumerError("database is down")]
+)
+def test_a_consumer_error_requeues_that_message_and_reports_it(harness: Harness, boom: Exception):
+    """An unexpected exception or ConsumerError nacks its tag alone and calls on_error with it."""
     harness.callback.raises[2] = boom
     harness.receive(1, 2, 3)
-    with caplog.at_level(logging.ERROR, logger="fedmq"):
-        harness.executor.finish(1, 2, 3)
+    harness.executor.finish(1, 2, 3)
     assert harness.sent == [("nack", 2, True), ("ack", 3, True)]
     [(exc, message)] = harness.errors
     assert exc is boom
     assert message is not None and message.delivery_tag == 2
     assert harness.counts == counts(received=3, acked=2, failed=1)
-    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
-    text = record.getMessage()
-    assert "message msg-2" in text
-    assert f"topic {TOPIC!r}" in text
-    assert f"queue {QUEUE!r}" in text
-    assert record.exc_info is not None and record.exc_info[1] is boom
 
 
 def test_returned_deliveries_are_requeued(harness: Harness):
@@ -565,6 +561,11 @@ class Executors:
                 executor.stop_intake()
 
 
+def _consumer_with(max_errors: int) -> Any:
+    """Stands in for the Consumer an executor reads its config from."""
+    return SimpleNamespace(config=Config(max_errors=max_errors))
+
+
 @pytest.fixture
 def executors() -> Iterator[Executors]:
     """Tracks a test's executors so that none is left with workers waiting for work."""
@@ -629,13 +630,17 @@ async def test_thread_executor_starts_no_more_than_size_and_returns_the_rest(
 
 
 @pytest.mark.parametrize(
-    ("raised", "outcome"),
-    [(HaltConsumer(), HALT), (RuntimeError("database is down"), ERROR)],
-    ids=["halt", "unexpected-error"],
+    ("raised", "outcome", "max_errors"),
+    [
+        (HaltConsumer(), HALT, 5),
+        (RuntimeError("database is down"), ERROR, 1),
+        (ConsumerError("database is down"), CONSUMER_ERROR, 1),
+    ],
+    ids=["halt", "unexpected-error-max-errors-1", "consumer-error-max-errors-1"],
 )
 @pytest_twisted.ensureDeferred
 async def test_thread_executor_starts_nothing_after_a_halt_or_error(
-    raised: Exception, outcome: int, executors: Executors
+    raised: Exception, outcome: int, max_errors: int, executors: Executors
 ):
     """After a callback halts or fails, later deliveries come back unrun, as RETURNED."""
     seen: list[int | None] = []
@@ -646,13 +651,32 @@ async def test_thread_executor_starts_nothing_after_a_halt_or_error(
             raise raised
 
     results = Results()
-    executor = ThreadExecutor(callback, 1, reactor, results)
+    executor = ThreadExecutor(callback, 1, reactor, results, _consumer_with(max_errors))
     executors.append(executor)
     for tag in (1, 2, 3):
         executor.submit(delivery(tag))
     await results.when(3)
     assert results.outcomes == {1: outcome, 2: RETURNED, 3: RETURNED}
     assert seen == [1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_thread_executor_goes_on_after_an_error_while_max_errors_allows(
+    executors: Executors,
+):
+    """With max_errors above 1, the deliveries after a failed callback still run."""
+
+    def callback(message: Message) -> None:
+        if message.delivery_tag == 1:
+            raise RuntimeError("database is down")
+
+    results = Results()
+    executor = ThreadExecutor(callback, 1, reactor, results, _consumer_with(5))
+    executors.append(executor)
+    for tag in (1, 2, 3):
+        executor.submit(delivery(tag))
+    await results.when(3)
+    assert results.outcomes == {1: ERROR, 2: ACK, 3: ACK}
 
 
 @pytest_twisted.ensureDeferred
@@ -813,13 +837,17 @@ async def test_asyncio_executor_runs_size_callbacks_at_once(executors: Executors
 
 
 @pytest.mark.parametrize(
-    ("raised", "outcome"),
-    [(HaltConsumer(), HALT), (RuntimeError("database is down"), ERROR)],
-    ids=["halt", "unexpected-error"],
+    ("raised", "outcome", "max_errors"),
+    [
+        (HaltConsumer(), HALT, 5),
+        (RuntimeError("database is down"), ERROR, 1),
+        (ConsumerError("database is down"), CONSUMER_ERROR, 1),
+    ],
+    ids=["halt", "unexpected-error-max-errors-1", "consumer-error-max-errors-1"],
 )
 @pytest_twisted.ensureDeferred
 async def test_asyncio_executor_starts_nothing_after_a_halt_or_error(
-    raised: Exception, outcome: int, executors: Executors
+    raised: Exception, outcome: int, max_errors: int, executors: Executors
 ):
     """After an async callback halts or fails, later deliveries come back unrun, as RETURNED."""
     seen: list[int | None] = []
@@ -830,7 +858,7 @@ async def test_asyncio_executor_starts_nothing_after_a_halt_or_error(
             raise raised
 
     results = Results()
-    executor = AsyncioExecutor(callback, 1, reactor, results)
+    executor = AsyncioExecutor(callback, 1, reactor, results, _consumer_with(max_errors))
     executors.append(executor)
     for tag in (1, 2, 3):
         executor.submit(delivery(tag))

@@ -32,6 +32,8 @@ EXPECTED_EXPORTS = {
     "DeclarationError": "fedmq.exceptions",
     "DecodeError": "fedmq.message",
     "Drop": "fedmq.exceptions",
+    "Retry": "fedmq.exceptions",
+    "ConsumerError": "fedmq.exceptions",
     "FedmqError": "fedmq.exceptions",
     "HaltConsumer": "fedmq.exceptions",
     "Message": "fedmq.message",

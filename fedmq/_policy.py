@@ -1,0 +1,221 @@
+"""What happens to a message its callback did not accept: retry, park, drop.
+
+The dispatcher decides *that* a message is retried, parked or dropped; this
+module decides *where* it goes and with which headers, and owns the queues
+that make retries wait (one per delay, since a classic queue expires
+messages only from its head) and the dead queue where messages are parked.
+It also holds the sliding window of consumer errors.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, TypeGuard
+
+from twisted.internet import defer
+
+from fedmq._headers import (
+    DROPPED_BY,
+    DROPPED_REASON,
+    DROPPED_TIMESTAMP,
+    ORIGINAL_EXCHANGE,
+    ORIGINAL_QUEUE,
+    ORIGINAL_ROUTING_KEY,
+    PROCESSING_EXCEPTION,
+    PROCESSING_EXCEPTIONS,
+)
+from fedmq.config import QueueConfig, RetryConfig
+from fedmq.message import Properties
+
+#: Header values longer than this are cut: an exception's text can be huge.
+_MAX_TEXT = 2000
+
+#: (exchange, routing key, properties, what it is: "retried", "parked" or "dropped")
+Route = tuple[str, str, Properties, str]
+#: Publishes (exchange, routing_key, body, properties) with confirms and mandatory.
+PublishFunction = Callable[[str, str, bytes, Properties], "defer.Deferred[None]"]
+
+
+def wait_queue_name(queue: str, delay: float) -> str:
+    """The queue where a message of ``queue`` waits ``delay`` seconds to be retried."""
+    return f"{queue}.retry.{delay:g}s"
+
+
+def dead_queue_name(queue: str) -> str:
+    """The queue where messages of ``queue`` are parked."""
+    return f"{queue}.dead"
+
+
+def has_retry_queues(queue: QueueConfig, retry: RetryConfig) -> bool:
+    """Whether fedmq gives ``queue`` wait queues and a dead queue.
+
+    A server-named, exclusive or auto-delete queue does not outlive its
+    consumer, so queues that point back at it could only leak.
+    """
+    return retry.enabled and bool(queue.name) and not (queue.exclusive or queue.auto_delete)
+
+
+def retry_queues(queue: QueueConfig, retry: RetryConfig) -> list[QueueConfig]:
+    """The wait queues and the dead queue to declare for ``queue``."""
+    wait = [
+        QueueConfig(
+            name=wait_queue_name(queue.name, delay),
+            durable=queue.durable,
+            arguments={
+                "x-queue-type": "classic",
+                "x-message-ttl": int(delay * 1000),
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": queue.name,
+            },
+        )
+        for delay in retry.delays
+    ]
+    dead = QueueConfig(
+        name=dead_queue_name(queue.name), durable=True, arguments={"x-queue-type": "classic"}
+    )
+    return [*wait, dead]
+
+
+def _text(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+class ErrorWindow:
+    """Counts consumer errors over the last ``window`` seconds.
+
+    Args:
+        limit: how many errors within the window are too many.
+        window: the window's length in seconds.
+        now: returns the time in seconds (the reactor's ``seconds``).
+    """
+
+    def __init__(self, limit: int, window: float, now: Callable[[], float]):
+        self.limit = limit
+        self.window = window
+        self._now = now
+        self._times: deque[float] = deque()
+
+    def add(self) -> int:
+        """Record an error now; return how many the window holds, this one included."""
+        now = self._now()
+        times = self._times
+        times.append(now)
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        return len(times)
+
+
+class ErrorPolicy:
+    """Where the messages a consumer does not accept go.
+
+    Args:
+        name: the consumer's name, written in ``X-Dropped-By``.
+        retry: the ``[retry]`` table.
+        retry_queues: the consumed queues that have wait queues and a dead queue.
+        drop_exchange: the exchange dropped messages are copied to; "" for none.
+        message_types: the AMQP types the callback accepts; None accepts any.
+        drop_invalid_messages: drop a message of another type (else it is a consumer error).
+        publish: how to republish; None where nothing is ever republished (tests).
+    """
+
+    def __init__(
+        self,
+        name: str = "fedmq",
+        retry: RetryConfig | None = None,
+        retry_queues: Iterable[str] = (),
+        drop_exchange: str = "",
+        message_types: Iterable[str] | None = None,
+        drop_invalid_messages: bool = True,
+        publish: PublishFunction | None = None,
+    ):
+        self.name = name
+        self.retry = retry if retry is not None else RetryConfig()
+        self.retry_queues = frozenset(retry_queues)
+        self.drop_exchange = drop_exchange
+        self.message_types = frozenset(message_types) if message_types else None
+        self.drop_invalid_messages = drop_invalid_messages
+        self._publish = publish
+
+    def publish(self, route: Route, body: bytes) -> defer.Deferred[None]:
+        """Republish ``body`` along ``route``; fires once the broker confirms it."""
+        if self._publish is None:
+            return defer.fail(RuntimeError("this consumer cannot republish messages"))
+        exchange, routing_key, properties, _what = route
+        return self._publish(exchange, routing_key, body, properties)
+
+    def retry_route(self, delivery: tuple[Any, ...], exc: BaseException) -> Route | None:
+        """The wait queue for a delivery whose callback raised Retry, or its dead queue.
+
+        None when its queue has no wait queues.
+        """
+        queue = delivery[6]
+        if queue not in self.retry_queues:
+            return None
+        properties, headers = self._copy(delivery)
+        previous = headers.get(PROCESSING_EXCEPTIONS)
+        failed = 1 + (previous if _is_count(previous) else 0)
+        headers[PROCESSING_EXCEPTIONS] = failed
+        headers[PROCESSING_EXCEPTION] = _text(exc) or type(exc).__name__
+        if failed >= self.retry.max_attempts:
+            self._mark_dropped(
+                headers, f"Retry raised on each of {failed} attempts; the last: {_text(exc)}"
+            )
+            return ("", dead_queue_name(queue), properties, "parked")
+        delays = self.retry.delays
+        delay = delays[min(failed, len(delays)) - 1]
+        return ("", wait_queue_name(queue, delay), properties, "retried")
+
+    def park_route(self, delivery: tuple[Any, ...], reason: str) -> Route | None:
+        """The dead queue of the delivery's queue, or None when it has none."""
+        queue = delivery[6]
+        if queue not in self.retry_queues:
+            return None
+        properties, headers = self._copy(delivery)
+        self._mark_dropped(headers, reason)
+        return ("", dead_queue_name(queue), properties, "parked")
+
+    def drop_route(self, delivery: tuple[Any, ...], reason: str) -> Route | None:
+        """The drop exchange, with the routing key the message was first published with."""
+        if not self.drop_exchange:
+            return None
+        properties, headers = self._copy(delivery)
+        self._mark_dropped(headers, reason)
+        return (self.drop_exchange, headers[ORIGINAL_ROUTING_KEY], properties, "dropped")
+
+    def invalid_type(self, properties: Any) -> str | None:
+        """Why a message of this type is not accepted, or None when it is."""
+        types = self.message_types
+        if types is None:
+            return None
+        kind = getattr(properties, "type", None)
+        if kind in types:
+            return None
+        accepted = ", ".join(map(repr, sorted(types)))
+        return f"its type {kind!r} is not one of the accepted message_types ({accepted})"
+
+    def _copy(self, delivery: tuple[Any, ...]) -> tuple[Properties, dict[str, Any]]:
+        """The delivery's properties, copied, with the X-Original-* headers set once."""
+        _tag, _redelivered, exchange, routing_key, raw_properties, _body, queue = delivery
+        properties = Properties.from_object(raw_properties)
+        headers = dict(properties.headers or {})
+        headers.setdefault(ORIGINAL_EXCHANGE, exchange)
+        headers.setdefault(ORIGINAL_ROUTING_KEY, routing_key)
+        headers.setdefault(ORIGINAL_QUEUE, queue)
+        properties.headers = headers
+        return properties, headers
+
+    def _mark_dropped(self, headers: dict[str, Any], reason: str) -> None:
+        headers[DROPPED_BY] = self.name
+        headers[DROPPED_REASON] = _text(reason)
+        headers[DROPPED_TIMESTAMP] = _now()
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
