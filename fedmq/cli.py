@@ -1,4 +1,4 @@
-"""The ``fedmq`` command: consume, publish, get, record and check-config.
+"""The ``fedmq`` command: consume, publish, get, record, requeue-dead and check-config.
 
 ``fedmq consume`` runs the service tree ``twistd -n fedmq`` runs (see
 :mod:`fedmq.tap`), with the same exit statuses. The other commands are one-shot
@@ -547,6 +547,24 @@ def _cmd_get(args: argparse.Namespace) -> int:
     return _run_in_reactor(get)
 
 
+# --- requeue-dead ----------------------------------------------------------
+
+
+def _cmd_requeue_dead(args: argparse.Namespace) -> int:
+    from fedmq._requeue import dead_queue_name, requeue_dead
+
+    config = _load(args.config)
+    _quiet_logging()
+
+    async def move(reactor: Any) -> int:
+        moved = await requeue_dead(config, reactor, args.queue, args.limit)
+        count = f"{moved} message{'s' if moved != 1 else ''}"
+        print(f"Moved {count} from {dead_queue_name(args.queue)!r} to {args.queue!r}")
+        return OK
+
+    return _run_in_reactor(move)
+
+
 # --- check-config ----------------------------------------------------------
 
 
@@ -732,6 +750,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after N messages (default: at SIGINT or SIGTERM)",
     )
     _add_topology(record)
+
+    requeue_dead = command(
+        "requeue-dead",
+        "Move the messages parked in QUEUE.dead back to QUEUE, with confirms.",
+        _cmd_requeue_dead,
+    )
+    requeue_dead.add_argument("queue", metavar="QUEUE", help="the queue to move them back to")
+    _add_config(requeue_dead)
+    requeue_dead.add_argument(
+        "--limit",
+        "-n",
+        metavar="N",
+        type=_positive,
+        help="move at most N messages (default: every parked message)",
+    )
 
     check = command(
         "check-config",
