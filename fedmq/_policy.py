@@ -64,7 +64,6 @@ def retry_queues(queue: QueueConfig, retry: RetryConfig) -> list[QueueConfig]:
             name=wait_queue_name(queue.name, delay),
             durable=queue.durable,
             arguments={
-                "x-queue-type": "classic",
                 "x-message-ttl": int(delay * 1000),
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": queue.name,
@@ -72,9 +71,7 @@ def retry_queues(queue: QueueConfig, retry: RetryConfig) -> list[QueueConfig]:
         )
         for delay in retry.delays
     ]
-    dead = QueueConfig(
-        name=dead_queue_name(queue.name), durable=True, arguments={"x-queue-type": "classic"}
-    )
+    dead = QueueConfig(name=dead_queue_name(queue.name), durable=True)
     return [*wait, dead]
 
 

@@ -1,8 +1,8 @@
 """Bad and unusual message input against a real broker.
 
-Each message that cannot be decoded is rejected to the queue's dead-letter
-exchange without reaching the callback; valid but unusual messages are
-processed. Either way the consumer keeps running, and the messages published
+Each message that cannot be decoded is parked in ``<queue>.dead`` (or, with
+retries turned off, rejected to the queue's dead-letter exchange) without
+reaching the callback; valid but unusual messages are processed. Either way the consumer keeps running, and the messages published
 just before and after are processed.
 """
 
@@ -16,6 +16,7 @@ import importlib.util
 import zlib
 from typing import Any
 
+import pika
 import pytest
 import pytest_twisted
 
@@ -42,11 +43,25 @@ def gzip_bomb(inflated_size: int) -> bytes:
     return b"".join(parts)
 
 
-def dead_lettered_config(make_config: Any, queue_name: str) -> tuple[Any, str]:
+def dead_lettered_config(make_config: Any, queue_name: str, **keys: Any) -> tuple[Any, str]:
     """A config whose queue dead-letters to ``<queue>.dead``, and that queue's name."""
     dead = queue_name + ".dead"
     arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead}
-    return make_config(queues={queue_name: {"arguments": arguments}}), dead
+    return make_config(queues={queue_name: {"arguments": arguments}}, **keys), dead
+
+
+def take_all(broker: Any, queue: str) -> list[tuple[Any, bytes]]:
+    """Every ready message of ``queue``, taken out: (pika properties, body)."""
+    connection = pika.BlockingConnection(pika.URLParameters(broker.url))
+    channel = connection.channel()
+    taken = []
+    while True:
+        method, properties, body = channel.basic_get(queue, auto_ack=True)
+        if method is None:
+            break
+        taken.append((properties, body))
+    connection.close()
+    return taken
 
 
 def msgpack_value() -> bytes:
@@ -147,40 +162,56 @@ async def run_between_good_messages(
 
 @pytest.mark.parametrize(("body", "properties"), UNDECODABLE)
 @pytest_twisted.ensureDeferred
-async def test_an_undecodable_message_is_dead_lettered_between_processed_ones(
+async def test_an_undecodable_message_is_parked_between_processed_ones(
     broker, queue_name, make_config, body, properties
 ):
-    """The bad message lands in the dead-letter queue as sent; its neighbours are processed."""
-    config, dead = dead_lettered_config(make_config, queue_name)
-    broker.declare_queue(dead)
+    """The bad message is parked in <queue>.dead as sent, saying why; its neighbours are processed."""
+    dead = queue_name + ".dead"
     consumer, seen, _ = await run_between_good_messages(
-        broker, queue_name, config, body, properties
+        broker, queue_name, make_config(), body, properties
     )
-    await wait_for(lambda: broker.ready(dead) == 1, what="the dead-lettered message")
+    await wait_for(lambda: broker.ready(dead) == 1, what="the parked message")
     assert consumer.state == "consuming"
     await consumer.cancel()
     assert seen == ["before", "after"]
-    assert broker.drain(dead, raw=True) == [body]
+    [(parked_properties, parked_body)] = take_all(broker, dead)
+    assert parked_body == body
+    assert parked_properties.headers["X-Dropped-Reason"].startswith("undecodable message ")
+    assert parked_properties.headers["X-Original-Queue"] == queue_name
     assert broker.counts(queue_name) == (0, 0)
-    assert consumer.counts["dropped"] == 1
+    assert consumer.counts["parked"] == 1
     assert consumer.counts["acked"] == 2
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_gzip_bomb_past_max_body_size_is_dead_lettered(broker, queue_name, make_config):
-    """A ~65 KB gzip body that inflates past the 64 MiB default is rejected, not inflated."""
+async def test_with_retries_off_an_undecodable_message_goes_to_the_dead_letter_exchange(
+    broker, queue_name, make_config
+):
+    """With retry.enabled = false there is no dead queue: the message is rejected to the DLX."""
+    config, dead = dead_lettered_config(make_config, queue_name, retry={"enabled": False})
+    broker.declare_queue(dead)
+    consumer, seen, _ = await run_between_good_messages(broker, queue_name, config, b"{bad", {})
+    await wait_for(lambda: broker.ready(dead) == 1, what="the dead-lettered message")
+    await consumer.cancel()
+    assert seen == ["before", "after"]
+    assert broker.drain(dead, raw=True) == [b"{bad"]
+    assert consumer.counts["dropped"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_gzip_bomb_past_max_body_size_is_parked(broker, queue_name, make_config):
+    """A ~65 KB gzip body that inflates past the 64 MiB default is parked, not inflated."""
     bomb = gzip_bomb(DEFAULT_MAX_BODY_SIZE + (1 << 20))
     assert len(bomb) < 100_000
-    config, dead = dead_lettered_config(make_config, queue_name)
-    broker.declare_queue(dead)
+    dead = queue_name + ".dead"
     consumer, seen, _ = await run_between_good_messages(
-        broker, queue_name, config, bomb, {"content_encoding": "gzip"}
+        broker, queue_name, make_config(), bomb, {"content_encoding": "gzip"}
     )
-    await wait_for(lambda: broker.ready(dead) == 1, what="the dead-lettered bomb")
+    await wait_for(lambda: broker.ready(dead) == 1, what="the parked bomb")
     await consumer.cancel()
     assert seen == ["before", "after"]
     assert broker.drain(dead, raw=True) == [bomb]
-    assert consumer.counts["dropped"] == 1
+    assert consumer.counts["parked"] == 1
 
 
 @pytest.mark.parametrize(("body", "properties", "expected"), UNUSUAL_BUT_VALID)
@@ -274,14 +305,13 @@ async def test_a_16_mib_body_is_processed_plain_and_gzipped(broker, queue_name, 
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_stream_of_bad_input_leaves_only_the_bad_messages_dead_lettered(
+async def test_a_stream_of_bad_input_leaves_only_the_bad_messages_parked(
     broker, queue_name, make_config
 ):
     """Bad messages interleaved with good ones: every good one is processed, in order."""
-    config, dead = dead_lettered_config(make_config, queue_name)
-    broker.declare_queue(dead)
+    dead = queue_name + ".dead"
     seen: list[Any] = []
-    consumer = await fedmq.consume(lambda m: seen.append(m.body), config=config)
+    consumer = await fedmq.consume(lambda m: seen.append(m.body), config=make_config())
     bad = [
         (b"{oops", {}),
         (gzip.compress(b"[1]")[:-3], {"content_encoding": "gzip"}),
@@ -297,22 +327,19 @@ async def test_a_stream_of_bad_input_leaves_only_the_bad_messages_dead_lettered(
     await consumer.cancel()
     assert seen == list(range(len(bad) + 1))
     assert broker.drain(dead, raw=True) == [body for body, _ in bad]
-    assert consumer.counts["dropped"] == len(bad)
+    assert consumer.counts["parked"] == len(bad)
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_configured_max_body_size_dead_letters_a_smaller_bomb(
-    broker, queue_name, make_config
-):
-    """With max_body_size = 1 MiB, valid JSON inflating to 2 MiB is dead-lettered."""
-    config, dead = dead_lettered_config(make_config, queue_name)
-    config = config.replace(max_body_size=1 << 20)
-    broker.declare_queue(dead)
+async def test_a_configured_max_body_size_parks_a_smaller_bomb(broker, queue_name, make_config):
+    """With max_body_size = 1 MiB, valid JSON inflating to 2 MiB is parked."""
+    config = make_config(max_body_size=1 << 20)
+    dead = queue_name + ".dead"
     bomb = gzip.compress(b'"' + b"x" * (2 << 20) + b'"')
     consumer, seen, _ = await run_between_good_messages(
         broker, queue_name, config, bomb, {"content_encoding": "gzip"}
     )
-    await wait_for(lambda: broker.ready(dead) == 1, timeout=5, what="the dead-lettered bomb")
+    await wait_for(lambda: broker.ready(dead) == 1, timeout=5, what="the parked bomb")
     await consumer.cancel()
     assert seen == ["before", "after"]
 
