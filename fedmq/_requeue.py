@@ -21,6 +21,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from fedmq import _headers
 from fedmq._amqp import AMQPChannel, AMQPConnection, translate_error
 from fedmq.config import Config
 from fedmq.exceptions import (
@@ -34,15 +35,7 @@ from fedmq.message import Properties
 
 #: The headers that record one consumer's verdict on a message, not the
 #: message itself: a message moved back to its queue leaves them behind.
-VERDICT_HEADERS = frozenset(
-    {
-        "X-Dropped-By",
-        "X-Dropped-Reason",
-        "X-Dropped-Timestamp",
-        "X-Processing-Exception",
-        "X-Processing-Exceptions",
-    }
-)
+VERDICT_HEADERS = frozenset(_headers.VERDICT_HEADERS)
 
 #: How long to wait for the broker to confirm each republished message.
 CONFIRM_TIMEOUT = 30.0
