@@ -272,8 +272,10 @@ class AsyncioExecutor(_Executor):
     """Runs an async callback as asyncio tasks, ``size`` at a time.
 
     Under Twisted's asyncio reactor the tasks run on the reactor's own loop;
-    under any other reactor they run on a dedicated loop thread, so an async
-    callback never waits on a loop nobody runs.
+    under any other reactor they run on ``loop`` (the consumer's loop thread,
+    shared with its async ``setup()`` and kept across reconnects) or, without
+    one, on a loop thread of the executor's own; so an async callback never
+    waits on a loop nobody runs.
     """
 
     def __init__(
@@ -283,6 +285,7 @@ class AsyncioExecutor(_Executor):
         reactor: Any,
         on_results: Callable[[list[Result]], None],
         consumer: Any = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ):
         super().__init__(callback, size, reactor, consumer)
         self._pending: deque[Delivery] = deque()
@@ -292,6 +295,10 @@ class AsyncioExecutor(_Executor):
         if reactor_loop is not None:
             self._loop = reactor_loop
             self._same_thread = True
+        elif loop is not None:
+            # The consumer's loop thread, which outlives this executor.
+            self._loop = loop
+            self._same_thread = False
         else:
             self._loop = asyncio.new_event_loop()
             self._same_thread = False

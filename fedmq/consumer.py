@@ -13,6 +13,7 @@ from fedmq._backoff import reconnect_delay
 from fedmq._callback import load_callback
 from fedmq._deferreds import chain
 from fedmq._dispatch import AsyncioExecutor, Dispatcher, Result, ThreadExecutor
+from fedmq._lifecycle import LoopThread, hook, run_hook
 from fedmq._policy import ErrorPolicy, ErrorWindow, has_retry_queues, retry_queues
 from fedmq._publisher import Publisher
 from fedmq._stats import QUEUE_COUNTERS, ConsumerStats
@@ -92,6 +93,11 @@ class Consumer:
             getattr(self._callback, "message_types", None) or ()
         )
         self._errors = ErrorWindow(config.max_errors, config.error_window, reactor.seconds)
+        self._setup = hook(self._callback, "setup")
+        self._teardown = hook(self._callback, "teardown")
+        # "not started", "running" (setup() ran, or there is none), "done".
+        self._lifecycle = "not started"
+        self._loop_thread: LoopThread | None = None
         self.result: defer.Deferred[None] = defer.Deferred()
         self.queues: tuple[str, ...] = ()
         self.stats = ConsumerStats()
@@ -149,7 +155,13 @@ class Consumer:
             :class:`ConnectionFailed` once ``reconnect.max_attempts`` is spent.
         """
         started = chain(self._started)
-        self._connect()
+        if self._setup is None:
+            self._lifecycle = "running"
+            self._connect()
+        else:
+            run_hook(self._setup, self._reactor, self._event_loop).addCallbacks(
+                self._set_up, self._setup_failed
+            )
 
         def reported(failure: Failure) -> Failure:
             # The caller of start() gets the reason; :attr:`result`, which
@@ -158,6 +170,60 @@ class Consumer:
             return failure
 
         return started.addErrback(reported)
+
+    def _set_up(self, _: None) -> None:
+        self._lifecycle = "running"
+        if self._stopping is None:
+            self._connect()
+        elif self._state == "stopped":
+            # Stopped while setup() ran: nothing else will call teardown().
+            defer.ensureDeferred(self._run_teardown())
+
+    def _setup_failed(self, failure: Failure) -> None:
+        exc = failure.value
+        error = CallbackError(
+            f"setup() of the callback {self.name!r} raised {type(exc).__name__}: {exc}",
+            raised_by_callback=True,
+        )
+        error.__cause__ = exc
+        self._lifecycle = "done"
+        if self._stopping is None:
+            self._give_up(Failure(error))
+
+    def _event_loop(self) -> Any:
+        """The event loop async callbacks and hooks run on: the reactor's, or one of ours."""
+        reactor_loop = getattr(self._reactor, "_asyncioEventloop", None)
+        if reactor_loop is not None:
+            return reactor_loop
+        if self._loop_thread is None:
+            self._loop_thread = LoopThread()
+        return self._loop_thread.loop
+
+    async def _run_teardown(self) -> None:
+        """Call the callback's teardown(), once, if setup() ran (or there is none)."""
+        if self._lifecycle != "running":
+            return
+        self._lifecycle = "done"
+        if self._teardown is None:
+            return
+        done = run_hook(self._teardown, self._reactor, self._event_loop)
+        done.addTimeout(self.drain_timeout, self._reactor)
+        try:
+            await done
+        except defer.TimeoutError:
+            log.error(
+                "teardown() of the callback %r did not return within %g s",
+                self.name,
+                self.drain_timeout,
+            )
+        except Exception as exc:
+            log.error(
+                "teardown() of the callback %r raised %s: %s",
+                self.name,
+                type(exc).__name__,
+                exc,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
 
     def _connect(self) -> None:
         self._retry = None
@@ -251,7 +317,7 @@ class Consumer:
         self._stopping = defer.succeed(None)
         self._set_state("stopped")
         self._fail_start(failure)
-        self._finish()
+        defer.ensureDeferred(self._run_teardown()).addBoth(lambda _: self._finish())
 
     def _fail_start(self, failure: Failure) -> None:
         """Fail start()'s Deferreds, which have already passed the failure on."""
@@ -392,8 +458,18 @@ class Consumer:
         return self._publisher.publish_data(exchange, routing_key, data, properties, mandatory=True)
 
     def _make_executor(self, on_results: Any) -> Any:
-        kind = AsyncioExecutor if self.is_async else ThreadExecutor
-        return kind(self._callback, self.config.concurrency, self._reactor, on_results, self)
+        if self.is_async:
+            return AsyncioExecutor(
+                self._callback,
+                self.config.concurrency,
+                self._reactor,
+                on_results,
+                self,
+                loop=self._event_loop(),
+            )
+        return ThreadExecutor(
+            self._callback, self.config.concurrency, self._reactor, on_results, self
+        )
 
     # --- publishing from a callback ------------------------------------------
 
@@ -549,11 +625,18 @@ class Consumer:
                 await channel.close()
             if self._connection is not None:
                 await self._connection.close()
+            if self._outcome is not None and isinstance(self._outcome.value, StopForced):
+                if self._teardown is not None and self._lifecycle == "running":
+                    log.error("teardown() not called: callbacks are still running")
+            else:
+                await self._run_teardown()
         finally:
             self._finish()
 
     def _finish(self) -> None:
         self._set_state("stopped")
+        if self._loop_thread is not None:
+            self._loop_thread.stop()
         if self.result.called:
             return
         if self._outcome is None:
