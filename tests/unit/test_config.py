@@ -787,3 +787,17 @@ def test_decode_and_max_body_size_are_read_from_the_file(tmp_path):
 def test_a_bad_decode_or_max_body_size_names_the_key(data, expected):
     with pytest.raises(ConfigurationError, match=re.escape(expected)):
         config_from_mapping(data, source="c.toml")
+
+
+def test_sample_config_loads_and_shows_every_key():
+    """sample.toml loads as it is, and names every top-level key and table, commented out."""
+    sample = Path(__file__).parents[2] / "sample.toml"
+    load_config(sample)
+    text = sample.read_text()
+    for item in dataclasses.fields(Config):
+        if item.name == "source":
+            continue
+        shown = re.search(
+            rf"^#?\s*(\[\[?{item.name}[\].]|{item.name}\s*=)", text, flags=re.MULTILINE
+        )
+        assert shown, f"sample.toml does not show {item.name}"
