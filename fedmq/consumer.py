@@ -550,10 +550,14 @@ class Consumer:
             else "a message"
         )
         tally = f"consumer error {count} of max_errors {window.limit} within {window.window:g} s"
+        # The same facts as fields, for log_format = "json".
+        fields: dict[str, object] = {"errors_in_window": count, "duration": round(duration, 3)}
+        if message is not None:
+            fields.update(message_id=message.id, topic=message.topic, queue=message.queue)
         if isinstance(exc, ConsumerError):
-            log.error("ConsumerError on %s: %s; requeued (%s)", where, exc, tally)
+            log.error("ConsumerError on %s: %s; requeued (%s)", where, exc, tally, extra=fields)
         elif message is None:
-            log.error("%s; requeued (%s)", exc, tally)
+            log.error("%s; requeued (%s)", exc, tally, extra=fields)
         else:
             log.error(
                 "The callback raised %s on %s after %.3f s; requeued (%s)",
@@ -562,6 +566,7 @@ class Consumer:
                 duration,
                 tally,
                 exc_info=(type(exc), exc, exc.__traceback__),
+                extra=fields,
             )
         if count < window.limit or self._stopping is not None:
             return

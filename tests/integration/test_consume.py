@@ -169,6 +169,7 @@ async def test_halt_consumer_with_a_nonzero_exit_code_fails_the_result(
 async def test_an_unexpected_exception_requeues_its_message_and_stops_the_consumer(
     broker, queue_name, make_config, caplog
 ):
+    """With max_errors = 1 (fedora-messaging's way) the first unexpected exception stops it."""
     broker.declare_queue(queue_name)
     ids = broker.publish(queue_name, [{"n": n} for n in range(6)])
     seen = []
@@ -178,7 +179,7 @@ async def test_an_unexpected_exception_requeues_its_message_and_stops_the_consum
         if message.body["n"] == 2:
             raise ValueError("database is down")
 
-    consumer = await start(make_config(), callback)
+    consumer = await start(make_config(max_errors=1), callback)
     with pytest.raises(fedmq.CallbackError) as raised:
         await consumer.result
     assert isinstance(raised.value.__cause__, ValueError)

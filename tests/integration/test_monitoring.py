@@ -277,6 +277,7 @@ async def test_a_failed_message_logs_one_json_line_with_its_details_and_no_passw
         {
             "amqp_url": url,
             "log_format": "json",
+            "max_errors": 1,
             "queues": {queue_name: {}},
             "bindings": [
                 {"queue": queue_name, "exchange": "amq.topic", "routing_keys": "orders.#"}
@@ -311,6 +312,12 @@ async def test_a_failed_message_logs_one_json_line_with_its_details_and_no_passw
     assert f"queue {queue_name!r}" in text
     duration = float(re.search(r"after (\d+\.\d+) s", text).group(1))  # type: ignore[union-attr]
     assert 0.05 <= duration < 5
+    assert (failed["message_id"], failed["topic"], failed["queue"]) == (
+        message_id,
+        "orders.created",
+        queue_name,
+    )
+    assert failed["duration"] == duration
     assert "ConnectionError: the inventory service at amqp://" in failed["exception"]
     assert f"{user}:***@" in failed["exception"]
 
