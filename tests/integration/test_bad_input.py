@@ -2,8 +2,9 @@
 
 Each message that cannot be decoded is parked in ``<queue>.dead`` (or, with
 retries turned off, rejected to the queue's dead-letter exchange) without
-reaching the callback; valid but unusual messages are processed. Either way the consumer keeps running, and the messages published
-just before and after are processed.
+reaching the callback; valid but unusual messages are processed. Either
+way the consumer keeps running, and the messages published just before and
+after are processed.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ async def run_between_good_messages(
 async def test_an_undecodable_message_is_parked_between_processed_ones(
     broker, queue_name, make_config, body, properties
 ):
-    """The bad message is parked in <queue>.dead as sent, saying why; its neighbours are processed."""
+    """The bad message is parked in <queue>.dead as sent, saying why; its neighbours run."""
     dead = queue_name + ".dead"
     consumer, seen, _ = await run_between_good_messages(
         broker, queue_name, make_config(), body, properties
