@@ -34,8 +34,9 @@ from fedmq._dispatch import (
     current_consumer,
     run_sync,
 )
+from fedmq._policy import ErrorPolicy
 from fedmq.config import Config
-from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack
+from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, Retry
 from fedmq.message import Message, Properties
 
 QUEUE = "things"
@@ -933,3 +934,137 @@ async def test_asyncio_executor_reports_a_callback_that_raises_cancelled_error(
     # the loop: any result it put is already on its way to the reactor thread.
     await within(executor.stop_intake())
     assert 1 in results.outcomes
+
+
+# --- republishing: retries, parking, the drop exchange -------------------------------
+
+
+class FakePublish:
+    """Stands in for the consumer's confirmed publish; the test confirms or fails each one."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, bytes, Properties]] = []
+        self.pending: list[defer.Deferred[None]] = []
+
+    def __call__(
+        self, exchange: str, routing_key: str, body: bytes, properties: Properties
+    ) -> defer.Deferred[None]:
+        self.sent.append((exchange, routing_key, body, properties))
+        d: defer.Deferred[None] = defer.Deferred()
+        self.pending.append(d)
+        return d
+
+    def confirm(self) -> None:
+        self.pending.pop(0).callback(None)
+
+    def fail(self, reason: Exception) -> None:
+        self.pending.pop(0).errback(reason)
+
+
+def republishing_harness(**keys: Any) -> tuple[Harness, FakePublish]:
+    publish = FakePublish()
+    harness = Harness()
+    keys.setdefault("retry_queues", [QUEUE])
+    harness.dispatcher.policy = ErrorPolicy(name="worker", publish=publish, **keys)
+    harness._deliver = {QUEUE: harness.dispatcher.deliver_for(QUEUE)}  # with the new policy
+    return harness, publish
+
+
+def test_a_retried_message_is_acked_only_once_its_copy_is_confirmed():
+    """Retry: the copy goes to the wait queue; the original is acked after the broker confirms."""
+    harness, publish = republishing_harness()
+    harness.callback.raises[1] = Retry("later")
+    harness.receive(1, 2)
+    harness.executor.finish(1, 2)
+    [(exchange, routing_key, body, properties)] = publish.sent
+    assert (exchange, routing_key, body) == ("", f"{QUEUE}.retry.1s", b'{"n": 1}')
+    assert properties.headers["X-Processing-Exceptions"] == 1
+    assert harness.sent == []  # 2 waits behind 1: acks stay in order
+    assert harness.dispatcher.in_flight == 1
+    publish.confirm()
+    assert harness.sent == [("ack", 2, True)]
+    assert harness.dispatcher.in_flight == 0
+    assert harness.dispatcher.stats.queue(QUEUE)["retried"] == 1
+
+
+def test_a_copy_that_fails_to_publish_leaves_the_original_requeued():
+    """A nacked, unroutable or timed-out copy: the original goes back to its queue."""
+    harness, publish = republishing_harness()
+    harness.callback.raises[1] = Retry("later")
+    harness.receive(1)
+    harness.executor.finish(1)
+    publish.fail(RuntimeError("the broker nacked it"))
+    assert harness.sent == [("nack", 1, True)]
+    assert harness.counts == counts(received=1, requeued=1)
+
+
+def test_a_dropped_message_is_rejected_after_its_copy_reaches_the_drop_exchange():
+    """Drop with a drop exchange: the copy first, then reject (so the DLX gets it too)."""
+    harness, publish = republishing_harness(drop_exchange="drops")
+    harness.callback.raises[1] = Drop("no customer")
+    harness.receive(1)
+    harness.executor.finish(1)
+    [(exchange, routing_key, _, properties)] = publish.sent
+    assert (exchange, routing_key) == ("drops", TOPIC)
+    assert properties.headers["X-Dropped-Reason"] == "the callback raised Drop: no customer"
+    assert harness.sent == []
+    publish.confirm()
+    assert harness.sent == [("reject", 1)]
+    assert harness.counts == counts(received=1, dropped=1)
+
+
+def test_an_undecodable_message_is_parked_and_acked():
+    """With a dead queue, an undecodable body is parked there, then acked."""
+    harness, publish = republishing_harness()
+    harness.receive(1, body=b"{bad")
+    harness.executor.finish(1)
+    [(_, routing_key, body, properties)] = publish.sent
+    assert (routing_key, body) == (f"{QUEUE}.dead", b"{bad")
+    assert properties.headers["X-Dropped-Reason"].startswith("undecodable message msg-1")
+    publish.confirm()
+    assert harness.sent == [("ack", 1, False)]
+    assert harness.dispatcher.stats.queue(QUEUE)["parked"] == 1
+
+
+def test_stop_waits_for_copies_still_unconfirmed():
+    """A graceful stop fires only once every republished copy is confirmed and settled."""
+    harness, publish = republishing_harness()
+    harness.callback.raises[1] = Retry("later")
+    harness.receive(1)
+    harness.executor.finish(1)
+    harness.executor.exited.callback(None)
+    stopped = harness.dispatcher.stop()
+    assert not stopped.called
+    publish.confirm()
+    assert stopped.called
+    assert harness.sent == [("ack", 1, False)]
+
+
+def test_an_abandoned_channel_settles_nothing_after_a_copy_is_confirmed():
+    """The channel went away: the broker requeues the original; no ack is sent on a dead tag."""
+    harness, publish = republishing_harness()
+    harness.callback.raises[1] = Retry("later")
+    harness.receive(1)
+    harness.executor.finish(1)
+    harness.dispatcher.abandon()
+    publish.confirm()
+    assert harness.sent == []
+
+
+def test_a_message_of_a_type_not_accepted_never_reaches_the_callback():
+    """message_types: the delivery is dropped on arrival; the callback never sees it."""
+    harness, publish = republishing_harness(message_types=["order.created"])
+    harness.receive(1)  # its type is None
+    assert harness.callback.seen == []
+    assert harness.sent == [("reject", 1)]
+    assert harness.counts == counts(received=1, dropped=1)
+    assert publish.sent == []
+
+
+def test_with_drop_invalid_messages_off_a_wrong_type_is_a_consumer_error():
+    harness, _ = republishing_harness(message_types=["order.created"], drop_invalid_messages=False)
+    harness.receive(1)
+    assert harness.sent == [("nack", 1, True)]
+    [(exc, message)] = harness.errors
+    assert isinstance(exc, ConsumerError) and message is None
+    assert "is not one of the accepted message_types" in str(exc)
