@@ -1,6 +1,7 @@
 """A consumer for fault tests: it records every message id it processes, durably.
 
-Usage: recording_consumer.py CONFIG RECORD EVENTS [--nack PREFIX] [--slow PREFIX SECONDS] [--async]
+Usage: recording_consumer.py CONFIG RECORD EVENTS [--nack PREFIX] [--slow PREFIX SECONDS]
+[--retry-first] [--async]
 
 CONFIG is a JSON file of config keys (what ``config.toml`` would hold).
 The callback appends each message id, one a line, to RECORD and fsyncs it
@@ -8,6 +9,8 @@ before returning, so an id in RECORD was processed to completion before
 fedmq acked it. Ids starting with ``--nack``'s prefix are always refused
 with :class:`fedmq.Nack` (a poison message) and never recorded; ids
 starting with ``--slow``'s prefix take that many seconds first. With
+``--retry-first`` every message's first run raises :class:`fedmq.Retry`, so
+each is recorded on its second run, after a trip through a retry queue. With
 ``--async`` the callback is an ``async def`` function (fedmq's asyncio
 executor) instead of a plain one (its thread pool).
 
@@ -43,6 +46,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("events")
     parser.add_argument("--nack", metavar="PREFIX")
     parser.add_argument("--slow", nargs=2, metavar=("PREFIX", "SECONDS"))
+    parser.add_argument("--retry-first", action="store_true")
     parser.add_argument("--async", dest="is_async", action="store_true")
     return parser.parse_args(argv)
 
@@ -67,6 +71,8 @@ def make_callback(args: argparse.Namespace, events: EventLog) -> Any:
         if args.nack and message_id.startswith(args.nack):
             events.write("nack", message_id)
             raise fedmq.Nack()
+        if args.retry_first and message.attempt == 1:
+            raise fedmq.Retry("first run")
         if slow_prefix and message_id.startswith(slow_prefix):
             return slow_seconds
         return 0.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.faults.harness import HEARTBEAT, declare_queue, message_ids, take_all
+from tests.faults.harness import HEARTBEAT, declare_queue, message_ids, take_all, wait_until
 
 N = 10_000
 
@@ -78,3 +78,39 @@ def test_a_poison_message_is_dead_lettered_and_the_rest_processed(fault_node, sc
     for headers in dead.values():
         reasons = [death["reason"] for death in headers["x-death"]]
         assert reasons in (["delivery_limit"], [b"delivery_limit"]), headers
+
+
+def test_retries_survive_a_consumer_killed_mid_stream(fault_node, scenario):
+    """i. Each message's first run raises Retry; the consumer is SIGKILLed mid-stream and
+    started again. Every message comes back from its wait queue and is processed; none is
+    lost between the confirmed copy and the ack, and none is parked."""
+    count = N // 2
+    run = scenario("i. every message retried once; consumer SIGKILLed", count)
+    run.publish(fault_node.url)
+    retry = {"delays": [0.5], "max_attempts": 4}
+    first = run.start_consumer(
+        [fault_node.url], options=["--retry-first"], concurrency=4, retry=retry
+    )
+    run.wait_for_progress(0.3)
+
+    run.fault()
+    first.kill()
+    second = run.start_consumer(
+        [fault_node.url], options=["--retry-first"], concurrency=4, retry=retry
+    )
+
+    recovered = run.wait_recovered(second)
+    run.wait_done(fault_node)
+    wait_queue = f"{run.queue}.retry.0.5s"
+    wait_until(
+        lambda: (
+            fault_node.queue_counts(wait_queue) == (0, 0)
+            and fault_node.queue_counts(run.queue) == (0, 0)
+        ),
+        "the retry queue empty (duplicate copies come back too)",
+        30,
+        processes=run.running(),
+    )
+    parked = take_all(fault_node.url, f"{run.queue}.dead")
+    run.finish(recovered, note="a 0.5 s retry queue, concurrency 4", accounted=dict(parked))
+    assert parked == []
