@@ -24,9 +24,18 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from fedmq._deferreds import chain
+from fedmq._headers import DROPPED_REASON
 from fedmq._policy import ErrorPolicy, Route
 from fedmq._stats import ConsumerStats
-from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, Retry
+from fedmq.exceptions import (
+    BrokerError,
+    ConsumerError,
+    Drop,
+    HaltConsumer,
+    Nack,
+    PublishReturned,
+    Retry,
+)
 from fedmq.message import DEFAULT_MAX_BODY_SIZE, DecodeError, Message
 
 log = logging.getLogger("fedmq")
@@ -420,6 +429,9 @@ class Dispatcher:
             message (or None) and the seconds the callback ran.
         stats: the consumer's counters.
         policy: where retried, parked and dropped messages go.
+        on_queue_missing: called when a retry queue or dead queue turned out
+            to be gone (deleted while fedmq ran): the consumer reconnects,
+            which declares them again.
     """
 
     def __init__(
@@ -430,6 +442,7 @@ class Dispatcher:
         on_error: Callable[[BaseException, Message | None, float], None],
         stats: ConsumerStats | None = None,
         policy: ErrorPolicy | None = None,
+        on_queue_missing: Callable[[Exception], None] | None = None,
     ):
         self.stats = stats if stats is not None else ConsumerStats()
         self.policy = policy if policy is not None else ErrorPolicy()
@@ -440,6 +453,7 @@ class Dispatcher:
         self._finished: dict[int, bool] = {}
         self._on_halt = on_halt
         self._on_error = on_error
+        self._on_queue_missing = on_queue_missing
         self._live = True
         self._stopped: defer.Deferred[None] | None = None
         self._republishing = 0
@@ -599,7 +613,9 @@ class Dispatcher:
         def published(result: object) -> None:
             self._republishing -= 1
             self.in_flight -= 1
-            if isinstance(result, Failure):
+            if isinstance(result, Failure) and result.check(PublishReturned):
+                self._unroutable(tag, item, route, duration, then_ack)
+            elif isinstance(result, Failure):
                 log.error(
                     "Could not republish %s to %s (%s); it goes back to its queue",
                     _describe_delivery(item),
@@ -630,6 +646,39 @@ class Dispatcher:
                 done.callback(None)
 
         self.policy.publish(route, item[5]).addBoth(published)
+
+    def _unroutable(
+        self, tag: int, item: Delivery, route: Route, duration: float, then_ack: bool
+    ) -> None:
+        """The broker routed a copy to no queue: a missing queue, or a drop exchange unbound."""
+        if route[0]:
+            # The drop exchange has no queue bound for this routing key. Requeueing
+            # would loop; the message goes where a Drop goes without the exchange.
+            log.error(
+                "The drop_exchange %r routed %s to no queue (bind a queue to it); "
+                "dropping the message without the copy",
+                route[0],
+                _describe_delivery(item),
+            )
+            reason = route[2].headers.get(DROPPED_REASON, "dropped") if route[2].headers else ""
+            park = self.policy.park_route(item, str(reason)) if self._live else None
+            if park is not None:
+                self._republish(tag, item, park, duration, then_ack=False)
+                return
+            self.stats.record(item[6], DROP, duration)
+            self.counts["dropped"] += 1
+            self._finished[tag] = False
+            self._settle_alone(tag, requeue=False)
+            return
+        # One of fedmq's own queues is gone. Its message stays unsettled; a
+        # reconnect declares the queue again, and the broker redelivers the message.
+        missing = BrokerError(f"{_describe_route(route)} does not exist (was it deleted?)")
+        log.error("%s; reconnecting to declare it again", missing)
+        self._finished[tag] = False
+        if self._on_queue_missing is not None:
+            self._on_queue_missing(missing)
+        else:
+            self._settle_alone(tag, requeue=True)
 
     def _settle_alone(self, tag: int, requeue: bool) -> None:
         if not self._live:

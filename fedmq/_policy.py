@@ -40,7 +40,9 @@ PublishFunction = Callable[[str, str, bytes, Properties], "defer.Deferred[None]"
 
 def wait_queue_name(queue: str, delay: float) -> str:
     """The queue where a message of ``queue`` waits ``delay`` seconds to be retried."""
-    return f"{queue}.retry.{delay:g}s"
+    # Whole seconds without a decimal point or an exponent: orders.retry.3600s.
+    seconds = str(int(delay)) if delay == int(delay) else repr(float(delay))
+    return f"{queue}.retry.{seconds}s"
 
 
 def dead_queue_name(queue: str) -> str:

@@ -247,7 +247,13 @@ class Consumer:
                 "setting the prefetch count",
             )
             self._dispatcher = dispatcher = Dispatcher(
-                channel, self._make_executor, self._halted, self._failed, self.stats, policy
+                channel,
+                self._make_executor,
+                self._halted,
+                self._failed,
+                self.stats,
+                policy,
+                on_queue_missing=self._lose_session,
             )
             self._consumer_tags = []
             for name in names:

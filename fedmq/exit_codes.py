@@ -14,11 +14,13 @@ code   name                        when
 3      ``DECLARATION_REFUSED``     the broker refused a declaration or binding
 4      ``ACCESS_REFUSED``          the broker refused the credentials, the vhost,
                                    or an operation (403)
-5      ``CALLBACK_FAILED``         the callback raised an unexpected exception
+5      ``CALLBACK_FAILED``         ``max_errors`` consumer errors within
+                                   ``error_window``, or ``setup()`` raised
 6      ``CONSUMER_CANCELLED``      the broker cancelled the consumer for good
 7      ``CONNECTION_FAILED``       fedmq gave up connecting to the broker
-8      ``PUBLISH_FAILED``          ``fedmq publish``: the broker nacked, could not
-                                   route, or did not confirm a message
+8      ``PUBLISH_FAILED``          ``fedmq publish`` or ``requeue-dead``: the broker
+                                   nacked, could not route, or did not confirm a
+                                   message
 N      (``HaltConsumer(N)``)       the callback asked to stop with status N
 =====  ==========================  ==========================================
 """

@@ -392,3 +392,45 @@ async def test_nack_requeues_and_the_message_comes_back(broker, queue_name, make
     await consumer.cancel()
     assert runs == [False, True]
     assert consumer.counts["requeued"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_retry_queue_deleted_while_consuming_is_declared_again(
+    broker, queue_name, make_config, rabbit
+):
+    """Retry into a deleted wait queue: the consumer reconnects, redeclares, and retries."""
+    attempts: list[int] = []
+
+    def callback(message: fedmq.Message) -> None:
+        attempts.append(message.attempt)
+        if message.attempt == 1:
+            raise fedmq.Retry("later")
+
+    config = make_config(retry={"delays": [0.2]})
+    consumer = await fedmq.consume(callback, config=config)
+    rabbit.ctl("delete_queue", f"{queue_name}.retry.0.2s")
+    broker.publish(queue_name, ["x"])
+    await wait_for(lambda: consumer.counts["acked"] == 1, what="the retried run")
+    await consumer.cancel()
+    assert attempts[0] == 1 and attempts[-1] == 2
+    assert consumer.stats.reconnects == 1
+    assert broker.counts(queue_name) == (0, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_drop_exchange_with_no_queue_bound_parks_the_message(
+    broker, queue_name, make_config
+):
+    """An unbound drop exchange cannot take the copy; the message is parked, not looped."""
+    drops = f"{queue_name}-drops"
+    broker.declare_exchange(drops)
+
+    def callback(message: fedmq.Message) -> None:
+        raise fedmq.Drop("bad")
+
+    consumer = await fedmq.consume(callback, config=make_config(drop_exchange=drops))
+    broker.publish(queue_name, ["x"])
+    dead = queue_name + ".dead"
+    await wait_for(lambda: broker.ready(dead) == 1, what="the parked message")
+    await consumer.cancel()
+    assert consumer.counts["received"] == 1

@@ -36,7 +36,7 @@ from fedmq._dispatch import (
 )
 from fedmq._policy import ErrorPolicy
 from fedmq.config import Config
-from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, Retry
+from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, PublishReturned, Retry
 from fedmq.message import Message, Properties
 
 QUEUE = "things"
@@ -1068,3 +1068,31 @@ def test_with_drop_invalid_messages_off_a_wrong_type_is_a_consumer_error():
     [(exc, message)] = harness.errors
     assert isinstance(exc, ConsumerError) and message is None
     assert "is not one of the accepted message_types" in str(exc)
+
+
+def test_a_copy_the_drop_exchange_cannot_route_is_parked_instead():
+    """An unbound drop exchange: requeueing would loop, so the message is parked."""
+    harness, publish = republishing_harness(drop_exchange="drops")
+    harness.callback.raises[1] = Drop("no customer")
+    harness.receive(1)
+    harness.executor.finish(1)
+    publish.fail(PublishReturned("no queue bound"))
+    [_, (exchange, routing_key, _, properties)] = publish.sent
+    assert (exchange, routing_key) == ("", f"{QUEUE}.dead")
+    assert properties.headers["X-Dropped-Reason"] == "the callback raised Drop: no customer"
+    publish.confirm()
+    assert harness.sent == [("reject", 1)]
+
+
+def test_a_missing_retry_queue_makes_the_consumer_declare_it_again():
+    """A wait queue deleted under fedmq: nothing is settled, and the consumer reconnects."""
+    harness, publish = republishing_harness()
+    missing: list[Exception] = []
+    harness.dispatcher._on_queue_missing = missing.append
+    harness.callback.raises[1] = Retry("later")
+    harness.receive(1)
+    harness.executor.finish(1)
+    publish.fail(PublishReturned("no route"))
+    assert harness.sent == []
+    [reason] = missing
+    assert f"queue '{QUEUE}.retry.1s' does not exist" in str(reason)
