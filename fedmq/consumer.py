@@ -89,8 +89,9 @@ class Consumer:
         self._callback, self.is_async = load_callback(target, config.consumer_config)
         #: The consumer's name, written in the X-Dropped-By header of what it drops or parks.
         self.name = config.name or _callback_name(target)
-        self._message_types = config.message_types or tuple(
-            getattr(self._callback, "message_types", None) or ()
+        declared = getattr(self._callback, "message_types", None) or ()
+        self._message_types: tuple[str, ...] = config.message_types or (
+            (declared,) if isinstance(declared, str) else tuple(declared)
         )
         self._errors = ErrorWindow(config.max_errors, config.error_window, reactor.seconds)
         self._setup = hook(self._callback, "setup")
