@@ -27,7 +27,7 @@ DURATION_BUCKETS = (
     10.0,
 )
 
-# The dispatcher's outcome codes (fedmq._dispatch), by position.
+# The outcome codes (fedmq._executors), by position.
 _OUTCOME_NAMES = (
     "acked",  # ACK
     "requeued",  # NACK

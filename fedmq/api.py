@@ -19,7 +19,7 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.python.failure import Failure
 
 from fedmq._callback import load_callback
-from fedmq._dispatch import current_consumer
+from fedmq._executors import current_consumer
 from fedmq._publisher import Publisher
 from fedmq.config import Config, load_config, parse_bindings, parse_queues
 from fedmq.consumer import Consumer

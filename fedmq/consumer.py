@@ -12,7 +12,8 @@ from fedmq._amqp import AMQPChannel, AMQPConnection
 from fedmq._backoff import reconnect_delay
 from fedmq._callback import load_callback
 from fedmq._deferreds import chain
-from fedmq._dispatch import AsyncioExecutor, Dispatcher, Result, ThreadExecutor
+from fedmq._dispatch import Dispatcher
+from fedmq._executors import AsyncioExecutor, Result, ThreadExecutor
 from fedmq._lifecycle import LoopThread, hook, run_hook
 from fedmq._policy import ErrorPolicy, ErrorWindow, has_retry_queues, retry_queues
 from fedmq._publisher import Publisher

@@ -12,7 +12,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from fedmq._dispatch import ACK, DROP, ERROR, NACK
+from fedmq._executors import ACK, DROP, ERROR, NACK
 from fedmq._stats import DURATION_BUCKETS
 from fedmq.config import config_from_mapping
 from fedmq.consumer import STATES

@@ -1,0 +1,393 @@
+"""Executors: where callbacks run, off the reactor thread.
+
+A bounded pool of worker threads runs a sync callback; asyncio tasks run an
+``async def`` one. Each decodes a delivery, runs the callback on it, and
+reports the outcome back to the reactor thread in batches, where
+:class:`fedmq._dispatch.Dispatcher` settles it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import queue as queue_module
+import threading
+from collections import deque
+from collections.abc import Callable
+from time import monotonic
+from typing import Any
+
+from twisted.internet import defer
+
+from fedmq._deferreds import chain
+from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, Retry
+from fedmq.message import DEFAULT_MAX_BODY_SIZE, DecodeError, Message
+
+# Outcomes, as the executors report them (PARKED only as the dispatcher counts them).
+# The order is fedmq._stats._OUTCOME_NAMES' too; those from CONSUMER_ERROR on
+# may stop a worker (see _Executor._stops_work).
+(
+    ACK,
+    NACK,
+    DROP,
+    UNDECODABLE,
+    RETURNED,
+    RETRY,
+    INVALID,
+    PARKED,
+    CONSUMER_ERROR,
+    ERROR,
+    HALT,
+) = range(11)
+
+#: (delivery_tag, redelivered, exchange, routing_key, properties, body, queue)
+Delivery = tuple[int, bool, str, str, Any, bytes, str]
+#: (delivery_tag, outcome, exception or None, message or None, seconds in the callback, delivery)
+Result = tuple[int, int, BaseException | None, Message | None, float, Delivery]
+
+#: The consumer whose callback is running in this thread or asyncio task;
+#: :func:`fedmq.publish` uses its connection.
+current_consumer: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "fedmq_current_consumer", default=None
+)
+
+_STOP: Any = object()
+
+
+def _settle_outcome(exc: BaseException) -> int:
+    if isinstance(exc, Nack):
+        return NACK
+    if isinstance(exc, Drop):
+        return DROP
+    if isinstance(exc, Retry):
+        return RETRY
+    if isinstance(exc, HaltConsumer):
+        return HALT
+    if isinstance(exc, ConsumerError):
+        return CONSUMER_ERROR
+    return ERROR
+
+
+def _message(item: Delivery, max_body_size: int, decode: bool) -> Message:
+    tag, redelivered, exchange, routing_key, properties, body, queue = item
+    return Message._from_delivery(
+        body,
+        properties,
+        topic=routing_key,
+        exchange=exchange,
+        delivery_tag=tag,
+        redelivered=redelivered,
+        queue=queue,
+        max_body_size=max_body_size,
+        decode=decode,
+    )
+
+
+def _undecodable(item: Delivery, exc: DecodeError) -> Result:
+    # No Message exists for a body that cannot be decoded; say which delivery it was.
+    tag, _redelivered, _exchange, routing_key, properties, _body, queue = item
+    message_id = getattr(properties, "message_id", None)
+    exc.args = (f"message {message_id} (topic {routing_key!r}, queue {queue!r}): {exc}",)
+    return (tag, UNDECODABLE, exc, None, 0.0, item)
+
+
+def run_sync(
+    callback: Callable[[Message], Any],
+    item: Delivery,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    decode: bool = True,
+) -> Result:
+    """Decode one delivery and run a sync callback on it, in a worker thread."""
+    try:
+        message = _message(item, max_body_size, decode)
+    except DecodeError as exc:
+        return _undecodable(item, exc)
+    started = monotonic()
+    try:
+        callback(message)
+    # SystemExit and KeyboardInterrupt too: a worker thread must report every
+    # delivery it took, or that delivery is never settled and the stop hangs.
+    except BaseException as exc:
+        return (item[0], _settle_outcome(exc), exc, message, monotonic() - started, item)
+    return (item[0], ACK, None, message, monotonic() - started, item)
+
+
+async def run_async(
+    callback: Callable[[Message], Any],
+    item: Delivery,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    decode: bool = True,
+) -> Result:
+    """Decode one delivery and await an async callback on it, in an asyncio task."""
+    try:
+        message = _message(item, max_body_size, decode)
+    except DecodeError as exc:
+        return _undecodable(item, exc)
+    started = monotonic()
+    try:
+        await callback(message)
+    # CancelledError (a BaseException) escaping the callback is its failure too.
+    except BaseException as exc:
+        return (item[0], _settle_outcome(exc), exc, message, monotonic() - started, item)
+    return (item[0], ACK, None, message, monotonic() - started, item)
+
+
+class _ResultQueue:
+    """Results from workers to the reactor thread, one wake-up per batch."""
+
+    def __init__(
+        self, wake: Callable[[Callable[[], None]], Any], deliver: Callable[[list[Result]], None]
+    ):
+        self._results: deque[Result] = deque()
+        self._scheduled = False
+        self._deliver = deliver
+        # How to run a function on the reactor thread soon: callFromThread
+        # from another thread, the loop's call_soon from the reactor's own.
+        self._wake = wake
+
+    def put(self, result: Result) -> None:
+        self._results.append(result)
+        if not self._scheduled:
+            self._scheduled = True
+            self._wake(self.flush)
+
+    def flush(self) -> None:
+        # Reset the flag before draining: a worker that appends meanwhile
+        # schedules another flush, so nothing is left behind.
+        self._scheduled = False
+        results = self._results
+        batch = []
+        while results:
+            batch.append(results.popleft())
+        if batch:
+            self._deliver(batch)
+
+
+class _Executor:
+    """What both executors share: their workers' count, the halt flag, the join."""
+
+    def __init__(
+        self,
+        callback: Callable[[Message], Any],
+        size: int,
+        reactor: Any,
+        consumer: Any,
+    ):
+        self._callback = callback
+        self._reactor = reactor
+        self._consumer = consumer
+        # The consumer's config keys for decoding; the defaults without a consumer.
+        config = getattr(consumer, "config", None)
+        self._max_body_size: int = getattr(config, "max_body_size", DEFAULT_MAX_BODY_SIZE)
+        self._decode: bool = getattr(config, "decode", True)
+        # Start no more callbacks after a halt; after any consumer error too
+        # when one is enough to stop the consumer (max_errors = 1).
+        self._stops_work = CONSUMER_ERROR if getattr(config, "max_errors", 5) == 1 else HALT
+        self._size = size
+        self._running = size
+        #: Set by the worker whose callback halted or failed: start nothing more.
+        self.halted = False
+        self._joined: defer.Deferred[None] = defer.Deferred()
+        self._results: _ResultQueue
+
+    def _worker_exited(self) -> None:
+        """On the reactor thread, once per worker, after its last result was queued."""
+        self._running -= 1
+        if self._running == 0:
+            self._results.flush()
+            self._all_exited()
+            self._joined.callback(None)
+
+    def _all_exited(self) -> None:
+        """Release what the executor owns, once every worker has exited."""
+
+    def join(self) -> defer.Deferred[None]:
+        """Fires once every worker has finished its callback and reported."""
+        return chain(self._joined)
+
+
+class ThreadExecutor(_Executor):
+    """Runs a sync callback in ``size`` worker threads of fedmq's own."""
+
+    def __init__(
+        self,
+        callback: Callable[[Message], Any],
+        size: int,
+        reactor: Any,
+        on_results: Callable[[list[Result]], None],
+        consumer: Any = None,
+    ):
+        super().__init__(callback, size, reactor, consumer)
+        self._inbox: queue_module.SimpleQueue[Delivery] = queue_module.SimpleQueue()
+        self._results = _ResultQueue(reactor.callFromThread, on_results)
+        self._threads = [
+            threading.Thread(target=self._work, name=f"fedmq-worker-{n}", daemon=True)
+            for n in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, item: Delivery) -> None:
+        self._inbox.put(item)
+
+    def _work(self) -> None:
+        current_consumer.set(self._consumer)
+        get, put, callback = self._inbox.get, self._results.put, self._callback
+        while True:
+            item = get()
+            if item is _STOP:
+                break
+            if self.halted:
+                put((item[0], RETURNED, None, None, 0.0, item))
+                continue
+            result = run_sync(callback, item, self._max_body_size, self._decode)
+            if result[1] >= self._stops_work:
+                # The consumer is stopping: start nothing more.
+                self.halted = True
+            put(result)
+        self._reactor.callFromThread(self._worker_exited)
+
+    def stop_intake(self) -> defer.Deferred[list[Delivery]]:
+        """Take back deliveries not yet started, and let the workers finish."""
+        unstarted = []
+        while True:
+            try:
+                unstarted.append(self._inbox.get_nowait())
+            except queue_module.Empty:
+                break
+        for _ in self._threads:
+            self._inbox.put(_STOP)
+        return defer.succeed(unstarted)
+
+
+class AsyncioExecutor(_Executor):
+    """Runs an async callback as asyncio tasks, ``size`` at a time.
+
+    Under Twisted's asyncio reactor the tasks run on the reactor's own loop;
+    under any other reactor they run on ``loop`` (the consumer's loop thread,
+    shared with its async ``setup()`` and kept across reconnects) or, without
+    one, on a loop thread of the executor's own; so an async callback never
+    waits on a loop nobody runs.
+    """
+
+    def __init__(
+        self,
+        callback: Callable[[Message], Any],
+        size: int,
+        reactor: Any,
+        on_results: Callable[[list[Result]], None],
+        consumer: Any = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ):
+        super().__init__(callback, size, reactor, consumer)
+        self._pending: deque[Delivery] = deque()
+        self._pump_scheduled = False
+        reactor_loop = getattr(reactor, "_asyncioEventloop", None)
+        self._thread: threading.Thread | None = None
+        if reactor_loop is not None:
+            self._loop = reactor_loop
+            self._same_thread = True
+        elif loop is not None:
+            # The consumer's loop thread, which outlives this executor.
+            self._loop = loop
+            self._same_thread = False
+        else:
+            self._loop = asyncio.new_event_loop()
+            self._same_thread = False
+            self._thread = threading.Thread(
+                target=self._run_loop, name="fedmq-asyncio", daemon=True
+            )
+            self._thread.start()
+        self._results = _ResultQueue(
+            self._loop.call_soon if self._same_thread else reactor.callFromThread, on_results
+        )
+        self._queue: asyncio.Queue[Delivery] | None = None
+        self._call_in_loop(self._start_workers)
+
+    def _run_loop(self) -> None:
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+
+    def _call_in_loop(self, fn: Callable[[], Any]) -> defer.Deferred[Any]:
+        """Run ``fn`` in the loop's thread; its result comes back on the reactor thread."""
+        if self._same_thread:
+            return defer.maybeDeferred(fn)
+        d: defer.Deferred[Any] = defer.Deferred()
+
+        def run() -> None:
+            try:
+                result = fn()
+            except Exception as exc:
+                self._reactor.callFromThread(d.errback, exc)
+            else:
+                self._reactor.callFromThread(d.callback, result)
+
+        self._loop.call_soon_threadsafe(run)
+        return d
+
+    def _start_workers(self) -> None:
+        self._queue = asyncio.Queue()
+        for _ in range(self._size):
+            self._loop.create_task(self._work())
+        self._pump()
+
+    async def _work(self) -> None:
+        current_consumer.set(self._consumer)
+        assert self._queue is not None
+        get, put, callback = self._queue.get, self._results.put, self._callback
+        while True:
+            item = await get()
+            if item is _STOP:
+                break
+            if self.halted:
+                put((item[0], RETURNED, None, None, 0.0, item))
+                continue
+            result = await run_async(callback, item, self._max_body_size, self._decode)
+            if result[1] >= self._stops_work:
+                self.halted = True
+            put(result)
+        if self._same_thread:
+            self._worker_exited()
+        else:
+            self._reactor.callFromThread(self._worker_exited)
+
+    def _all_exited(self) -> None:
+        if self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def submit(self, item: Delivery) -> None:
+        if self._same_thread and self._queue is not None:
+            self._queue.put_nowait(item)
+            return
+        self._pending.append(item)
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            if self._same_thread:
+                self._loop.call_soon(self._pump)
+            else:
+                self._loop.call_soon_threadsafe(self._pump)
+
+    def _pump(self) -> None:
+        self._pump_scheduled = False
+        if self._queue is None:
+            return
+        pending, put = self._pending, self._queue.put_nowait
+        while pending:
+            put(pending.popleft())
+
+    def stop_intake(self) -> defer.Deferred[list[Delivery]]:
+        """Take back deliveries not yet started, and let the tasks finish."""
+
+        def take_back() -> list[Delivery]:
+            assert self._queue is not None
+            unstarted = list(self._pending)
+            self._pending.clear()
+            while not self._queue.empty():
+                unstarted.append(self._queue.get_nowait())
+            for _ in range(self._size):
+                self._queue.put_nowait(_STOP)
+            return unstarted
+
+        return self._call_in_loop(take_back)
