@@ -15,14 +15,8 @@ from typing import Any
 
 import pytest
 
-from fedmq.cli import (
-    build_parser,
-    dump_record,
-    main,
-    message_from_record,
-    message_record,
-    with_overrides,
-)
+from fedmq._records import dump_record, message_from_record, message_record
+from fedmq.cli import build_parser, main, with_overrides
 from fedmq.config import QueueConfig, config_from_mapping
 from fedmq.message import Properties
 
