@@ -56,24 +56,42 @@ def has_retry_queues(queue: QueueConfig, retry: RetryConfig) -> bool:
     A server-named, exclusive or auto-delete queue does not outlive its
     consumer, so queues that point back at it could only leak.
     """
+    if queue.arguments.get("x-queue-type") == "stream":
+        return False  # a stream keeps what it is given: nothing to retry from, no TTL
     return retry.enabled and bool(queue.name) and not (queue.exclusive or queue.auto_delete)
 
 
 def retry_queues(queue: QueueConfig, retry: RetryConfig) -> list[QueueConfig]:
-    """The wait queues and the dead queue to declare for ``queue``."""
+    """The wait queues and the dead queue to declare for ``queue``.
+
+    They are of the queue's own type: a quorum queue's survive the loss of
+    a cluster node as it does, where classic ones would be unreachable
+    while their node is down. Quorum wait queues dead-letter at least once
+    (which needs ``x-overflow = reject-publish``), so that a message whose
+    time is up is not lost if the queue it returns to is briefly unavailable.
+    """
+    kind = queue.arguments.get("x-queue-type")
+    typed: dict[str, object] = {"x-queue-type": kind} if kind else {}
+    safe_return: dict[str, object] = (
+        {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+        if kind == "quorum"
+        else {}
+    )
     wait = [
         QueueConfig(
             name=wait_queue_name(queue.name, delay),
             durable=queue.durable,
             arguments={
+                **typed,
                 "x-message-ttl": int(delay * 1000),
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": queue.name,
+                **safe_return,
             },
         )
         for delay in retry.delays
     ]
-    dead = QueueConfig(name=dead_queue_name(queue.name), durable=True)
+    dead = QueueConfig(name=dead_queue_name(queue.name), durable=True, arguments=typed)
     return [*wait, dead]
 
 

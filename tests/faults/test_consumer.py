@@ -49,7 +49,7 @@ def test_a_poison_message_is_dead_lettered_and_the_rest_processed(fault_node, sc
     delivery limit; every other message is processed."""
     limit = 3
     run = scenario("f. poison messages", N)
-    dead_letters = f"{run.queue}.dead"
+    dead_letters = f"{run.queue}.dlx"  # not .dead: that is fedmq's own dead queue
     run.arguments = {
         "x-queue-type": "quorum",
         "x-delivery-limit": limit,

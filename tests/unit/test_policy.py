@@ -243,3 +243,24 @@ def test_a_first_delivery_is_attempt_1_and_keeps_its_routing():
         queue=QUEUE,
     )
     assert (message.topic, message.exchange, message.attempt) == ("o.new", "amq.topic", 1)
+
+
+def test_a_quorum_queue_gets_quorum_wait_and_dead_queues():
+    """They survive a node's loss as the queue does, and return messages at least once."""
+    queue = QueueConfig(name=QUEUE, arguments={"x-queue-type": "quorum"})
+    *waits, dead = retry_queues(queue, RetryConfig(delays=(1,)))
+    assert dict(waits[0].arguments) == {
+        "x-queue-type": "quorum",
+        "x-message-ttl": 1000,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": QUEUE,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+    assert dict(dead.arguments) == {"x-queue-type": "quorum"}
+
+
+def test_a_stream_gets_no_retry_queues():
+    assert not has_retry_queues(
+        QueueConfig(name=QUEUE, arguments={"x-queue-type": "stream"}), RetryConfig()
+    )
