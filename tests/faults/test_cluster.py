@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 
-from tests.faults.harness import Records
+from tests.faults.harness import Records, take_all, wait_until
 
 N = 10_000
 QUORUM = {"x-queue-type": "quorum"}
@@ -76,3 +76,41 @@ def test_a_consumer_fails_over_when_the_node_it_uses_stops(cluster, scenario):
     )
     assert now_on is not victim
     assert run.exits["consumer-1"]["reconnects"] >= 1
+
+
+def test_retries_survive_the_loss_of_the_consumers_node(cluster, scenario):
+    """j. Every message's first run raises Retry, through a quorum wait queue; the
+    consumer's node is stopped mid-stream. The consumer fails over, declares its wait
+    queues again on the surviving nodes, and every message comes back and is processed."""
+    count = N // 2
+    run = scenario("j. every message retried once; 3-node cluster, a node stopped", count)
+    run.arguments = QUORUM
+    urls = [node.url for node in cluster]
+    run.publish(urls[0])
+    connection_name = f"fault-j-{secrets.token_hex(3)}"
+    consumer = run.start_consumer(
+        urls,
+        options=["--retry-first"],
+        client_properties={"connection_name": connection_name},
+        retry={"delays": [0.5], "max_attempts": 4},
+    )
+    [victim] = connection_nodes(cluster, connection_name)
+    survivor = next(node for node in cluster if node is not victim)
+    run.wait_for_progress(0.3)
+
+    run.fault()
+    victim.stop()
+
+    recovered = run.wait_recovered(consumer)
+    run.wait_done(survivor)
+    wait_until(
+        lambda: survivor.queue_counts(f"{run.queue}.retry.0.5s") == (0, 0),
+        "the retry queue empty",
+        30,
+        processes=run.running(),
+    )
+    parked = take_all(survivor.url, f"{run.queue}.dead")
+    run.finish(
+        recovered, note=f"quorum wait queue of 0.5 s; stopped {victim.name}", accounted=dict(parked)
+    )
+    assert parked == []
