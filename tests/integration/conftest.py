@@ -87,6 +87,18 @@ class Broker:
         ready, unacked = self.node.queue_counts(queue)
         return int(ready), int(unacked)
 
+    def take_all(self, queue: str) -> list[tuple[Any, bytes]]:
+        """Take every ready message out of ``queue``, in order: (pika properties, body)."""
+        connection, channel = self._channel()
+        taken = []
+        while True:
+            method, properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                break
+            taken.append((properties, body))
+        connection.close()
+        return taken
+
     def drain(self, queue: str, raw: bool = False) -> list[Any]:
         """Take every ready message out of ``queue``; their bodies, JSON-decoded unless raw."""
         connection, channel = self._channel()

@@ -17,7 +17,6 @@ import importlib.util
 import zlib
 from typing import Any
 
-import pika
 import pytest
 import pytest_twisted
 
@@ -49,20 +48,6 @@ def dead_lettered_config(make_config: Any, queue_name: str, **keys: Any) -> tupl
     dead = queue_name + ".dead"
     arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead}
     return make_config(queues={queue_name: {"arguments": arguments}}, **keys), dead
-
-
-def take_all(broker: Any, queue: str) -> list[tuple[Any, bytes]]:
-    """Every ready message of ``queue``, taken out: (pika properties, body)."""
-    connection = pika.BlockingConnection(pika.URLParameters(broker.url))
-    channel = connection.channel()
-    taken = []
-    while True:
-        method, properties, body = channel.basic_get(queue, auto_ack=True)
-        if method is None:
-            break
-        taken.append((properties, body))
-    connection.close()
-    return taken
 
 
 def msgpack_value() -> bytes:
@@ -175,7 +160,7 @@ async def test_an_undecodable_message_is_parked_between_processed_ones(
     assert consumer.state == "consuming"
     await consumer.cancel()
     assert seen == ["before", "after"]
-    [(parked_properties, parked_body)] = take_all(broker, dead)
+    [(parked_properties, parked_body)] = broker.take_all(dead)
     assert parked_body == body
     assert parked_properties.headers["X-Dropped-Reason"].startswith("undecodable message ")
     assert parked_properties.headers["X-Original-Queue"] == queue_name

@@ -10,7 +10,6 @@ import datetime
 import itertools
 from typing import Any
 
-import pika
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
@@ -22,20 +21,6 @@ from tests.integration.conftest import wait_for
 
 #: Short delays keep the tests quick; the mechanism is the same at any length.
 FAST_RETRY = {"delays": [0.2, 0.4], "max_attempts": 3}
-
-
-def take_all(broker: Any, queue: str) -> list[tuple[Any, bytes]]:
-    """Every ready message of ``queue``, taken out: (pika properties, body)."""
-    connection = pika.BlockingConnection(pika.URLParameters(broker.url))
-    channel = connection.channel()
-    taken = []
-    while True:
-        method, properties, body = channel.basic_get(queue, auto_ack=True)
-        if method is None:
-            break
-        taken.append((properties, body))
-    connection.close()
-    return taken
 
 
 def routed_config(make_config: Any, queue_name: str, **keys: Any) -> Any:
@@ -74,7 +59,7 @@ async def test_a_message_that_keeps_raising_retry_is_parked_after_max_attempts(
     assert {(topic, exchange) for _, topic, exchange, _ in runs} == {("orders.new", "amq.topic")}
     waits = [later[3] - earlier[3] for earlier, later in itertools.pairwise(runs)]
     assert waits[0] >= 0.15 and waits[1] >= 0.35, waits  # the delays 0.2 s then 0.4 s
-    [(properties, body)] = take_all(broker, dead)
+    [(properties, body)] = broker.take_all(dead)
     assert body == b'{"order": 1}'
     assert properties.message_id == message_id
     headers = properties.headers
@@ -109,7 +94,7 @@ async def test_with_max_attempts_2_the_callback_runs_twice(broker, queue_name, m
     await wait_for(lambda: broker.ready(dead) == 1, what="the parked message")
     await consumer.cancel()
     assert attempts == [1, 2]
-    [(properties, _)] = take_all(broker, dead)
+    [(properties, _)] = broker.take_all(dead)
     assert properties.headers["X-Processing-Exceptions"] == 2
 
 
@@ -218,7 +203,7 @@ async def test_drop_copies_the_message_to_the_drop_exchange_and_the_dead_letter_
     await wait_for(lambda: broker.ready(dlx_queue) == 1, what="the dead-lettered copy")
     await wait_for(lambda: consumer.counts["acked"] == 2, what="the good messages")
     await consumer.cancel()
-    [(properties, body)] = take_all(broker, dropped_queue)
+    [(properties, body)] = broker.take_all(dropped_queue)
     assert body == b'"bad"'
     headers = properties.headers
     assert headers["X-Dropped-By"] == "order-checker"
@@ -264,7 +249,7 @@ async def test_a_message_of_another_type_is_dropped_without_calling_the_callback
     await wait_for(lambda: broker.ready(dropped_queue) == 2, what="the two dropped messages")
     await wait_for(lambda: seen == ["before", "after"], what="the accepted messages")
     await consumer.cancel()
-    dropped = take_all(broker, dropped_queue)
+    dropped = broker.take_all(dropped_queue)
     assert [body for _, body in dropped] == [b'"refund"', b'"untyped"']
     assert "'refund.issued' is not one of" in dropped[0][0].headers["X-Dropped-Reason"]
     assert broker.counts(queue_name) == (0, 0)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 
-import pika
-
 from tests.integration.processes import fedmq, write_config
 
 VERDICT = {
@@ -35,20 +33,6 @@ def park(broker, queue, count):
     broker.declare_queue(queue)
     broker.declare_queue(f"{queue}.dead")
     return broker.publish(f"{queue}.dead", [{"n": n} for n in range(count)], headers=VERDICT)
-
-
-def take_all(broker, queue):
-    """(properties, body bytes) of every message in ``queue``, in order, acked."""
-    connection = pika.BlockingConnection(pika.URLParameters(broker.url))
-    channel = connection.channel()
-    taken = []
-    while True:
-        method, properties, body = channel.basic_get(queue, auto_ack=True)
-        if method is None:
-            break
-        taken.append((properties, body))
-    connection.close()
-    return taken
 
 
 def test_parked_messages_go_back_to_their_queue_without_the_verdict_headers(
@@ -83,7 +67,7 @@ def test_parked_messages_go_back_to_their_queue_without_the_verdict_headers(
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"Moved 3 messages from '{queue_name}.dead' to '{queue_name}'\n"
     assert broker.counts(f"{queue_name}.dead") == (0, 0)
-    moved = take_all(broker, queue_name)
+    moved = broker.take_all(queue_name)
     assert [props.message_id for props, _ in moved] == ids
     assert [body for _, body in moved] == [plain, compressed, text]
     for props, _ in moved:
@@ -102,8 +86,8 @@ def test_limit_moves_that_many_and_leaves_the_rest_parked(broker, tmp_path, queu
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"Moved 2 messages from '{queue_name}.dead' to '{queue_name}'\n"
-    assert [props.message_id for props, _ in take_all(broker, queue_name)] == ids[:2]
-    assert [props.message_id for props, _ in take_all(broker, f"{queue_name}.dead")] == ids[2:]
+    assert [props.message_id for props, _ in broker.take_all(queue_name)] == ids[:2]
+    assert [props.message_id for props, _ in broker.take_all(f"{queue_name}.dead")] == ids[2:]
 
 
 def test_an_empty_dead_queue_moves_nothing_and_exits_0(broker, tmp_path, queue_name):
@@ -156,7 +140,7 @@ def test_a_refused_republish_exits_8_and_the_message_stays_parked(broker, tmp_pa
     line = one_line(result)
     assert "nacked" in line and "1 message moved" in line and f"'{queue_name}.dead'" in line
     assert result.stdout == ""
-    assert [props.message_id for props, _ in take_all(broker, queue_name)] == ids[:1]
-    parked = take_all(broker, f"{queue_name}.dead")
+    assert [props.message_id for props, _ in broker.take_all(queue_name)] == ids[:1]
+    parked = broker.take_all(f"{queue_name}.dead")
     assert sorted(props.message_id for props, _ in parked) == sorted(ids[1:])
     assert all(props.headers == VERDICT for props, _ in parked)
