@@ -43,17 +43,20 @@ def import_object(path: str) -> Any:
     return obj
 
 
-def _takes_an_argument(cls: type) -> bool:
+def _how_it_takes_the_config(cls: type) -> str | None:
+    """"positional", "keyword" (a keyword-only ``consumer_config``), or None."""
     try:
         signature = inspect.signature(cls)
     except (TypeError, ValueError):
-        return False
+        return None
     for parameter in signature.parameters.values():
         if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
-            return True
+            return "positional"
         if parameter.kind is parameter.VAR_POSITIONAL:
-            return True
-    return False
+            return "positional"
+        if parameter.kind is parameter.KEYWORD_ONLY and parameter.name == "consumer_config":
+            return "keyword"
+    return None
 
 
 def is_async_callable(obj: Any) -> bool:
@@ -75,7 +78,7 @@ def load_callback(
         callback: a ``"module:object"`` string, a function, a callable
             object, an ``async def`` function, or a class. A class is
             instantiated once, with ``consumer_config`` when its ``__init__``
-            takes an argument.
+            takes an argument (or a keyword-only ``consumer_config``).
         consumer_config: the config's free-form ``consumer_config`` table.
 
     Raises:
@@ -92,8 +95,11 @@ def load_callback(
     if inspect.isclass(callback):
         cls: Any = callback
         try:
-            if _takes_an_argument(cls):
+            takes = _how_it_takes_the_config(cls)
+            if takes == "positional":
                 callback = cls(dict(consumer_config or {}))
+            elif takes == "keyword":
+                callback = cls(consumer_config=dict(consumer_config or {}))
             else:
                 callback = cls()
         except Exception as exc:

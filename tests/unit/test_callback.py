@@ -213,6 +213,20 @@ def test_a_class_taking_an_argument_gets_an_empty_config_when_there_is_none():
     assert callback.config == {}
 
 
+def test_a_class_with_a_keyword_only_consumer_config_is_given_it_by_name():
+    """__init__(self, *, consumer_config) gets the table as that keyword."""
+
+    class KeywordOnly:
+        def __init__(self, *, consumer_config: dict) -> None:
+            self.config = consumer_config
+
+        def __call__(self, message: object) -> None:
+            pass
+
+    callback, _ = load_callback(KeywordOnly, {"retries": 3})
+    assert callback.config == {"retries": 3}
+
+
 def test_a_class_taking_no_argument_is_instantiated_once_without_one():
     """A class whose __init__ takes nothing is built once, with no argument."""
     callback, _ = load_callback(f"{MODULE}:TakesNothing", {"ignored": True})
