@@ -44,7 +44,7 @@ def import_object(path: str) -> Any:
 
 
 def _how_it_takes_the_config(cls: type) -> str | None:
-    """"positional", "keyword" (a keyword-only ``consumer_config``), or None."""
+    """How __init__ takes consumer_config: "positional", "keyword" (keyword-only) or None."""
     try:
         signature = inspect.signature(cls)
     except (TypeError, ValueError):

@@ -15,10 +15,11 @@ from fedmq._deferreds import chain
 from fedmq._dispatch import Dispatcher
 from fedmq._executors import AsyncioExecutor, Result, ThreadExecutor
 from fedmq._lifecycle import LoopThread, hook, run_hook
-from fedmq._policy import ErrorPolicy, ErrorWindow, has_retry_queues, retry_queues
+from fedmq._policy import ErrorPolicy, ErrorWindow
 from fedmq._publisher import Publisher
 from fedmq._stats import QUEUE_COUNTERS, ConsumerStats
-from fedmq.config import Config, ExchangeConfig, redact_url
+from fedmq._topology import declare, declare_error_paths, step
+from fedmq.config import Config, redact_url
 from fedmq.exceptions import (
     AuthenticationFailed,
     BrokerError,
@@ -384,73 +385,18 @@ class Consumer:
 
     async def _step(self, d: defer.Deferred[Any], what: str) -> Any:
         """Await one channel operation with a timeout, naming it if it fails."""
-        d.addTimeout(self.config.connect_timeout, self._reactor)
-        try:
-            return await d
-        except defer.TimeoutError:
-            raise BrokerError(
-                f"The broker did not answer within {self.config.connect_timeout:g} s while {what}"
-            ) from None
-        except BrokerError as exc:
-            raise type(exc)(
-                f"The broker refused {what}: {exc.reply_code} {exc.reply_text}",
-                exc.reply_code,
-                exc.reply_text,
-            ) from None
-        except Exception as exc:
-            if getattr(exc, "reply_code", None) is not None:
-                code, text = exc.reply_code, exc.reply_text  # type: ignore[attr-defined]
-                raise DeclarationError(
-                    f"The broker refused {what}: {code} {text}", code, text
-                ) from None
-            raise
+        return await step(d, what, self.config.connect_timeout, self._reactor)
 
     async def _declare(self, channel: AMQPChannel) -> list[str]:
-        config = self.config
-        passive = config.passive_declares
-        verb = "checking" if passive else "declaring"
-        for exchange in config.exchanges:
-            await self._step(
-                channel.declare_exchange(exchange, passive),
-                f"{verb} exchange {exchange.name!r} (type {exchange.type!r})",
-            )
-        names: dict[str, str] = {}
-        for queue in config.queues:
-            label = repr(queue.name) if queue.name else "a server-named queue"
-            names[queue.name] = await self._step(
-                channel.declare_queue(queue, passive), f"{verb} queue {label}"
-            )
-        for binding in config.bindings:
-            queue_name = names.get(binding.queue, binding.queue)
-            for key in binding.routing_keys:
-                await self._step(
-                    channel.bind(queue_name, binding.exchange, key, binding.arguments),
-                    f"binding queue {queue_name!r} to exchange {binding.exchange!r} "
-                    f"with routing key {key!r}",
-                )
-        return list(names.values())
+        return await declare(channel, self.config, self._reactor)
 
     async def _declare_error_paths(self, channel: AMQPChannel) -> ErrorPolicy:
         """Declare each queue's retry queues and dead queue; check the drop exchange."""
         config = self.config
-        passive = config.passive_declares
-        verb = "checking" if passive else "declaring"
-        with_retry = [queue for queue in config.queues if has_retry_queues(queue, config.retry)]
-        for queue in with_retry:
-            for extra in retry_queues(queue, config.retry):
-                await self._step(
-                    channel.declare_queue(extra, passive),
-                    f"{verb} queue {extra.name!r} (for retries of {queue.name!r})",
-                )
-        if config.drop_exchange:
-            await self._step(
-                channel.declare_exchange(ExchangeConfig(name=config.drop_exchange), passive=True),
-                f"checking that the drop_exchange {config.drop_exchange!r} exists",
-            )
         return ErrorPolicy(
             name=self.name,
             retry=config.retry,
-            retry_queues=[queue.name for queue in with_retry],
+            retry_queues=await declare_error_paths(channel, config, self._reactor),
             drop_exchange=config.drop_exchange,
             message_types=self._message_types,
             drop_invalid_messages=config.drop_invalid_messages,

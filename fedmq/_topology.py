@@ -1,0 +1,107 @@
+"""Declaring what a consumer needs on the broker, one timed, named step at a time.
+
+Every step has the config's ``connect_timeout``; a step that fails says which
+one it was and what the broker replied, so that a refused declaration ends in
+one sentence naming the exchange, queue or binding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+
+from fedmq._amqp import AMQPChannel
+from fedmq._policy import has_retry_queues, retry_queues
+from fedmq.config import Config, ExchangeConfig
+from fedmq.exceptions import BrokerError, DeclarationError
+
+
+async def step(d: defer.Deferred[Any], what: str, timeout: float, reactor: Any) -> Any:
+    """Await one channel operation with a timeout, naming it if it fails.
+
+    Raises:
+        BrokerError: the broker did not answer in time, or closed the channel.
+        DeclarationError: the broker refused a declaration or binding.
+    """
+    d.addTimeout(timeout, reactor)
+    try:
+        return await d
+    except defer.TimeoutError:
+        raise BrokerError(f"The broker did not answer within {timeout:g} s while {what}") from None
+    except BrokerError as exc:
+        raise type(exc)(
+            f"The broker refused {what}: {exc.reply_code} {exc.reply_text}",
+            exc.reply_code,
+            exc.reply_text,
+        ) from None
+    except Exception as exc:
+        if getattr(exc, "reply_code", None) is not None:
+            code, text = exc.reply_code, exc.reply_text  # type: ignore[attr-defined]
+            raise DeclarationError(
+                f"The broker refused {what}: {code} {text}", code, text
+            ) from None
+        raise
+
+
+async def declare(channel: AMQPChannel, config: Config, reactor: Any) -> list[str]:
+    """Declare (or check) the config's exchanges and queues, and bind them.
+
+    Returns:
+        The names of the queues, the broker's own for server-named ones.
+    """
+    timeout = config.connect_timeout
+    passive = config.passive_declares
+    verb = "checking" if passive else "declaring"
+    for exchange in config.exchanges:
+        await step(
+            channel.declare_exchange(exchange, passive),
+            f"{verb} exchange {exchange.name!r} (type {exchange.type!r})",
+            timeout,
+            reactor,
+        )
+    names: dict[str, str] = {}
+    for queue in config.queues:
+        label = repr(queue.name) if queue.name else "a server-named queue"
+        names[queue.name] = await step(
+            channel.declare_queue(queue, passive), f"{verb} queue {label}", timeout, reactor
+        )
+    for binding in config.bindings:
+        queue_name = names.get(binding.queue, binding.queue)
+        for key in binding.routing_keys:
+            await step(
+                channel.bind(queue_name, binding.exchange, key, binding.arguments),
+                f"binding queue {queue_name!r} to exchange {binding.exchange!r} "
+                f"with routing key {key!r}",
+                timeout,
+                reactor,
+            )
+    return list(names.values())
+
+
+async def declare_error_paths(channel: AMQPChannel, config: Config, reactor: Any) -> list[str]:
+    """Declare each queue's retry queues and dead queue; check the drop exchange exists.
+
+    Returns:
+        The names of the consumed queues that have retry queues and a dead queue.
+    """
+    timeout = config.connect_timeout
+    passive = config.passive_declares
+    verb = "checking" if passive else "declaring"
+    with_retry = [queue for queue in config.queues if has_retry_queues(queue, config.retry)]
+    for queue in with_retry:
+        for extra in retry_queues(queue, config.retry):
+            await step(
+                channel.declare_queue(extra, passive),
+                f"{verb} queue {extra.name!r} (for retries of {queue.name!r})",
+                timeout,
+                reactor,
+            )
+    if config.drop_exchange:
+        await step(
+            channel.declare_exchange(ExchangeConfig(name=config.drop_exchange), passive=True),
+            f"checking that the drop_exchange {config.drop_exchange!r} exists",
+            timeout,
+            reactor,
+        )
+    return [queue.name for queue in with_retry]
