@@ -174,6 +174,19 @@ def connection_parameters(config: Config, url: str | None = None) -> pika.URLPar
     return params
 
 
+class _QuietFactory(protocol.Factory):
+    """Hands out one protocol, as ``endpoints.connectProtocol`` does, without logging
+    "Starting factory" and "Stopping factory" at every connection."""
+
+    noisy = False
+
+    def __init__(self, built: Any):
+        self._built = built
+
+    def buildProtocol(self, addr: Any) -> Any:
+        return self._built
+
+
 class AMQPConnection:
     """One open AMQP connection.
 
@@ -225,7 +238,7 @@ class AMQPConnection:
                 reactor, host, port, timeout=config.connect_timeout
             )
 
-        d = endpoints.connectProtocol(endpoint, protocol)
+        d = endpoint.connect(_QuietFactory(protocol))
 
         def handshake(_: Any) -> Any:
             # Settlements and cancels are small frames: without NODELAY the

@@ -531,6 +531,25 @@ async def test_a_normal_stop_logs_no_error(broker, queue_name, make_config, capl
 
 
 @pytest_twisted.ensureDeferred
+async def test_connecting_logs_no_factory_chatter(broker, queue_name, make_config):
+    """Twisted's "Starting factory ..." / "Stopping factory ..." lines are not logged."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines: list[str] = []
+
+    def observe(event: dict) -> None:
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        consumer = await start(make_config(), lambda m: None)
+        await consumer.cancel()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert [line for line in lines if "factory" in line] == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_broker_connection_sends_small_frames_without_delay(
     broker, queue_name, make_config
 ):
