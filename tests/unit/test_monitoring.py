@@ -12,7 +12,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from fedmq._executors import ACK, DROP, ERROR, NACK
+from fedmq._executors import ACK, CONSUMER_ERROR, DROP, ERROR, NACK, PARKED, RETRY
 from fedmq._stats import DURATION_BUCKETS
 from fedmq.config import config_from_mapping
 from fedmq.consumer import STATES
@@ -203,11 +203,22 @@ def test_metrics_count_each_outcome_per_queue():
     stats.record("orders", NACK, 0.002)
     stats.record("orders", DROP, 0.002)
     stats.record("orders", ERROR, 0.002)
+    stats.record("orders", RETRY, 0.002)
+    stats.record("orders", PARKED, 0.0)
+    stats.record("orders", CONSUMER_ERROR, 0.002)
     stats.queue("audit")["received"] += 1
     stats.record("audit", ACK, 0.002)
     _, reactor = started(consumer)
     families = metrics(reactor)
-    expected = {"received": 5, "acked": 2, "requeued": 1, "dropped": 1, "failed": 1}
+    expected = {
+        "received": 5,
+        "acked": 2,
+        "requeued": 1,
+        "dropped": 1,
+        "failed": 2,
+        "retried": 1,
+        "parked": 1,
+    }
     for counter, value in expected.items():
         family = f"fedmq_messages_{counter}"
         assert families[family].type == "counter"
