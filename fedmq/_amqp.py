@@ -147,12 +147,17 @@ class _Protocol(TwistedProtocolConnection):  # type: ignore[misc]
         # When the broker closes the connection (connection.close: a refused
         # login, CONNECTION_FORCED), pika keeps its reason pending and then,
         # on the TCP close that follows, overwrites it with ConnectionDone.
-        # Hand pika the broker's reason instead.
+        # Hand pika the broker's reason instead. Over TLS the close that follows
+        # the broker's may come as ConnectionLost; the broker's own close frame
+        # still says why.
         pending = getattr(self._impl, "_error", None)
         if (
             pending is not None
             and not isinstance(pending, pika.exceptions.ConnectionClosedByClient)
-            and reason.check(error.ConnectionDone)
+            and (
+                reason.check(error.ConnectionDone)
+                or isinstance(pending, pika.exceptions.ConnectionClosedByBroker)
+            )
         ):
             reason = Failure(pending)
         super().connectionLost(reason)

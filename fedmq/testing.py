@@ -27,7 +27,13 @@ from types import TracebackType
 from typing import NoReturn
 from urllib.parse import quote
 
-__all__ = ["NOT_INSTALLED", "RabbitNode", "find_rabbitmq_server"]
+__all__ = [
+    "NOT_INSTALLED",
+    "TEST_CLIENT_NAME",
+    "RabbitNode",
+    "find_rabbitmq_server",
+    "make_test_certificates",
+]
 
 NOT_INSTALLED = (
     "rabbitmq-server is not installed: run `make deps` (as root: apt-get install rabbitmq-server)"
@@ -172,12 +178,16 @@ class RabbitNode:
 
     @property
     def tls_files(self) -> dict[str, Path]:
-        """Paths of the test CA (``ca_cert``) and the server's certificate and key."""
+        """Paths of the test CA (``ca_cert``), the server's certificate and key, and a
+        client certificate and key (``client_cert``, ``client_key``) whose common name,
+        :data:`TEST_CLIENT_NAME`, is the user it logs in as with EXTERNAL."""
         tls = self.base_dir / "tls"
         return {
             "ca_cert": tls / "ca.pem",
             "server_cert": tls / "server.pem",
             "server_key": tls / "server.key",
+            "client_cert": tls / "client.pem",
+            "client_key": tls / "client.key",
         }
 
     @property
@@ -501,7 +511,9 @@ class RabbitNode:
                 make_test_certificates(base / "tls")
             config += _TLS_CONFIG.format(port=self.tls_port, **files)
         (base / "rabbitmq.conf").write_text(config)
-        (base / "enabled_plugins").write_text("[].\n")
+        # EXTERNAL (client certificate) logins need the broker's plugin for them.
+        plugins = "rabbitmq_auth_mechanism_ssl" if self.tls_port is not None else ""
+        (base / "enabled_plugins").write_text(f"[{plugins}].\n")
         (base / "rabbitmq-env.conf").touch()
 
     def _start_epmd(self) -> None:
@@ -579,13 +591,22 @@ listeners.ssl.default = 127.0.0.1:{port}
 ssl_options.cacertfile = {ca_cert}
 ssl_options.certfile = {server_cert}
 ssl_options.keyfile = {server_key}
-ssl_options.verify = verify_none
+ssl_options.verify = verify_peer
 ssl_options.fail_if_no_peer_cert = false
+ssl_cert_login_from = common_name
+auth_mechanisms.1 = PLAIN
+auth_mechanisms.2 = AMQPLAIN
+auth_mechanisms.3 = EXTERNAL
 """
+
+#: The common name of the client certificate :func:`make_test_certificates` writes:
+#: the user a client logs in as with it (EXTERNAL).
+TEST_CLIENT_NAME = "fedmq-test-client"
 
 
 def make_test_certificates(directory: Path) -> None:
-    """Write a throwaway CA and a server certificate for ``localhost`` into ``directory``.
+    """Write a throwaway CA, a server certificate for ``localhost`` and a client
+    certificate for :data:`TEST_CLIENT_NAME` into ``directory``.
 
     For tests only: the keys are unencrypted and the CA signs anything asked of it.
     """
@@ -611,21 +632,25 @@ def make_test_certificates(directory: Path) -> None:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
     pem = serialization.Encoding.PEM
     key_format = serialization.PrivateFormat.TraditionalOpenSSL
     (directory / "ca.pem").write_bytes(ca_cert.public_bytes(pem))
-    (directory / "server.pem").write_bytes(server_cert.public_bytes(pem))
-    key_bytes = server_key.private_bytes(pem, key_format, serialization.NoEncryption())
-    (directory / "server.key").write_bytes(key_bytes)
+    for stem, common_name in (("server", "localhost"), ("client", TEST_CLIENT_NAME)):
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+        )
+        if stem == "server":
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+            )
+        cert = builder.sign(ca_key, hashes.SHA256())
+        (directory / f"{stem}.pem").write_bytes(cert.public_bytes(pem))
+        key_bytes = key.private_bytes(pem, key_format, serialization.NoEncryption())
+        (directory / f"{stem}.key").write_bytes(key_bytes)
