@@ -18,29 +18,7 @@ import json
 import zlib
 from typing import Any
 
-from fedmq.exceptions import FedmqError
-
-
-class DecodeError(FedmqError):
-    """A message body is not valid for its content type or content encoding.
-
-    Attributes:
-        content_type: the content type the message carried, or None.
-        content_encoding: the content encoding, when that is what failed; else None.
-    """
-
-    def __init__(
-        self, text: str, content_type: str | None = None, content_encoding: str | None = None
-    ):
-        super().__init__(text)
-        self.content_type = content_type
-        self.content_encoding = content_encoding
-
-
-# Users import it from fedmq.message (and fedmq), its home before the codecs
-# moved here: tracebacks and pickles keep naming that public module.
-DecodeError.__module__ = "fedmq.message"
-
+from fedmq.exceptions import DecodeError
 
 # --- content types ----------------------------------------------------------
 

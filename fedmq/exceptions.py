@@ -108,6 +108,22 @@ class CallbackError(FedmqError):
         self.queue = queue
 
 
+class DecodeError(FedmqError):
+    """A message body is not valid for its content type or content encoding.
+
+    Attributes:
+        content_type: the content type the message carried, or None.
+        content_encoding: the content encoding, when that is what failed; else None.
+    """
+
+    def __init__(
+        self, text: str, content_type: str | None = None, content_encoding: str | None = None
+    ):
+        super().__init__(text)
+        self.content_type = content_type
+        self.content_encoding = content_encoding
+
+
 class ConnectionFailed(FedmqError):
     """fedmq could not connect to, or lost its connection to, the broker."""
 

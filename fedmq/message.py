@@ -20,7 +20,6 @@ from fedmq._codecs import (
     _BYTES_TYPE,
     _JSON_TYPE,
     DEFAULT_MAX_BODY_SIZE,
-    DecodeError,
     _compress,
     _serialize,
     decode_body,
@@ -31,6 +30,7 @@ from fedmq._headers import (
     ORIGINAL_ROUTING_KEY,
     PROCESSING_EXCEPTIONS,
 )
+from fedmq.exceptions import DecodeError
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",

@@ -30,7 +30,7 @@ EXPECTED_EXPORTS = {
     "ConsumerCancelled": "fedmq.exceptions",
     "ConsumerHandle": "fedmq.consumer",
     "DeclarationError": "fedmq.exceptions",
-    "DecodeError": "fedmq.message",
+    "DecodeError": "fedmq.exceptions",
     "Drop": "fedmq.exceptions",
     "Retry": "fedmq.exceptions",
     "ConsumerError": "fedmq.exceptions",
