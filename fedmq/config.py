@@ -5,48 +5,50 @@ as it is; fedmq adds ``concurrency``, ``heartbeat`` and ``connect_timeout``.
 Every mistake a user can make ends in a :class:`~fedmq.exceptions.ConfigurationError`
 whose message names the file, the key and what was expected, and never shows
 the AMQP password. Mappings in the result are read-only views of private copies.
+Values and rules are checked in :mod:`fedmq._config_checks` (whose
+:func:`redact_url` is importable from here), and the file and environment are
+read in :mod:`fedmq._config_reader`.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import importlib.metadata
-import json
 import os
-import re
-import sys
 import types
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedmq._config_checks import (
+    _BINDING_KEYS,
+    _EXCHANGE_KEYS,
+    _MONITORING_KEYS,
+    _PLAIN_FIELDS,
+    _PROPERTY,
+    _QOS_KEYS,
+    _QUEUE_KEYS,
+    _RECONNECT_KEYS,
+    _RETRY_KEYS,
+    _STR,
+    _TABLE,
+    _TLS_KEYS,
+    _check_config,
+    _expect,
+    _fields,
+    _join,
+    _named_tables,
+    _reject_unknown,
+    _type_name,
+)
+from fedmq._config_checks import redact_url as redact_url  # public here, as documented
+from fedmq._config_reader import _read_sources
 from fedmq.exceptions import ConfigurationError
 from fedmq.message import DEFAULT_MAX_BODY_SIZE
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found]
-
 #: The file :func:`load_config` reads when neither a path nor $FEDMQ_CONFIG is given.
 DEFAULT_CONFIG_PATH = "/etc/fedmq/config.toml"
-
-# (accepted Python types, how an error message describes them)
-_Kind = tuple[tuple[type, ...], str]
-_STR: _Kind = ((str,), "a string")
-_BOOL: _Kind = ((bool,), "a boolean (true or false)")
-_INT: _Kind = ((int,), "an integer")
-_NUMBER: _Kind = ((int, float), "a number")
-_TABLE: _Kind = ((Mapping,), "a table")
-_KEYS: _Kind = ((str, list, tuple), "a string or an array of strings")
-_PROPERTY: _Kind = ((str, int, float, bool, list, tuple), "a string, number, boolean or array")
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_TOML_POSITION = re.compile(r"^(?P<what>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
-_CALLBACK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 def _default_client_properties() -> dict[str, Any]:
@@ -65,43 +67,6 @@ def _frozen(value: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _frozen_field() -> Any:
     return field(default_factory=lambda: types.MappingProxyType({}))
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with its password, if it has one, replaced by ``***``.
-
-    A malformed URL is redacted generously: when in doubt, more is hidden.
-
-    Args:
-        url: an AMQP URL such as ``amqps://user:secret@host/%2F``.
-
-    Returns:
-        The URL with ``***`` for the password; the URL itself when it has none.
-    """
-    scheme, sep, rest = url.partition("://")
-    prefix, rest = (scheme + sep, rest) if sep else ("", url)
-    ends = [index for index in (rest.find(char) for char in "/?#") if index != -1]
-    netloc_end = min(ends, default=len(rest))
-    if "@" in rest[:netloc_end]:
-        userinfo, _, host = rest[:netloc_end].rpartition("@")
-        host += rest[netloc_end:]
-    elif "@" in rest:
-        # An unescaped "/", "?" or "#" in the password hides where the host starts.
-        userinfo, _, host = rest.rpartition("@")
-    else:
-        return url
-    user, colon, _ = userinfo.partition(":")
-    return f"{prefix}{user}:***@{host}" if colon else url
-
-
-def _url_problem(url: str) -> str | None:
-    if not url.startswith(("amqp://", "amqps://")):
-        return f"must start with amqp:// or amqps://, got {redact_url(url)!r}"
-    try:
-        urllib.parse.urlsplit(url).port  # noqa: B018 - parsing the port is the check
-    except ValueError:
-        return f"has a port that is not a number from 0 to 65535: {redact_url(url)!r}"
-    return None
 
 
 @dataclass(frozen=True)
@@ -217,31 +182,6 @@ class MonitoringConfig:
     port: int | None = None
 
 
-# Config fields of a plain type, checked on every construction (so by replace() too).
-_PLAIN_FIELDS: dict[str, _Kind] = {
-    "amqp_url": _STR,
-    "passive_declares": _BOOL,
-    "publish_exchange": _STR,
-    "topic_prefix": _STR,
-    "callback": _STR,
-    "concurrency": _INT,
-    "heartbeat": _INT,
-    "connect_timeout": _NUMBER,
-    "drain_timeout": _NUMBER,
-    "log_format": _STR,
-    "decode": _BOOL,
-    "max_body_size": _INT,
-    "name": _STR,
-    "drop_invalid_messages": _BOOL,
-    "drop_exchange": _STR,
-    "max_errors": _INT,
-    "error_window": _NUMBER,
-    "client_properties": _TABLE,
-    "consumer_config": _TABLE,
-    "log_config": _TABLE,
-}
-
-
 @dataclass(frozen=True, repr=False)
 class Config:
     """The whole configuration of a fedmq consumer.
@@ -331,76 +271,7 @@ class Config:
         set_field(self, "consumer_config", _frozen(self.consumer_config))
         if self.log_config is not None:
             set_field(self, "log_config", _frozen(self.log_config))
-
-        def fail(text: str) -> ConfigurationError:
-            return ConfigurationError(f"{self.source}: {text}")
-
-        problem = _url_problem(self.amqp_url)
-        if problem:
-            raise fail(f"amqp_url {problem}")
-        for index, url in enumerate(self.amqp_urls):
-            if not isinstance(url, str):
-                raise fail(f"amqp_urls[{index}] must be a string, got {_type_name(url)}")
-            problem = _url_problem(url)
-            if problem:
-                raise fail(f"amqp_urls[{index}] {problem}")
-        if not self.drain_timeout > 0:
-            raise fail(f"drain_timeout must be more than 0 seconds, got {self.drain_timeout}")
-        if self.log_format not in ("text", "json"):
-            raise fail(f'log_format must be "text" or "json", got {self.log_format!r}')
-        backoff = self.reconnect
-        if not 0 < backoff.initial_delay <= backoff.max_delay:
-            raise fail(
-                "reconnect.initial_delay must be more than 0 and at most reconnect.max_delay"
-            )
-        if backoff.factor < 1:
-            raise fail(f"reconnect.factor must be at least 1, got {backoff.factor}")
-        if not 0 <= backoff.jitter < 1:
-            raise fail(
-                f"reconnect.jitter must be from 0 up to (not including) 1, got {backoff.jitter}"
-            )
-        _check_range(backoff.max_attempts, "reconnect.max_attempts", self.source, 0)
-        _check_range(self.max_errors, "max_errors", self.source, 1)
-        if not self.error_window > 0:
-            raise fail(f"error_window must be more than 0 seconds, got {self.error_window}")
-        for index, delay in enumerate(self.retry.delays):
-            if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay > 0:
-                raise fail(f"retry.delays[{index}] must be a number of seconds more than 0")
-            if delay * 1000 != int(delay * 1000):
-                raise fail(f"retry.delays[{index}] must be a whole number of milliseconds")
-        if self.retry.enabled and not self.retry.delays:
-            raise fail("retry.delays must name at least one delay when retry.enabled is true")
-        _check_range(self.retry.max_attempts, "retry.max_attempts", self.source, 1)
-        for index, message_type in enumerate(self.message_types):
-            if not isinstance(message_type, str):
-                raise fail(
-                    f"message_types[{index}] must be a string, got {_type_name(message_type)}"
-                )
-        if self.monitoring.port is not None:
-            _check_range(self.monitoring.port, "monitoring.port", self.source, 0, 65535)
-        if self.callback is not None and not _CALLBACK.match(self.callback):
-            raise fail(f"callback must look like 'package.module:object', got {self.callback!r}")
-        _check_range(self.concurrency, "concurrency", self.source, 1)
-        _check_range(self.max_body_size, "max_body_size", self.source, 1)
-        _check_range(self.heartbeat, "heartbeat", self.source, 0)
-        if not self.connect_timeout > 0:
-            raise fail(f"connect_timeout must be more than 0 seconds, got {self.connect_timeout}")
-        _check_range(self.qos.prefetch_count, "qos.prefetch_count", self.source, 0, 65535)
-        if self.qos.prefetch_size != 0:
-            raise fail("qos.prefetch_size must be 0: RabbitMQ does not implement a size limit")
-        if self.qos.prefetch_count and self.concurrency > self.qos.prefetch_count:
-            raise fail(
-                f"concurrency ({self.concurrency}) must not exceed qos.prefetch_count "
-                f"({self.qos.prefetch_count}): the extra workers would never get a message"
-            )
-        if self.tls is not None:
-            for name in ("ca_cert", "certfile", "keyfile"):
-                if getattr(self.tls, name) == "":
-                    raise fail(f"tls.{name} must be a file path, not an empty string")
-            if self.tls.certfile is not None and self.tls.keyfile is None:
-                raise fail("tls.certfile is set but tls.keyfile is not; give both or neither")
-            if self.tls.keyfile is not None and self.tls.certfile is None:
-                raise fail("tls.keyfile is set but tls.certfile is not; give both or neither")
+        _check_config(self)
 
     @property
     def broker_urls(self) -> tuple[str, ...]:
@@ -438,91 +309,6 @@ class Config:
         return f"Config({', '.join(shown)})"
 
 
-# --- reading raw data ---------------------------------------------------------
-
-
-def _join(path: str, key: str) -> str:
-    shown = key if _BARE_KEY.fullmatch(key) else json.dumps(key)
-    return f"{path}.{shown}" if path else shown
-
-
-def _type_name(value: object) -> str:
-    # Numbers are shown to help find the line; strings never, as one might be a secret.
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int | float):
-        return f"{'an integer' if isinstance(value, int) else 'a float'} ({value!r})"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, list | tuple):
-        return "an array"
-    return "None" if value is None else f"a {type(value).__name__}"
-
-
-def _expect(value: object, kind: _Kind, key: str, source: str) -> Any:
-    accepted, expected = kind
-    if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
-        raise ConfigurationError(f"{source}: {key} must be {expected}, got {_type_name(value)}")
-    return value
-
-
-def _check_range(value: int, key: str, source: str, low: int, high: int | None = None) -> None:
-    if value < low or (high is not None and value > high):
-        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
-        raise ConfigurationError(f"{source}: {key} must be {bounds}, got {value}")
-
-
-def _reject_unknown(table: Mapping[str, Any], valid: Sequence[str], path: str, source: str) -> None:
-    for unknown in (str(key) for key in table if key not in valid):
-        close = difflib.get_close_matches(unknown, valid, n=1)
-        hint = f" (did you mean {_join(path, close[0])}?)" if close else ""
-        where = f"in {path}" if path else "at the top level"
-        raise ConfigurationError(
-            f"{source}: unknown key {_join(path, unknown)}{hint}; "
-            f"valid keys {where} are: {', '.join(valid)}"
-        )
-
-
-def _fields(data: object, schema: Mapping[str, _Kind], path: str, source: str) -> dict[str, Any]:
-    """Check one table against ``schema`` and return its keys, defaults left to the dataclass."""
-    table: Mapping[str, Any] = _expect(data, _TABLE, path, source)
-    _reject_unknown(table, list(schema), path, source)
-    return {
-        key: _expect(value, schema[key], _join(path, key), source) for key, value in table.items()
-    }
-
-
-def _named_tables(data: object, path: str, source: str) -> list[tuple[str, str, Any]]:
-    table: Mapping[str, Any] = _expect(data, _TABLE, path, source)
-    return [(str(name), _join(path, str(name)), entry) for name, entry in table.items()]
-
-
-_EXCHANGE_KEYS = {"type": _STR, "durable": _BOOL, "auto_delete": _BOOL, "arguments": _TABLE}
-_QUEUE_KEYS = {"durable": _BOOL, "auto_delete": _BOOL, "exclusive": _BOOL, "arguments": _TABLE}
-_BINDING_KEYS = {
-    "queue": _STR,
-    "exchange": _STR,
-    "routing_keys": _KEYS,
-    "routing_key": _KEYS,
-    "arguments": _TABLE,
-}
-_QOS_KEYS = {"prefetch_count": _INT, "prefetch_size": _INT}
-_TLS_KEYS = {"ca_cert": _STR, "certfile": _STR, "keyfile": _STR}
-_RECONNECT_KEYS = {
-    "initial_delay": _NUMBER,
-    "max_delay": _NUMBER,
-    "factor": _NUMBER,
-    "jitter": _NUMBER,
-    "max_attempts": _INT,
-}
-_MONITORING_KEYS = {"address": _STR, "port": _INT}
-_RETRY_KEYS = {
-    "enabled": _BOOL,
-    "delays": ((list, tuple), "an array of numbers of seconds"),
-    "max_attempts": _INT,
-}
 _TOP_LEVEL_KEYS = [item.name for item in dataclasses.fields(Config) if item.name != "source"]
 
 
@@ -680,34 +466,6 @@ def config_from_mapping(data: Mapping[str, Any], source: str = "<arguments>") ->
     return Config(source=source, **values)
 
 
-def _read_toml(path: str, origin: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as file:
-            raw = file.read()
-    except FileNotFoundError:
-        raise ConfigurationError(f"config file {path} {origin}does not exist") from None
-    except OSError as error:
-        raise ConfigurationError(f"cannot read config file {path}: {error.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigurationError(f"{path}: not valid TOML: the file is not UTF-8") from None
-    try:
-        document: dict[str, Any] = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        message = str(error)
-        match = _TOML_POSITION.match(message)
-        if match:
-            where, what = f"{match['line']}:{match['col']}", str(match["what"])
-        else:  # "(at end of document)": point at the last character instead
-            lines = text.split("\n")
-            where = f"{len(lines)}:{len(lines[-1]) + 1}"
-            what = message.replace(" (at end of document)", "")
-        what = what[:1].lower() + what[1:]
-        raise ConfigurationError(f"{path}:{where}: not valid TOML: {what}") from None
-    return document
-
-
 def load_config(
     path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
 ) -> Config:
@@ -730,21 +488,5 @@ def load_config(
             ``$FEDMQ_AMQP_URL`` is not an AMQP URL.
     """
     env = os.environ if environ is None else environ
-    data: dict[str, Any] = {}
-    source = "<defaults>"
-    if path is not None:
-        source = os.fspath(path)
-        data = _read_toml(source, "")
-    elif env.get("FEDMQ_CONFIG"):
-        source = env["FEDMQ_CONFIG"]
-        data = _read_toml(source, "(named by $FEDMQ_CONFIG) ")
-    elif os.path.exists(DEFAULT_CONFIG_PATH):
-        source = DEFAULT_CONFIG_PATH
-        data = _read_toml(source, "")
-    url = env.get("FEDMQ_AMQP_URL")
-    if url:
-        problem = _url_problem(url)
-        if problem:
-            raise ConfigurationError(f"$FEDMQ_AMQP_URL {problem}")
-        data["amqp_url"] = url
+    data, source = _read_sources(path, env, DEFAULT_CONFIG_PATH)
     return config_from_mapping(data, source)

@@ -1,0 +1,257 @@
+"""What a valid configuration is: the type of every key, and the rules a Config obeys.
+
+:mod:`fedmq.config` checks each raw value against the tables of kinds here
+(with :func:`_expect`, :func:`_fields` and friends), and each
+:class:`~fedmq.config.Config` it builds with :func:`_check_config`. Every
+error names the file, the key and what was expected, and never shows the
+AMQP password: URLs are shown through :func:`redact_url`, which
+:mod:`fedmq.config` re-exports.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from fedmq.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from fedmq.config import Config
+
+# (accepted Python types, how an error message describes them)
+_Kind = tuple[tuple[type, ...], str]
+_STR: _Kind = ((str,), "a string")
+_BOOL: _Kind = ((bool,), "a boolean (true or false)")
+_INT: _Kind = ((int,), "an integer")
+_NUMBER: _Kind = ((int, float), "a number")
+_TABLE: _Kind = ((Mapping,), "a table")
+_KEYS: _Kind = ((str, list, tuple), "a string or an array of strings")
+_PROPERTY: _Kind = ((str, int, float, bool, list, tuple), "a string, number, boolean or array")
+
+# Config fields of a plain type, checked on every construction (so by replace() too).
+_PLAIN_FIELDS: dict[str, _Kind] = {
+    "amqp_url": _STR,
+    "passive_declares": _BOOL,
+    "publish_exchange": _STR,
+    "topic_prefix": _STR,
+    "callback": _STR,
+    "concurrency": _INT,
+    "heartbeat": _INT,
+    "connect_timeout": _NUMBER,
+    "drain_timeout": _NUMBER,
+    "log_format": _STR,
+    "decode": _BOOL,
+    "max_body_size": _INT,
+    "name": _STR,
+    "drop_invalid_messages": _BOOL,
+    "drop_exchange": _STR,
+    "max_errors": _INT,
+    "error_window": _NUMBER,
+    "client_properties": _TABLE,
+    "consumer_config": _TABLE,
+    "log_config": _TABLE,
+}
+
+# The keys of each table, and what each must be.
+_EXCHANGE_KEYS = {"type": _STR, "durable": _BOOL, "auto_delete": _BOOL, "arguments": _TABLE}
+_QUEUE_KEYS = {"durable": _BOOL, "auto_delete": _BOOL, "exclusive": _BOOL, "arguments": _TABLE}
+_BINDING_KEYS = {
+    "queue": _STR,
+    "exchange": _STR,
+    "routing_keys": _KEYS,
+    "routing_key": _KEYS,
+    "arguments": _TABLE,
+}
+_QOS_KEYS = {"prefetch_count": _INT, "prefetch_size": _INT}
+_TLS_KEYS = {"ca_cert": _STR, "certfile": _STR, "keyfile": _STR}
+_RECONNECT_KEYS = {
+    "initial_delay": _NUMBER,
+    "max_delay": _NUMBER,
+    "factor": _NUMBER,
+    "jitter": _NUMBER,
+    "max_attempts": _INT,
+}
+_MONITORING_KEYS = {"address": _STR, "port": _INT}
+_RETRY_KEYS = {
+    "enabled": _BOOL,
+    "delays": ((list, tuple), "an array of numbers of seconds"),
+    "max_attempts": _INT,
+}
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_CALLBACK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with its password, if it has one, replaced by ``***``.
+
+    A malformed URL is redacted generously: when in doubt, more is hidden.
+
+    Args:
+        url: an AMQP URL such as ``amqps://user:secret@host/%2F``.
+
+    Returns:
+        The URL with ``***`` for the password; the URL itself when it has none.
+    """
+    scheme, sep, rest = url.partition("://")
+    prefix, rest = (scheme + sep, rest) if sep else ("", url)
+    ends = [index for index in (rest.find(char) for char in "/?#") if index != -1]
+    netloc_end = min(ends, default=len(rest))
+    if "@" in rest[:netloc_end]:
+        userinfo, _, host = rest[:netloc_end].rpartition("@")
+        host += rest[netloc_end:]
+    elif "@" in rest:
+        # An unescaped "/", "?" or "#" in the password hides where the host starts.
+        userinfo, _, host = rest.rpartition("@")
+    else:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{prefix}{user}:***@{host}" if colon else url
+
+
+# Documented and imported as fedmq.config.redact_url; introspection says so too.
+redact_url.__module__ = "fedmq.config"
+
+
+def _url_problem(url: str) -> str | None:
+    if not url.startswith(("amqp://", "amqps://")):
+        return f"must start with amqp:// or amqps://, got {redact_url(url)!r}"
+    try:
+        urllib.parse.urlsplit(url).port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        return f"has a port that is not a number from 0 to 65535: {redact_url(url)!r}"
+    return None
+
+
+def _join(path: str, key: str) -> str:
+    shown = key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+    return f"{path}.{shown}" if path else shown
+
+
+def _type_name(value: object) -> str:
+    # Numbers are shown to help find the line; strings never, as one might be a secret.
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"{'an integer' if isinstance(value, int) else 'a float'} ({value!r})"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def _expect(value: object, kind: _Kind, key: str, source: str) -> Any:
+    accepted, expected = kind
+    if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+        raise ConfigurationError(f"{source}: {key} must be {expected}, got {_type_name(value)}")
+    return value
+
+
+def _check_range(value: int, key: str, source: str, low: int, high: int | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ConfigurationError(f"{source}: {key} must be {bounds}, got {value}")
+
+
+def _reject_unknown(table: Mapping[str, Any], valid: Sequence[str], path: str, source: str) -> None:
+    for unknown in (str(key) for key in table if key not in valid):
+        close = difflib.get_close_matches(unknown, valid, n=1)
+        hint = f" (did you mean {_join(path, close[0])}?)" if close else ""
+        where = f"in {path}" if path else "at the top level"
+        raise ConfigurationError(
+            f"{source}: unknown key {_join(path, unknown)}{hint}; "
+            f"valid keys {where} are: {', '.join(valid)}"
+        )
+
+
+def _fields(data: object, schema: Mapping[str, _Kind], path: str, source: str) -> dict[str, Any]:
+    """Check one table against ``schema`` and return its keys, defaults left to the dataclass."""
+    table: Mapping[str, Any] = _expect(data, _TABLE, path, source)
+    _reject_unknown(table, list(schema), path, source)
+    return {
+        key: _expect(value, schema[key], _join(path, key), source) for key, value in table.items()
+    }
+
+
+def _named_tables(data: object, path: str, source: str) -> list[tuple[str, str, Any]]:
+    table: Mapping[str, Any] = _expect(data, _TABLE, path, source)
+    return [(str(name), _join(path, str(name)), entry) for name, entry in table.items()]
+
+
+def _check_config(config: Config) -> None:
+    """Raise a ConfigurationError for the first rule ``config`` breaks.
+
+    Called by ``Config.__post_init__`` once the plain fields' types are checked
+    and the fields normalised, so by :meth:`~fedmq.config.Config.replace` too.
+    """
+
+    def fail(text: str) -> ConfigurationError:
+        return ConfigurationError(f"{config.source}: {text}")
+
+    problem = _url_problem(config.amqp_url)
+    if problem:
+        raise fail(f"amqp_url {problem}")
+    for index, url in enumerate(config.amqp_urls):
+        if not isinstance(url, str):
+            raise fail(f"amqp_urls[{index}] must be a string, got {_type_name(url)}")
+        problem = _url_problem(url)
+        if problem:
+            raise fail(f"amqp_urls[{index}] {problem}")
+    if not config.drain_timeout > 0:
+        raise fail(f"drain_timeout must be more than 0 seconds, got {config.drain_timeout}")
+    if config.log_format not in ("text", "json"):
+        raise fail(f'log_format must be "text" or "json", got {config.log_format!r}')
+    backoff = config.reconnect
+    if not 0 < backoff.initial_delay <= backoff.max_delay:
+        raise fail("reconnect.initial_delay must be more than 0 and at most reconnect.max_delay")
+    if backoff.factor < 1:
+        raise fail(f"reconnect.factor must be at least 1, got {backoff.factor}")
+    if not 0 <= backoff.jitter < 1:
+        raise fail(f"reconnect.jitter must be from 0 up to (not including) 1, got {backoff.jitter}")
+    _check_range(backoff.max_attempts, "reconnect.max_attempts", config.source, 0)
+    _check_range(config.max_errors, "max_errors", config.source, 1)
+    if not config.error_window > 0:
+        raise fail(f"error_window must be more than 0 seconds, got {config.error_window}")
+    for index, delay in enumerate(config.retry.delays):
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay > 0:
+            raise fail(f"retry.delays[{index}] must be a number of seconds more than 0")
+        if delay * 1000 != int(delay * 1000):
+            raise fail(f"retry.delays[{index}] must be a whole number of milliseconds")
+    if config.retry.enabled and not config.retry.delays:
+        raise fail("retry.delays must name at least one delay when retry.enabled is true")
+    _check_range(config.retry.max_attempts, "retry.max_attempts", config.source, 1)
+    for index, message_type in enumerate(config.message_types):
+        if not isinstance(message_type, str):
+            raise fail(f"message_types[{index}] must be a string, got {_type_name(message_type)}")
+    if config.monitoring.port is not None:
+        _check_range(config.monitoring.port, "monitoring.port", config.source, 0, 65535)
+    if config.callback is not None and not _CALLBACK.match(config.callback):
+        raise fail(f"callback must look like 'package.module:object', got {config.callback!r}")
+    _check_range(config.concurrency, "concurrency", config.source, 1)
+    _check_range(config.max_body_size, "max_body_size", config.source, 1)
+    _check_range(config.heartbeat, "heartbeat", config.source, 0)
+    if not config.connect_timeout > 0:
+        raise fail(f"connect_timeout must be more than 0 seconds, got {config.connect_timeout}")
+    _check_range(config.qos.prefetch_count, "qos.prefetch_count", config.source, 0, 65535)
+    if config.qos.prefetch_size != 0:
+        raise fail("qos.prefetch_size must be 0: RabbitMQ does not implement a size limit")
+    if config.qos.prefetch_count and config.concurrency > config.qos.prefetch_count:
+        raise fail(
+            f"concurrency ({config.concurrency}) must not exceed qos.prefetch_count "
+            f"({config.qos.prefetch_count}): the extra workers would never get a message"
+        )
+    if config.tls is not None:
+        for name in ("ca_cert", "certfile", "keyfile"):
+            if getattr(config.tls, name) == "":
+                raise fail(f"tls.{name} must be a file path, not an empty string")
+        if config.tls.certfile is not None and config.tls.keyfile is None:
+            raise fail("tls.certfile is set but tls.keyfile is not; give both or neither")
+        if config.tls.keyfile is not None and config.tls.certfile is None:
+            raise fail("tls.keyfile is set but tls.certfile is not; give both or neither")
