@@ -113,10 +113,6 @@ def redact_url(url: str) -> str:
     return f"{prefix}{user}:***@{host}" if colon else url
 
 
-# Documented and imported as fedmq.config.redact_url; introspection says so too.
-redact_url.__module__ = "fedmq.config"
-
-
 def _url_problem(url: str) -> str | None:
     if not url.startswith(("amqp://", "amqps://")):
         return f"must start with amqp:// or amqps://, got {redact_url(url)!r}"
