@@ -117,10 +117,7 @@ class Dispatcher:
             if checks_type:
                 invalid = self.policy.invalid_type(properties)
                 if invalid is not None:
-                    message_id = getattr(properties, "message_id", None)
-                    error = ConsumerError(
-                        f"message {message_id} (topic {routing_key!r}, queue {queue!r}): {invalid}"
-                    )
+                    error = ConsumerError(f"{_describe_delivery(item)}: {invalid}")
                     self._on_results([(tag, INVALID, error, None, 0.0, item)])
                     return
             self._submit(item)

@@ -20,6 +20,7 @@ from typing import Any
 from twisted.internet import defer
 
 from fedmq._deferreds import chain
+from fedmq._lifecycle import LoopThread
 from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, Retry
 from fedmq.message import DEFAULT_MAX_BODY_SIZE, DecodeError, Message
 
@@ -283,7 +284,7 @@ class AsyncioExecutor(_Executor):
         self._pending: deque[Delivery] = deque()
         self._pump_scheduled = False
         reactor_loop = getattr(reactor, "_asyncioEventloop", None)
-        self._thread: threading.Thread | None = None
+        self._own_loop: LoopThread | None = None
         if reactor_loop is not None:
             self._loop = reactor_loop
             self._same_thread = True
@@ -292,23 +293,14 @@ class AsyncioExecutor(_Executor):
             self._loop = loop
             self._same_thread = False
         else:
-            self._loop = asyncio.new_event_loop()
+            self._own_loop = LoopThread()
+            self._loop = self._own_loop.loop
             self._same_thread = False
-            self._thread = threading.Thread(
-                target=self._run_loop, name="fedmq-asyncio", daemon=True
-            )
-            self._thread.start()
         self._results = _ResultQueue(
             self._loop.call_soon if self._same_thread else reactor.callFromThread, on_results
         )
         self._queue: asyncio.Queue[Delivery] | None = None
         self._call_in_loop(self._start_workers)
-
-    def _run_loop(self) -> None:
-        try:
-            self._loop.run_forever()
-        finally:
-            self._loop.close()
 
     def _call_in_loop(self, fn: Callable[[], Any]) -> defer.Deferred[Any]:
         """Run ``fn`` in the loop's thread; its result comes back on the reactor thread."""
@@ -354,8 +346,8 @@ class AsyncioExecutor(_Executor):
             self._reactor.callFromThread(self._worker_exited)
 
     def _all_exited(self) -> None:
-        if self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._own_loop is not None:
+            self._own_loop.stop()
 
     def submit(self, item: Delivery) -> None:
         if self._same_thread and self._queue is not None:

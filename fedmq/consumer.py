@@ -243,7 +243,7 @@ class Consumer:
         self._connection = connection = await self._open_connection(config, self._reactor, url)
         try:
             self._channel = channel = await self._step(connection.channel(), "opening a channel")
-            names = await self._declare(channel)
+            names = await declare(channel, self.config, self._reactor)
             policy = await self._declare_error_paths(channel)
             await self._step(
                 channel.qos(config.qos.prefetch_count, config.qos.prefetch_size),
@@ -387,9 +387,6 @@ class Consumer:
         """Await one channel operation with a timeout, naming it if it fails."""
         return await step(d, what, self.config.connect_timeout, self._reactor)
 
-    async def _declare(self, channel: AMQPChannel) -> list[str]:
-        return await declare(channel, self.config, self._reactor)
-
     async def _declare_error_paths(self, channel: AMQPChannel) -> ErrorPolicy:
         """Declare each queue's retry queues and dead queue; check the drop exchange."""
         config = self.config
@@ -407,9 +404,15 @@ class Consumer:
         self, exchange: str, routing_key: str, data: bytes, properties: Properties
     ) -> defer.Deferred[None]:
         """Publish a retried, parked or dropped copy, confirmed and mandatory."""
+        return self._session_publisher().publish_data(
+            exchange, routing_key, data, properties, mandatory=True
+        )
+
+    def _session_publisher(self) -> Publisher:
+        """The confirm channel on this session's connection, opened on first use."""
         if self._publisher is None:
             self._publisher = Publisher(self.config, self._reactor, self._connection)
-        return self._publisher.publish_data(exchange, routing_key, data, properties, mandatory=True)
+        return self._publisher
 
     def _make_executor(self, on_results: Any) -> Any:
         if self.is_async:
@@ -437,9 +440,7 @@ class Consumer:
         timeout: float = 30.0,
     ) -> defer.Deferred[None]:
         """Publish on this consumer's connection, with confirms (reactor thread)."""
-        if self._publisher is None:
-            self._publisher = Publisher(self.config, self._reactor, self._connection)
-        return self._publisher.publish(
+        return self._session_publisher().publish(
             message, exchange, routing_key, mandatory=mandatory, timeout=timeout
         )
 
