@@ -41,9 +41,11 @@ deps:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml tests/anchors.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet -e '.[test,lint,docs]'
+	# The sdists of the tools the compatibility tests run fedmq against.
+	$(VENV)/bin/python -m tests.anchors
 	touch $@
 
 lint: venv
