@@ -81,12 +81,12 @@ def fetch(distribution: str) -> Path:
         f"{_simple_index()}/{distribution}/",
         headers={"Accept": "application/vnd.pypi.simple.v1+json"},
     )
-    with urllib.request.urlopen(request, timeout=60, context=_context()) as response:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=60, context=_context()) as response:
         files = json.load(response)["files"]
     sdist = next((item for item in files if item["filename"] == filename), None)
     if sdist is None:
         raise SystemExit(f"the package index has no {filename}")
-    with urllib.request.urlopen(sdist["url"], timeout=120, context=_context()) as response:  # noqa: S310
+    with urllib.request.urlopen(sdist["url"], timeout=120, context=_context()) as response:
         data = response.read()
     digest = hashlib.sha256(data).hexdigest()
     if digest != sdist["hashes"]["sha256"]:
