@@ -54,6 +54,8 @@ _PLAIN_FIELDS: dict[str, _Kind] = {
     "client_properties": _TABLE,
     "consumer_config": _TABLE,
     "log_config": _TABLE,
+    "publish_priority": _INT,
+    "publish_format": _STR,
 }
 
 # The keys of each table, and what each must be.
@@ -202,6 +204,12 @@ def _check_config(config: Config) -> None:
             raise fail(f"amqp_urls[{index}] {problem}")
     if not config.drain_timeout > 0:
         raise fail(f"drain_timeout must be more than 0 seconds, got {config.drain_timeout}")
+    if config.publish_format not in ("fedmq", "fedora-messaging"):
+        raise fail(
+            f'publish_format must be "fedmq" or "fedora-messaging", got {config.publish_format!r}'
+        )
+    if config.publish_priority is not None:
+        _check_range(config.publish_priority, "publish_priority", config.source, 0, 255)
     if config.log_format not in ("text", "json"):
         raise fail(f'log_format must be "text" or "json", got {config.log_format!r}')
     backoff = config.reconnect

@@ -47,6 +47,9 @@ from fedmq._config_reader import _read_sources
 from fedmq.exceptions import ConfigurationError
 from fedmq.message import DEFAULT_MAX_BODY_SIZE
 
+# Plain fields whose value may be None (unset).
+_OPTIONAL_FIELDS = ("callback", "log_config", "publish_priority")
+
 #: The file :func:`load_config` reads when neither a path nor $FEDMQ_CONFIG is given.
 DEFAULT_CONFIG_PATH = "/etc/fedmq/config.toml"
 
@@ -220,6 +223,11 @@ class Config:
             the consumer.
         error_window: the sliding window, in seconds, ``max_errors`` counts in.
         retry: the wait queues behind :class:`~fedmq.Retry`.
+        publish_priority: the AMQP priority of published messages that set
+            none themselves (fedora-messaging's key); None for none.
+        publish_format: ``"fedmq"``, or ``"fedora-messaging"`` when the
+            messages published go to fedora-messaging consumers, which accept
+            only a JSON object body: another body is then refused at publish.
         source: the file it came from, or ``"<defaults>"`` / ``"<arguments>"``.
     """
 
@@ -253,11 +261,13 @@ class Config:
     max_errors: int = 5
     error_window: float = 60.0
     retry: RetryConfig = RetryConfig()
+    publish_priority: int | None = None
+    publish_format: str = "fedmq"
     source: str = "<defaults>"
 
     def __post_init__(self) -> None:
         for name, kind in _PLAIN_FIELDS.items():
-            if getattr(self, name) is not None or name not in ("callback", "log_config"):
+            if getattr(self, name) is not None or name not in _OPTIONAL_FIELDS:
                 _expect(getattr(self, name), kind, name, self.source)
         set_field = object.__setattr__  # frozen: normalise through the back door, once
         set_field(self, "connect_timeout", float(self.connect_timeout))
