@@ -10,6 +10,7 @@ means rewriting this one module.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -21,11 +22,13 @@ from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConn
 from twisted.internet import defer, endpoints, error, protocol, ssl
 from twisted.python.failure import Failure
 
+from fedmq._config_checks import uses_tls
 from fedmq._deferreds import chain
 from fedmq.config import Config, ExchangeConfig, QueueConfig, redact_url
 from fedmq.exceptions import (
     AuthenticationFailed,
     BrokerError,
+    ConfigurationError,
     ConnectionFailed,
     PublishNacked,
     PublishReturned,
@@ -171,10 +174,12 @@ class _Protocol(TwistedProtocolConnection):  # type: ignore[misc]
 
 def connection_parameters(config: Config, url: str | None = None) -> pika.URLParameters:
     """The pika parameters for ``url`` (default: the config's), with fedmq's settings."""
-    params = pika.URLParameters(url or config.amqp_url)
+    url = url or config.amqp_url
+    params = pika.URLParameters(url)
     params.heartbeat = config.heartbeat
     params.client_properties = dict(config.client_properties)
-    if config.tls is not None and config.tls.uses_external_auth:
+    if uses_tls(url) and config.tls is not None and config.tls.uses_external_auth:
+        # A client certificate authenticates, whatever user the URL names.
         params.credentials = pika.credentials.ExternalCredentials()
     return params
 
@@ -226,9 +231,9 @@ class AMQPConnection:
         url = url or config.amqp_url
         parts = urlsplit(url)
         host = parts.hostname or "localhost"
-        # A [tls] table means TLS, whatever the URL's scheme: client
-        # certificates (EXTERNAL authentication) make no sense in the clear.
-        tls = parts.scheme == "amqps" or config.tls is not None
+        # An amqps:// URL means TLS; the [tls] table only says how (so one
+        # file serves a plain local broker and a TLS remote one).
+        tls = uses_tls(url)
         port = parts.port or (5671 if tls else 5672)
         address = f"{host}:{port}"
         params = connection_parameters(config, url)
@@ -317,17 +322,53 @@ def _abort_handshake(protocol: Any) -> Callable[[Any, float], NoReturn]:
     return on_timeout
 
 
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+
+
 def _tls_options(config: Config, host: str) -> Any:
+    """Twisted's client TLS options: every CA of ``tls.ca_cert`` trusted, the host name checked.
+
+    Raises:
+        ConfigurationError: a ``[tls]`` file cannot be read or holds no usable PEM data.
+    """
     tls = config.tls
     trust_root: Any = None
     client_cert: Any = None
     if tls is not None and tls.ca_cert:
-        with open(tls.ca_cert, "rb") as f:
-            trust_root = ssl.Certificate.loadPEM(f.read())
+        pem = _read_tls_file(config, "ca_cert", tls.ca_cert)
+        try:
+            authorities = [
+                ssl.Certificate.loadPEM(found.group(0)) for found in _PEM_CERTIFICATE.finditer(pem)
+            ]
+        except Exception as exc:  # OpenSSL's errors carry no common base of use here
+            problem = f"has a bad certificate: {exc}"
+            raise _tls_file_error(config, "ca_cert", tls.ca_cert, problem) from None
+        if not authorities:
+            raise _tls_file_error(config, "ca_cert", tls.ca_cert, "holds no PEM certificate")
+        trust_root = ssl.trustRootFromCertificates(authorities)
     if tls is not None and tls.certfile and tls.keyfile:
-        with open(tls.certfile, "rb") as cf, open(tls.keyfile, "rb") as kf:
-            client_cert = ssl.PrivateCertificate.loadPEM(cf.read() + b"\n" + kf.read())
+        pair = _read_tls_file(config, "certfile", tls.certfile) + b"\n"
+        pair += _read_tls_file(config, "keyfile", tls.keyfile)
+        try:
+            client_cert = ssl.PrivateCertificate.loadPEM(pair)
+        except Exception as exc:
+            problem = f"and tls.keyfile do not make a key pair: {exc}"
+            raise _tls_file_error(config, "certfile", tls.certfile, problem) from None
     return ssl.optionsForClientTLS(host, trustRoot=trust_root, clientCertificate=client_cert)
+
+
+def _read_tls_file(config: Config, key: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise _tls_file_error(config, key, path, f"cannot be read: {error.strerror}") from None
+
+
+def _tls_file_error(config: Config, key: str, path: str, problem: str) -> ConfigurationError:
+    return ConfigurationError(f"{config.source}: tls.{key}: {path} {problem}")
 
 
 class AMQPChannel:

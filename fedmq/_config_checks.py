@@ -59,8 +59,20 @@ _PLAIN_FIELDS: dict[str, _Kind] = {
 }
 
 # The keys of each table, and what each must be.
-_EXCHANGE_KEYS = {"type": _STR, "durable": _BOOL, "auto_delete": _BOOL, "arguments": _TABLE}
-_QUEUE_KEYS = {"durable": _BOOL, "auto_delete": _BOOL, "exclusive": _BOOL, "arguments": _TABLE}
+_EXCHANGE_KEYS = {
+    "type": _STR,
+    "durable": _BOOL,
+    "auto_delete": _BOOL,
+    "arguments": _TABLE,
+    "passive": _BOOL,
+}
+_QUEUE_KEYS = {
+    "durable": _BOOL,
+    "auto_delete": _BOOL,
+    "exclusive": _BOOL,
+    "arguments": _TABLE,
+    "passive": _BOOL,
+}
 _BINDING_KEYS = {
     "queue": _STR,
     "exchange": _STR,
@@ -259,3 +271,52 @@ def _check_config(config: Config) -> None:
             raise fail("tls.certfile is set but tls.keyfile is not; give both or neither")
         if config.tls.keyfile is not None and config.tls.certfile is None:
             raise fail("tls.keyfile is set but tls.certfile is not; give both or neither")
+
+
+def uses_tls(url: str) -> bool:
+    """Whether ``url`` asks for TLS: its scheme is ``amqps`` (a ``[tls]`` table alone does not)."""
+    return url.lower().startswith("amqps://")
+
+
+def check_runnable(config: Config) -> None:
+    """Raise a ConfigurationError if ``config`` cannot run a consumer.
+
+    What a Config's own checks cannot see, because it depends on more than
+    the file: there must be a queue to consume, and when a broker URL uses
+    TLS, every file the ``[tls]`` table names must be readable. ``twistd
+    fedmq``, ``fedmq consume`` and ``fedmq check-config`` all call this, so
+    they agree on what is an error.
+    """
+    if not config.queues:
+        raise ConfigurationError(
+            f"{config.source}: the queues table is empty, so there is nothing to consume; "
+            "name a queue in it, or leave it out to consume from a server-named queue"
+        )
+    tls_urls = [url for url in config.broker_urls if uses_tls(url)]
+    if config.tls is None or not tls_urls:
+        return
+    for key in ("ca_cert", "certfile", "keyfile"):
+        path = getattr(config.tls, key)
+        if path is None:
+            continue
+        problem = _file_problem(path)
+        if problem:
+            raise ConfigurationError(
+                f"{config.source}: tls.{key}: {path} {problem} (needed for the TLS "
+                f"connection to {redact_url(tls_urls[0])})"
+            )
+
+
+def _file_problem(path: str) -> str | None:
+    try:
+        with open(path, "rb") as file:
+            text = file.read()
+    except FileNotFoundError:
+        return "does not exist"
+    except IsADirectoryError:
+        return "is a directory, not a file"
+    except OSError as error:
+        return f"cannot be read: {error.strerror}"
+    if b"-----BEGIN " not in text:
+        return "is not a PEM file (no -----BEGIN line)"
+    return None

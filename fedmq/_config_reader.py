@@ -53,17 +53,25 @@ def _read_toml(path: str, origin: str) -> dict[str, Any]:
     return document
 
 
+#: fedora-messaging's own file, read when fedmq has none of its own.
+FEDORA_MESSAGING_CONFIG_PATH = "/etc/fedora-messaging/config.toml"
+
+
 def _read_sources(
     path: str | os.PathLike[str] | None, env: Mapping[str, str], default_path: str
 ) -> tuple[dict[str, Any], str]:
     """Return the top-level table to build a Config from, and its source.
 
     The file is ``path``, else ``$FEDMQ_CONFIG``, else ``default_path`` if it
-    exists; ``$FEDMQ_AMQP_URL`` then replaces ``amqp_url``. See
-    :func:`fedmq.config.load_config`, whose rules these are.
+    exists, else fedora-messaging's: ``$FEDORA_MESSAGING_CONF``, else
+    :data:`FEDORA_MESSAGING_CONFIG_PATH` if it exists (a file found there
+    publishes for fedora-messaging consumers: ``publish_format`` defaults to
+    ``"fedora-messaging"``). ``$FEDMQ_AMQP_URL`` then replaces ``amqp_url``.
+    See :func:`fedmq.config.load_config`, whose rules these are.
     """
     data: dict[str, Any] = {}
     source = "<defaults>"
+    fedora_messaging_file = False
     if path is not None:
         source = os.fspath(path)
         data = _read_toml(source, "")
@@ -73,6 +81,16 @@ def _read_sources(
     elif os.path.exists(default_path):
         source = default_path
         data = _read_toml(source, "")
+    elif env.get("FEDORA_MESSAGING_CONF"):
+        source = env["FEDORA_MESSAGING_CONF"]
+        data = _read_toml(source, "(named by $FEDORA_MESSAGING_CONF) ")
+        fedora_messaging_file = True
+    elif os.path.exists(FEDORA_MESSAGING_CONFIG_PATH):
+        source = FEDORA_MESSAGING_CONFIG_PATH
+        data = _read_toml(source, "")
+        fedora_messaging_file = True
+    if fedora_messaging_file and not any(key.lower() == "publish_format" for key in data):
+        data["publish_format"] = "fedora-messaging"
     url = env.get("FEDMQ_AMQP_URL")
     if url:
         problem = _url_problem(url)

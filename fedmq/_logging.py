@@ -289,6 +289,11 @@ def _apply_log_config(config: Config) -> None:
     settings.setdefault("version", 1)
     # dictConfig would otherwise silence the loggers fedmq made at import.
     settings.setdefault("disable_existing_loggers", False)
+    loggers = settings.get("loggers")
+    if isinstance(loggers, dict) and "fedmq" not in loggers and "fedora_messaging" in loggers:
+        # A fedora-messaging configuration says how to show fedora-messaging's
+        # own lines; fedmq's are those lines now, so they are shown the same way.
+        loggers["fedmq"] = copy.deepcopy(loggers["fedora_messaging"])
     formatters = settings.setdefault("formatters", {})
     if isinstance(formatters, dict):
         factory: Callable[..., logging.Formatter] = make_formatter
@@ -300,6 +305,10 @@ def _apply_log_config(config: Config) -> None:
             f"{config.source}: log_config is not a valid logging configuration: "
             f"{redact(_describe(error))}"
         ) from None
+    # disable_existing_loggers = true must never silence why a consumer stops.
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if (name == "fedmq" or name.startswith("fedmq.")) and isinstance(logger, logging.Logger):
+            logger.disabled = False
 
 
 def _describe(error: BaseException) -> str:

@@ -42,6 +42,9 @@ def _with_topology(
     changes: dict[str, Any] = {}
     if queues is not None:
         changes["queues"] = parse_queues(queues)
+        if bindings is None and all(queue.name for queue in changes["queues"]):
+            # The configuration's bindings of its server-named queue go with it.
+            changes["bindings"] = tuple(item for item in config.bindings if item.queue)
     if bindings is not None:
         changes["bindings"] = parse_bindings(bindings)
     return config.replace(**changes) if changes else config

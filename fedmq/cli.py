@@ -37,7 +37,7 @@ from fedmq._records import (
     message_from_record,
     message_record,
 )
-from fedmq.config import BindingConfig, Config, QueueConfig, load_config
+from fedmq.config import BindingConfig, Config, QueueConfig, check_runnable, load_config
 from fedmq.exceptions import (
     CallbackError,
     DeclarationError,
@@ -195,11 +195,6 @@ def _consume_config(args: argparse.Namespace) -> Config:
         exchange=args.exchange,
         app_name=getattr(args, "app_name", None),
     )
-    if not config.queues:
-        raise UsageError(
-            f"{config.source} declares no queues, so there is nothing to consume; add a "
-            "[queues] table, or give --queue-name or --routing-key"
-        )
     return config
 
 
@@ -449,15 +444,17 @@ def _cmd_requeue_dead(args: argparse.Namespace) -> int:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.file)
+    check_runnable(config)
     if config.callback is not None:
         try:
             load_callback(config.callback, config.consumer_config)
         except CallbackError as error:
             raise UsageError(f"{config.source}: {error}") from None
     callback = config.callback or "none"
+    queues, bindings = len(config.queues), len(config.bindings)
     print(
-        f"{config.source}: valid ({len(config.queues)} queues, {len(config.bindings)} "
-        f"bindings, callback {callback})"
+        f"{config.source}: valid ({queues} queue{'s' * (queues != 1)}, "
+        f"{bindings} binding{'s' * (bindings != 1)}, callback {callback})"
     )
     return OK
 

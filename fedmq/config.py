@@ -42,6 +42,7 @@ from fedmq._config_checks import (
     _reject_unknown,
     _type_name,
 )
+from fedmq._config_checks import check_runnable as check_runnable  # public here
 from fedmq._config_checks import redact_url as redact_url  # public here, as documented
 from fedmq._config_reader import _read_sources
 from fedmq.exceptions import ConfigurationError
@@ -102,13 +103,18 @@ class QosConfig:
 
 @dataclass(frozen=True)
 class ExchangeConfig:
-    """An exchange fedmq declares before consuming."""
+    """An exchange fedmq declares before consuming.
+
+    ``passive`` overrides the config's ``passive_declares`` for this exchange:
+    true only checks that it exists; None (the default) follows the config.
+    """
 
     name: str
     type: str = "direct"
     durable: bool = True
     auto_delete: bool = False
     arguments: Mapping[str, Any] = _frozen_field()
+    passive: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arguments", _frozen(self.arguments))
@@ -116,13 +122,19 @@ class ExchangeConfig:
 
 @dataclass(frozen=True)
 class QueueConfig:
-    """A queue fedmq declares and consumes from; the name "" lets the broker pick one."""
+    """A queue fedmq declares and consumes from; the name "" lets the broker pick one.
+
+    ``passive`` overrides the config's ``passive_declares`` for this queue
+    (and its retry and dead queues): true only checks that it exists; None
+    (the default) follows the config.
+    """
 
     name: str
     durable: bool = True
     auto_delete: bool = False
     exclusive: bool = False
     arguments: Mapping[str, Any] = _frozen_field()
+    passive: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arguments", _frozen(self.arguments))
@@ -140,6 +152,15 @@ class BindingConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "routing_keys", tuple(self.routing_keys))
         object.__setattr__(self, "arguments", _frozen(self.arguments))
+
+
+#: The queue of a configuration that lists none: named by the broker,
+#: exclusive to the consumer's connection and deleted with it.
+DEFAULT_QUEUE = QueueConfig(name="", durable=False, auto_delete=True, exclusive=True)
+
+#: The binding of a configuration that lists none: the server-named queue
+#: gets every message published to ``amq.topic``.
+DEFAULT_BINDING = BindingConfig(queue="", exchange="amq.topic", routing_keys=("#",))
 
 
 @dataclass(frozen=True)
@@ -237,8 +258,8 @@ class Config:
     publish_exchange: str = "amq.topic"
     topic_prefix: str = ""
     exchanges: tuple[ExchangeConfig, ...] = ()
-    queues: tuple[QueueConfig, ...] = ()
-    bindings: tuple[BindingConfig, ...] = ()
+    queues: tuple[QueueConfig, ...] = (DEFAULT_QUEUE,)
+    bindings: tuple[BindingConfig, ...] = (DEFAULT_BINDING,)
     qos: QosConfig = QosConfig()
     callback: str | None = None
     consumer_config: Mapping[str, Any] = _frozen_field()
@@ -375,13 +396,14 @@ def parse_bindings(
     Args:
         data: one table or a list of them, each {queue, exchange, routing_keys, arguments};
             ``routing_keys`` may be one string, and may be spelled ``routing_key``.
+            Without ``queue``, a binding binds the server-named queue ("").
         source: where it came from, named in error messages.
 
     Returns:
         One :class:`BindingConfig` per table, in order.
 
     Raises:
-        ConfigurationError: a table misses ``queue``, ``exchange`` or its routing keys,
+        ConfigurationError: a table misses ``exchange`` or its routing keys,
             has an unknown key, or has a value of the wrong type.
     """
     if isinstance(data, Mapping):
@@ -398,7 +420,8 @@ def parse_bindings(
         if "routing_key" in values and "routing_keys" in values:
             raise ConfigurationError(f"{source}: {path} has routing_key and routing_keys; keep one")
         keys = values.pop("routing_keys", values.pop("routing_key", None))
-        missing = [name for name in ("queue", "exchange") if name not in values]
+        values.setdefault("queue", "")
+        missing = [name for name in ("exchange",) if name not in values]
         if keys is None:
             missing.append("routing_keys")
         if missing:
@@ -467,13 +490,36 @@ def config_from_mapping(data: Mapping[str, Any], source: str = "<arguments>") ->
     Raises:
         ConfigurationError: a key is unknown, a value has the wrong type or breaks a rule.
     """
-    table: Mapping[str, Any] = _expect(data, _TABLE, "the configuration", source)
+    table = _lower_top_level_keys(_expect(data, _TABLE, "the configuration", source), source)
     _reject_unknown(table, _TOP_LEVEL_KEYS, "", source)
     values: dict[str, Any] = {key: table[key] for key in _PLAIN_FIELDS if key in table}
     for key, parse in _SECTIONS.items():
         if key in table:
             values[key] = parse(table[key], source)
+    queues: tuple[QueueConfig, ...] = values.setdefault("queues", (DEFAULT_QUEUE,))
+    server_named = any(not queue.name for queue in queues)
+    if "bindings" not in values:
+        values["bindings"] = (DEFAULT_BINDING,) if server_named else ()
+    elif not server_named:
+        for index, binding in enumerate(values["bindings"]):
+            if not binding.queue:
+                raise ConfigurationError(
+                    f"{source}: bindings[{index}] names no queue, so it binds the "
+                    "server-named queue, but the queues table declares none; add a "
+                    "queue key naming one of its queues"
+                )
     return Config(source=source, **values)
+
+
+def _lower_top_level_keys(table: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Top-level keys are case-insensitive (``AMQP_URL`` is ``amqp_url``)."""
+    lowered: dict[str, Any] = {}
+    for key, value in table.items():
+        name = str(key).lower()
+        if name in lowered:
+            raise ConfigurationError(f"{source}: {name} is given twice, in different cases")
+        lowered[name] = value
+    return lowered
 
 
 def load_config(
@@ -482,8 +528,11 @@ def load_config(
     """Load the configuration file and apply environment overrides.
 
     The file is ``path`` when given, else ``$FEDMQ_CONFIG`` when set, else
-    :data:`DEFAULT_CONFIG_PATH` if it exists; with none of them, the defaults
-    are used. ``$FEDMQ_AMQP_URL``, when set, replaces ``amqp_url``. Empty
+    :data:`DEFAULT_CONFIG_PATH` if it exists, else fedora-messaging's file
+    (``$FEDORA_MESSAGING_CONF`` when set, else
+    ``/etc/fedora-messaging/config.toml`` if it exists; ``publish_format``
+    then defaults to ``"fedora-messaging"``); with none of them, the
+    defaults are used. ``$FEDMQ_AMQP_URL``, when set, replaces ``amqp_url``. Empty
     variables count as unset.
 
     Args:

@@ -244,7 +244,7 @@ class Consumer:
         try:
             self._channel = channel = await self._step(connection.channel(), "opening a channel")
             names = await declare(channel, self.config, self._reactor)
-            policy = await self._declare_error_paths(channel)
+            policy = await self._declare_error_paths(channel, connection)
             await self._step(
                 channel.qos(config.qos.prefetch_count, config.qos.prefetch_size),
                 "setting the prefetch count",
@@ -387,13 +387,17 @@ class Consumer:
         """Await one channel operation with a timeout, naming it if it fails."""
         return await step(d, what, self.config.connect_timeout, self._reactor)
 
-    async def _declare_error_paths(self, channel: AMQPChannel) -> ErrorPolicy:
+    async def _declare_error_paths(
+        self, channel: AMQPChannel, connection: AMQPConnection
+    ) -> ErrorPolicy:
         """Declare each queue's retry queues and dead queue; check the drop exchange."""
         config = self.config
         return ErrorPolicy(
             name=self.name,
             retry=config.retry,
-            retry_queues=await declare_error_paths(channel, config, self._reactor),
+            retry_queues=await declare_error_paths(
+                channel, connection.channel, config, self._reactor
+            ),
             drop_exchange=config.drop_exchange,
             message_types=self._message_types,
             drop_invalid_messages=config.drop_invalid_messages,

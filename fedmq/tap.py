@@ -16,7 +16,7 @@ from twisted.python import usage
 from fedmq._callback import load_callback
 from fedmq._logging import setup_logging, twistd_log_observer
 from fedmq._systemd import NotifyService
-from fedmq.config import Config, load_config
+from fedmq.config import Config, check_runnable, load_config
 from fedmq.exceptions import FedmqError
 from fedmq.exit_codes import USAGE
 from fedmq.monitoring import MonitoringService
@@ -109,9 +109,12 @@ def build_service(
         monitoring port is taken) in one line, and exits 2.
 
     Raises:
-        ConfigurationError: ``log_config`` is not a valid logging configuration.
+        ConfigurationError: ``log_config`` is not a valid logging configuration,
+            or the configuration cannot run a consumer (see
+            :func:`~fedmq.config.check_runnable`).
         CallbackError: the callback cannot be loaded.
     """
+    check_runnable(config)
     setup_logging(config, begin_twisted_logging=begin_twisted_logging)
     target, _is_async = load_callback(
         callback if callback is not None else config.callback, config.consumer_config

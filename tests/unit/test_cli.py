@@ -212,7 +212,7 @@ def test_no_command_is_a_usage_error(capsys):
 def test_check_config_prints_a_summary_of_a_valid_file(capsys, config_path):
     status, out, err = run(capsys, "check-config", str(config_path))
     assert (status, err) == (0, "")
-    assert out == f"{config_path}: valid (0 queues, 0 bindings, callback fedmq.example:printer)\n"
+    assert out == f"{config_path}: valid (1 queue, 1 binding, callback fedmq.example:printer)\n"
 
 
 def test_check_config_reports_a_missing_file(capsys, tmp_path):
@@ -264,10 +264,15 @@ def test_publishing_an_empty_file_is_refused(capsys, config_path, tmp_path):
     assert status == 2 and "holds no records" in err
 
 
-def test_consume_with_no_queues_is_refused(capsys, config_path):
-    status, _, err = run(capsys, "consume", "-c", str(config_path))
+def test_consume_with_an_empty_queues_table_is_refused(capsys, tmp_path):
+    path = tmp_path / "empty.toml"
+    path.write_text('callback = "fedmq.example:printer"\nqueues = {}\n')
+    status, _, err = run(capsys, "consume", "-c", str(path))
     assert status == 2
-    assert "declares no queues" in err and err.count("\n") == 1
+    assert err == (
+        f"fedmq: {path}: the queues table is empty, so there is nothing to consume; name a "
+        "queue in it, or leave it out to consume from a server-named queue\n"
+    )
 
 
 def test_record_to_a_file_that_cannot_be_written_is_refused(capsys, config_path, tmp_path):

@@ -13,6 +13,8 @@ import pytest
 
 from fedmq import config as config_module
 from fedmq.config import (
+    DEFAULT_BINDING,
+    DEFAULT_QUEUE,
     BindingConfig,
     Config,
     ExchangeConfig,
@@ -118,7 +120,8 @@ def test_without_any_file_the_defaults_apply() -> None:
     assert config.passive_declares is False
     assert config.publish_exchange == "amq.topic"
     assert config.topic_prefix == ""
-    assert (config.exchanges, config.queues, config.bindings) == ((), (), ())
+    assert config.exchanges == ()
+    assert config.queues == (DEFAULT_QUEUE,) and config.bindings == (DEFAULT_BINDING,)
     assert config.qos == QosConfig(prefetch_count=100, prefetch_size=0)
     assert config.callback is None
     assert dict(config.consumer_config) == {}
@@ -623,7 +626,7 @@ def test_replace_returns_a_checked_copy_and_leaves_the_original() -> None:
     changed = original.replace(concurrency=4, queues=[QueueConfig("q")])
 
     assert (changed.concurrency, changed.queues) == (4, (QueueConfig("q"),))
-    assert original.concurrency == 1 and original.queues == ()
+    assert original.concurrency == 1 and original.queues == (DEFAULT_QUEUE,)
 
 
 @pytest.mark.parametrize(
@@ -689,8 +692,8 @@ def test_parse_helpers_name_their_source_and_key_in_errors() -> None:
 
     assert str(caught.value).startswith("<arguments>: unknown key queues.q.durible")
 
-    with pytest.raises(ConfigurationError, match=r"^consume\(\): bindings\[0\] is missing queue$"):
-        parse_bindings([{"exchange": "x", "routing_keys": ["#"]}], source="consume()")
+    with pytest.raises(ConfigurationError, match=r"^consume\(\): bindings\[0\] is missing exchange$"):
+        parse_bindings([{"queue": "q", "routing_keys": ["#"]}], source="consume()")
 
 
 def test_config_from_mapping_names_arguments_as_its_source() -> None:
