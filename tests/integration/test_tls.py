@@ -11,6 +11,7 @@ import pytest_twisted
 import fedmq
 from fedmq.exit_codes import ACCESS_REFUSED, exit_code_for
 from fedmq.testing import TEST_CLIENT_NAME, make_test_certificates
+from tests.anchors import sdist_dir
 from tests.integration.conftest import wait_for
 
 
@@ -77,3 +78,60 @@ async def test_a_client_certificate_logs_in_as_its_common_name_with_external(
     finally:
         rabbit.ctl("delete_user", TEST_CLIENT_NAME)
     assert seen[0].body == {"by": "certificate"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_authority_of_a_ca_bundle_is_trusted(
+    rabbit, broker, queue_name, make_config, tmp_path
+):
+    """A bundle whose first certificate is another CA's (Fedora's, as fedora-messaging
+    ships it) still trusts the broker's CA further down, as system bundles do."""
+    bundle = tmp_path / "bundle.pem"
+    other_ca = (sdist_dir("fedora-messaging") / "configs" / "cacert.pem").read_bytes()
+    bundle.write_bytes(other_ca + b"\n" + rabbit.tls_files["ca_cert"].read_bytes())
+    broker.declare_queue(queue_name)
+    broker.publish(queue_name, [{"trusted": "by the second"}])
+    config = make_config(
+        amqp_url=rabbit.tls_url, tls={"ca_cert": str(bundle)}, reconnect={"max_attempts": 1}
+    )
+    seen = []
+    consumer = await fedmq.consume(seen.append, config=config)
+    await wait_for(lambda: seen)
+    await consumer.cancel()
+    assert seen[0].body == {"trusted": "by the second"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tls_table_does_not_turn_a_plain_url_into_tls(
+    broker, queue_name, make_config, tmp_path
+):
+    """[tls] applies to amqps:// URLs only: with amqp:// the consumer connects in the
+    clear with the URL's user, even though the table names a client certificate."""
+    broker.declare_queue(queue_name)
+    broker.publish(queue_name, [{"in": "the clear"}])
+    config = make_config(
+        tls={
+            "ca_cert": str(tmp_path / "missing-ca.pem"),
+            "certfile": str(tmp_path / "missing-cert.pem"),
+            "keyfile": str(tmp_path / "missing-key.pem"),
+        }
+    )
+    seen = []
+    consumer = await fedmq.consume(seen.append, config=config)
+    await wait_for(lambda: seen)
+    await consumer.cancel()
+    assert seen[0].body == {"in": "the clear"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unreadable_ca_file_is_a_configuration_error(rabbit, make_config, tmp_path):
+    """Not a lost connection to retry, and not a failed callback (exit 5): exit 2,
+    naming the key and the path."""
+    missing = tmp_path / "missing-ca.pem"
+    config = make_config(amqp_url=rabbit.tls_url, tls={"ca_cert": str(missing)})
+    with pytest.raises(fedmq.ConfigurationError) as raised:
+        await fedmq.consume(print, config=config)
+    assert str(raised.value) == (
+        f"<arguments>: tls.ca_cert: {missing} cannot be read: No such file or directory"
+    )
+    assert exit_code_for(raised.value) == 2
