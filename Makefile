@@ -44,6 +44,10 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml tests/anchors.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet -e '.[test,lint,docs]'
+	# An editable install leaves the checkout off sys.path, where twistd looks
+	# for twisted/plugins/fedmq_plugin.py: put it there.
+	purelib=$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+	echo "$(CURDIR)" > "$$purelib/fedmq-checkout.pth"
 	# The sdists of the tools the compatibility tests run fedmq against.
 	$(VENV)/bin/python -m tests.anchors
 	touch $@
