@@ -225,7 +225,8 @@ def message_from_fedora_record(
 ) -> Message:
     """Build the message ``fedora-messaging publish`` would send for one record.
 
-    The body is sent as JSON with ``content_encoding`` utf-8; the message
+    The body is encoded as fedora-messaging encodes it (JSON, escaped to
+    ASCII), with ``content_encoding`` utf-8; the message
     keeps the record's ``id`` (a new one without it) and gets its
     ``priority`` (0 without it), also as the ``priority`` header. Missing
     ``fedora_messaging_schema``, ``fedora_messaging_severity`` and ``sent-at``
@@ -256,7 +257,9 @@ def message_from_fedora_record(
             f"{where}: body must be a JSON object in fedora-messaging's format, got "
             f"{_json_type(body)} (a record in fedmq's format needs --format fedmq)"
         )
-    headers = record.get("headers") or {}
+    headers = record.get("headers")
+    if headers is None:
+        headers = {}
     if not isinstance(headers, dict):
         raise UsageError(f"{where}: headers must be an object")
     for key in (_SCHEMA_HEADER, _SENT_AT_HEADER):
@@ -286,15 +289,14 @@ def message_from_fedora_record(
         **headers,
         "priority": priority or 0,
     }
-    return Message(
-        body,
-        topic,
-        headers,
+    properties = Properties(
         content_type="application/json",
         content_encoding="utf-8",
         message_id=message_id,
         priority=priority or 0,
     )
+    # Encoded as fedora-messaging encodes it, so the bytes are the same too.
+    return Message(json.dumps(body).encode("utf-8"), topic, headers, properties=properties)
 
 
 def _json_type(value: Any) -> str:
