@@ -94,6 +94,10 @@ def load_callback_file(spec: str) -> Any:
             raise CallbackError(
                 f"--callback-file: {path} defines no object named {name!r}"
             ) from None
+    if not callable(obj):
+        raise CallbackError(
+            f"--callback-file: {name!r} in {path} is not callable (it is {type(obj).__name__})"
+        )
     return obj
 
 
