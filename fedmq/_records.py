@@ -55,6 +55,8 @@ _SCHEMA_HEADER = "fedora_messaging_schema"
 _SEVERITY_HEADER = "fedora_messaging_severity"
 _SENT_AT_HEADER = "sent-at"
 _BASE_SCHEMA = "base.message"
+_PACKAGE_HEADER = "fedora_messaging_schema_package"
+_BASE_PACKAGE = "fedora_messaging"  # the package fedora-messaging names for base.message
 _SEVERITIES = (10, 20, 30, 40)  # DEBUG, INFO, WARNING, ERROR
 _INFO = 20
 
@@ -230,7 +232,10 @@ def message_from_fedora_record(
     keeps the record's ``id`` (a new one without it) and gets its
     ``priority`` (0 without it), also as the ``priority`` header. Missing
     ``fedora_messaging_schema``, ``fedora_messaging_severity`` and ``sent-at``
-    headers become ``base.message``, 20 (INFO) and ``now``. ``queue`` is ignored.
+    headers become ``base.message``, 20 (INFO) and ``now``, and a
+    ``base.message`` gets the ``fedora_messaging_schema_package`` header
+    ``fedora_messaging``. Other headers, the schema's included, are kept as
+    recorded. ``queue`` is ignored.
 
     Args:
         record: one decoded line.
@@ -289,6 +294,8 @@ def message_from_fedora_record(
         **headers,
         "priority": priority or 0,
     }
+    if headers[_SCHEMA_HEADER] == _BASE_SCHEMA:
+        headers.setdefault(_PACKAGE_HEADER, _BASE_PACKAGE)
     properties = Properties(
         content_type="application/json",
         content_encoding="utf-8",

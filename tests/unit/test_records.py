@@ -178,6 +178,7 @@ def test_headers_fedora_messaging_adds_on_publish_are_added_when_missing():
     message = message_from_fedora_record({"topic": "t", "body": {}}, "f:1", now=NOW)
     assert message.headers == {
         "fedora_messaging_schema": "base.message",
+        "fedora_messaging_schema_package": "fedora_messaging",
         "fedora_messaging_severity": 20,
         "sent-at": "2026-01-02T03:04:05+00:00",
         "priority": 0,
