@@ -208,6 +208,7 @@ def test_a_fedora_messaging_recording_is_published_by_fedmq_as_fedora_messaging_
     )  # fmt: skip
     try:
         wait_until(lambda: consumer_count(rabbit_node, vhost_name) == 1, "its consumer", recorder)
+        assert app_names(rabbit_node, vhost_name) == ["recorder"]
         properties = {"headers": FEDORA_HEADERS, "priority": 5, "content_encoding": "utf-8"}
         ids = publish(
             vhost,
@@ -248,8 +249,9 @@ def test_a_fedora_messaging_recording_is_published_by_fedmq_as_fedora_messaging_
 def test_a_fedmq_recording_is_published_by_fedora_messaging_to_its_consumers_unchanged(
     rabbit_node, vhost, vhost_name, tmp_path
 ):
-    """fedmq record's file, published by fedora-messaging's publish: its consume
-    sees the recorded ids, topics, bodies and headers."""
+    """fedmq record's file (written as fedora-messaging's recorder, app name
+    included), published by fedora-messaging's publish: its consume sees the
+    recorded ids, topics, bodies and headers."""
     config = config_for(tmp_path / "config.toml", vhost)
     recording = tmp_path / "recorded.jsonl"
     recorder = start(
@@ -259,6 +261,7 @@ def test_a_fedmq_recording_is_published_by_fedora_messaging_to_its_consumers_unc
     )  # fmt: skip
     try:
         wait_until(lambda: consumer_count(rabbit_node, vhost_name) == 1, "its consumer", recorder)
+        assert app_names(rabbit_node, vhost_name) == ["recorder"]  # fedora-messaging's default
         ids = publish(
             vhost,
             [
