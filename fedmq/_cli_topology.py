@@ -168,7 +168,9 @@ def add_topology_options(parser: argparse.ArgumentParser) -> None:
         help="use routing key K in every binding instead of the configured keys; repeat for more",
     )
     group.add_argument(
-        "--exchange", metavar="E", help="use exchange E in every binding instead of the configured"
+        "--exchange",
+        metavar="E",
+        help="use exchange E in every binding instead of the configured ones",
     )
     group.add_argument(
         "--replace-topology",
