@@ -5,7 +5,10 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import sys
+import types
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from fedmq.exceptions import CallbackError
@@ -40,6 +43,61 @@ def import_object(path: str) -> Any:
                 f"The callback {path!r} could not be loaded: {module_name!r} has no "
                 f"attribute {attribute!r}"
             ) from None
+    return obj
+
+
+def load_callback_file(spec: str) -> Any:
+    """Run a Python file and return one of its objects: ``--callback-file PATH:OBJECT``.
+
+    The whole file runs, once, as a module of its own named after the file
+    (``handlers.py`` is ``handlers``), so code under ``if __name__ ==
+    "__main__":`` does not run. The file need not be on the import path.
+
+    Args:
+        spec: the path of the file, a colon and the object's name.
+
+    Raises:
+        CallbackError: the spec is malformed, the file cannot be read or
+            raises while it runs, or it defines no such object.
+    """
+    path, sep, name = spec.strip().rpartition(":")
+    if not sep or not path or not name:
+        raise CallbackError(f"--callback-file {spec!r} is not of the form 'path/to/file.py:object'")
+    try:
+        source = Path(path).read_bytes()
+    except OSError as error:
+        raise CallbackError(f"--callback-file: cannot read {path}: {error.strerror}") from None
+    module_name = Path(path).stem
+    if module_name in sys.modules:  # keep a module already imported under that name
+        module_name = f"{module_name}.__callback_file__"
+    module = types.ModuleType(module_name)
+    module.__file__ = str(Path(path).resolve())
+    # Registered while it runs: dataclasses and pickle look classes' modules up there.
+    sys.modules[module_name] = module
+    try:
+        exec(compile(source, path, "exec"), module.__dict__)
+    except SyntaxError as error:
+        del sys.modules[module_name]
+        raise CallbackError(
+            f"--callback-file: {path} is not valid Python (line {error.lineno}: {error.msg})"
+        ) from None
+    except Exception as error:
+        del sys.modules[module_name]
+        raise CallbackError(
+            f"--callback-file: running {path} raised {type(error).__name__}: {error}"
+        ) from error
+    obj: Any = module
+    for part in name.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise CallbackError(
+                f"--callback-file: {path} defines no object named {name!r}"
+            ) from None
+    if not callable(obj):
+        raise CallbackError(
+            f"--callback-file: {name!r} in {path} is not callable (it is {type(obj).__name__})"
+        )
     return obj
 
 

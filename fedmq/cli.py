@@ -5,52 +5,44 @@
 tools for operators. Every error a user can cause ends in one line on stderr
 and a documented exit status (see :mod:`fedmq.exit_codes`); no tracebacks.
 
-Messages travel as JSON lines: ``record`` and ``get`` write them and
-``publish --file`` reads them. One line is one JSON object::
-
-    {"topic": "orders.new", "exchange": "amq.topic", "headers": {"k": "v"},
-     "properties": {"content_type": "application/json", "message_id": "..."},
-     "body": {"order": 42}}
-
-``body`` holds the decoded body of a JSON or text message; any other body
-(and one that does not decode) is in ``body_base64`` instead.
+``consume`` and ``record`` take fedora-messaging's options with their
+meaning (see :mod:`fedmq._cli_topology`); ``record`` writes, and ``publish``
+reads, fedora-messaging's file format or fedmq's own (see
+:mod:`fedmq._records`). The jobs live in private modules: running a command
+(:mod:`fedmq._cli_run`), the topology options, and the message files
+(:mod:`fedmq._cli_files`).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import threading
-from collections.abc import Callable, Coroutine, Sequence
-from typing import IO, Any, NoReturn, cast
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from twisted.internet import defer
-from twisted.internet.error import ReactorNotRunning
-from twisted.python.failure import Failure
 
 from fedmq import __version__
-from fedmq._callback import load_callback
+from fedmq._callback import load_callback, load_callback_file
+from fedmq._cli_files import add_publish_options, add_record_options, run_publish, run_record
+from fedmq._cli_run import load, quiet_logging, report, run_in_reactor, run_services
+from fedmq._cli_topology import (
+    add_topology_options,
+    topology_from_options,
+    with_fedora_overrides,
+    with_overrides,
+)
 from fedmq._records import (
     UsageError,
     dump_record,
     message_from_record,
     message_record,
 )
-from fedmq.config import BindingConfig, Config, QueueConfig, check_runnable, load_config
-from fedmq.exceptions import (
-    CallbackError,
-    DeclarationError,
-    FedmqError,
-    HaltConsumer,
-    PublishError,
-)
-from fedmq.exit_codes import FORCED_STOP, OK, PUBLISH_FAILED, USAGE, exit_code_for
-from fedmq.message import DecodeError, Message
+from fedmq.config import Config, check_runnable, load_config
+from fedmq.exceptions import CallbackError, DeclarationError, FedmqError
+from fedmq.exit_codes import OK, PUBLISH_FAILED, USAGE
 
-_PUBLISH_WINDOW = 256  # messages awaiting confirms at once
-
-# --- errors and running ----------------------------------------------------
+# --- errors ----------------------------------------------------------------
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,141 +52,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
-def _status_for(error: BaseException) -> int:
-    if isinstance(error, (UsageError, DecodeError)):
-        return USAGE
-    if isinstance(error, PublishError):
-        return PUBLISH_FAILED
-    return exit_code_for(error)
-
-
-def _report(error: BaseException) -> int:
-    sys.stderr.write(f"fedmq: {error}\n")
-    sys.stderr.flush()
-    return _status_for(error)
-
-
-def _quiet_logging() -> None:
-    # One-shot commands say what went wrong themselves, in one line; pika's
-    # and Twisted's own account of the same failure would only repeat it.
-    logging.basicConfig(level=logging.CRITICAL)
-
-
-def _global_reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
-def _run_in_reactor(work: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
-    """Run ``work(reactor)`` on the global reactor; its result is the exit status."""
-    reactor = _global_reactor()
-    outcome: list[Any] = []
-
-    def go() -> None:
-        d = defer.ensureDeferred(work(reactor))
-
-        def finished(result: Any) -> None:
-            outcome.append(result)
-            try:
-                reactor.stop()
-            except ReactorNotRunning:
-                pass  # a signal is stopping it already
-
-        d.addBoth(finished)
-
-    reactor.callWhenRunning(go)
-    reactor.run(installSignalHandlers=threading.current_thread() is threading.main_thread())
-    if not outcome:
-        sys.stderr.write("fedmq: interrupted before finishing\n")
-        return FORCED_STOP
-    result = outcome[0]
-    if isinstance(result, Failure):
-        if isinstance(result.value, FedmqError):
-            return _report(result.value)
-        result.raiseException()
-    return int(result)
-
-
-def _run_services(top: Any, consumer_service: Any) -> int:
-    """Run a service tree as twistd would, and return the consumer's exit status."""
-    reactor = _global_reactor()
-    # As twistd does: privileged start, start, then the reactor.
-    top.privilegedStartService()
-    top.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
-    reactor.run(installSignalHandlers=threading.current_thread() is threading.main_thread())
-    code = consumer_service.exit_code
-    return OK if code is None else int(code)
-
-
-def _load(path: str | None) -> Config:
-    return load_config(path)
-
-
-# --- consume and record: topology from the command line --------------------
-
-
-def with_overrides(
-    config: Config,
-    *,
-    queue_name: str | None = None,
-    routing_keys: Sequence[str] = (),
-    exchange: str | None = None,
-    app_name: str | None = None,
-) -> Config:
-    """Apply ``consume``'s and ``record``'s command-line topology to a config.
-
-    With none of ``queue_name``, ``routing_keys`` and ``exchange``, the
-    config's queues and bindings stay. Otherwise they are replaced by one
-    queue and, when ``routing_keys`` or ``exchange`` is given, one binding:
-
-    - the queue is ``queue_name``, durable (its settings are kept when the
-      config already declares it), or without a name a server-named queue
-      that is exclusive and deleted when the consumer stops;
-    - the binding binds it to ``exchange`` (default ``amq.topic``) once for
-      each routing key (default ``#``, everything).
-
-    Args:
-        config: the loaded configuration.
-        queue_name: ``--queue-name``.
-        routing_keys: every ``--routing-key``.
-        exchange: ``--exchange``.
-        app_name: ``--app-name``: the ``app`` client property the broker shows.
-
-    Returns:
-        The configuration to consume with.
-    """
-    changes: dict[str, Any] = {}
-    if app_name is not None:
-        changes["client_properties"] = {**config.client_properties, "app": app_name}
-    if queue_name is not None or routing_keys or exchange is not None:
-        if queue_name:
-            existing = [queue for queue in config.queues if queue.name == queue_name]
-            queue = existing[0] if existing else QueueConfig(name=queue_name)
-        else:
-            queue = QueueConfig(name="", durable=False, auto_delete=True, exclusive=True)
-        changes["queues"] = (queue,)
-        changes["bindings"] = ()
-        if routing_keys or exchange is not None:
-            changes["bindings"] = (
-                BindingConfig(
-                    queue=queue.name,
-                    exchange=exchange or "amq.topic",
-                    routing_keys=tuple(routing_keys) or ("#",),
-                ),
-            )
-    return config.replace(**changes) if changes else config
+# --- consume and record ----------------------------------------------------
 
 
 def _consume_config(args: argparse.Namespace) -> Config:
-    config = with_overrides(
-        _load(args.config),
-        queue_name=args.queue_name,
-        routing_keys=args.routing_key,
-        exchange=args.exchange,
-        app_name=getattr(args, "app_name", None),
-    )
+    config = topology_from_options(load(args), args)
     return config
 
 
@@ -203,159 +65,18 @@ def _cmd_consume(args: argparse.Namespace) -> int:
 
     config = _consume_config(args)
     try:
-        top = build_service(config, args.callback, handle_signals=True)
+        callback: Any = args.callback
+        if args.callback_file is not None:
+            # As in fedora-messaging, the file wins over --callback and the configuration.
+            callback = load_callback_file(args.callback_file)
+        top = build_service(config, callback, handle_signals=True)
     except CallbackError as error:
         raise UsageError(str(error)) from None
-    return _run_services(top, consumer_service_of(top))
-
-
-class _Recorder:
-    """The callback of ``fedmq record``: one JSON line per message, then ack."""
-
-    def __init__(self, output: IO[str], limit: int | None):
-        self.output = output
-        self.limit = limit
-        self.count = 0
-
-    def __call__(self, message: Message) -> None:
-        record = message_record(message.topic, message.exchange, message.properties, message.data)
-        self.output.write(dump_record(record) + "\n")
-        self.output.flush()
-        self.count += 1
-        if self.limit is not None and self.count >= self.limit:
-            raise HaltConsumer(0, f"recorded {self.count} messages")
+    return run_services(top, consumer_service_of(top))
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
-    from fedmq._logging import setup_logging
-    from fedmq.service import ConsumerService
-
-    # One message at a time, so the file is in the order the queue delivers.
-    config = _consume_config(args).replace(concurrency=1)
-    output: IO[str]
-    if args.file == "-":
-        output = sys.stdout
-    else:
-        try:
-            output = open(args.file, "w", encoding="utf-8")
-        except OSError as error:
-            raise UsageError(f"cannot write {args.file}: {error.strerror}") from None
-    try:
-        recorder = _Recorder(output, args.limit)
-        setup_logging(config)
-        service = ConsumerService(config, recorder, handle_signals=True)
-        code = _run_services(service, service)
-    finally:
-        if output is not sys.stdout:
-            output.close()
-    where = "standard output" if args.file == "-" else args.file
-    sys.stderr.write(f"fedmq: recorded {recorder.count} messages to {where}\n")
-    return code
-
-
-# --- publish ---------------------------------------------------------------
-
-
-def _parse_headers(pairs: Sequence[str]) -> dict[str, str]:
-    headers = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--header {pair!r} is not of the form name=value")
-        headers[key] = value
-    return headers
-
-
-def _messages_to_publish(args: argparse.Namespace) -> list[tuple[Message, str | None, str]]:
-    """(message, exchange or None, routing key) for each message to publish."""
-    headers = _parse_headers(args.header)
-    if args.file is not None:
-        if args.body is not None:
-            raise UsageError("give a BODY or --file, not both")
-        try:
-            with open(args.file, encoding="utf-8") as file:
-                lines = file.readlines()
-        except OSError as error:
-            raise UsageError(f"cannot read {args.file}: {error.strerror}") from None
-        except UnicodeDecodeError:
-            raise UsageError(f"{args.file} is not UTF-8 text") from None
-        if args.content_type is not None:
-            raise UsageError("--content-type applies to a BODY; a record has its own")
-        messages = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{args.file}:{number}"
-            message, exchange, topic = message_from_record(line, where)
-            routing_key = args.routing_key if args.routing_key is not None else topic
-            if routing_key is None:
-                raise UsageError(f"{where}: the record has no topic; give --routing-key")
-            if headers:
-                message.headers.update(headers)
-            messages.append((message, args.exchange or exchange, routing_key))
-        if not messages:
-            raise UsageError(f"{args.file} holds no records, so there is nothing to publish")
-        return messages
-    if args.body is None:
-        raise UsageError("give the message body, '-' to read it from standard input, or --file")
-    if args.routing_key is None:
-        raise UsageError("--routing-key is required to publish a BODY")
-    data = sys.stdin.buffer.read() if args.body == "-" else args.body.encode("utf-8")
-    message = Message(
-        data,
-        args.routing_key,
-        headers,
-        content_type=args.content_type or "application/json",
-    )
-    return [(message, args.exchange, args.routing_key)]
-
-
-def _cmd_publish(args: argparse.Namespace) -> int:
-    from fedmq._publisher import Publisher
-
-    config = _load(args.config)
-    messages = _messages_to_publish(args)
-    _quiet_logging()
-
-    async def publish(reactor: Any) -> int:
-        publisher = Publisher(config, reactor)
-
-        def send(item: tuple[Message, str | None, str]) -> defer.Deferred[None]:
-            message, exchange, routing_key = item
-            return publisher.publish(
-                message, exchange, routing_key, mandatory=args.mandatory, timeout=args.timeout
-            )
-
-        confirmed = 0
-        try:
-            # The first message alone: publishes made while the publisher is
-            # still opening its channel can go out in another order.
-            await send(messages[0])
-            confirmed = 1
-            while confirmed < len(messages):
-                window = messages[confirmed : confirmed + _PUBLISH_WINDOW]
-                results = await defer.DeferredList(
-                    [send(item) for item in window], consumeErrors=True
-                )
-                for ok, result in results:
-                    if not ok:
-                        confirmed += sum(1 for ok, _ in results if ok)
-                        cast(Failure, result).raiseException()
-                confirmed += len(window)
-        except PublishError:
-            if len(messages) > 1:
-                sys.stderr.write(f"fedmq: {confirmed} of {len(messages)} messages confirmed\n")
-            raise
-        finally:
-            await publisher.close()
-        exchanges = {
-            config.publish_exchange if exchange is None else exchange for _, exchange, _ in messages
-        }
-        count = f"{len(messages)} message{'s' if len(messages) != 1 else ''}"
-        print(f"Published {count} to {', '.join(map(repr, sorted(exchanges)))}")
-        return OK
-
-    return _run_in_reactor(publish)
+    return run_record(args, _consume_config(args))
 
 
 # --- get -------------------------------------------------------------------
@@ -378,8 +99,8 @@ async def _refusable(d: defer.Deferred[Any], what: str) -> Any:
 def _cmd_get(args: argparse.Namespace) -> int:
     from fedmq._amqp import AMQPConnection
 
-    config = _load(args.config)
-    _quiet_logging()
+    config = load(args)
+    quiet_logging()
 
     async def get(reactor: Any) -> int:
         connection = await AMQPConnection.connect(config, reactor)
@@ -418,7 +139,7 @@ def _cmd_get(args: argparse.Namespace) -> int:
             sys.stderr.write(f"fedmq: queue {args.queue!r} is empty\n")
         return OK
 
-    return _run_in_reactor(get)
+    return run_in_reactor(get)
 
 
 # --- requeue-dead ----------------------------------------------------------
@@ -427,8 +148,8 @@ def _cmd_get(args: argparse.Namespace) -> int:
 def _cmd_requeue_dead(args: argparse.Namespace) -> int:
     from fedmq._requeue import dead_queue_name, requeue_dead
 
-    config = _load(args.config)
-    _quiet_logging()
+    config = load(args)
+    quiet_logging()
 
     async def move(reactor: Any) -> int:
         moved = await requeue_dead(config, reactor, args.queue, args.limit)
@@ -436,14 +157,16 @@ def _cmd_requeue_dead(args: argparse.Namespace) -> int:
         print(f"Moved {count} from {dead_queue_name(args.queue)!r} to {args.queue!r}")
         return OK
 
-    return _run_in_reactor(move)
+    return run_in_reactor(move)
 
 
 # --- check-config ----------------------------------------------------------
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(args.file)
+    if args.global_config is not None:
+        raise UsageError("check-config takes the file to check as FILE, not --config")
+    config = load_config(args.file)
     check_runnable(config)
     if config.callback is not None:
         try:
@@ -472,43 +195,20 @@ def _positive(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
-    return value
+_CONFIG_HELP = "the configuration file (default: $FEDMQ_CONFIG, else /etc/fedmq/config.toml)"
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "--conf", "-c", metavar="FILE", help=_CONFIG_HELP)
+
+
+def _add_app_name(parser: argparse.ArgumentParser, default: str | None) -> None:
     parser.add_argument(
-        "--config",
-        "-c",
-        metavar="FILE",
-        help="the configuration file (default: $FEDMQ_CONFIG, else /etc/fedmq/config.toml)",
-    )
-
-
-def _add_topology(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "topology", "any of these replaces the configuration's queues and bindings"
-    )
-    group.add_argument(
-        "--queue-name",
-        metavar="Q",
-        help="consume queue Q (durable); without it, a server-named queue deleted on exit",
-    )
-    group.add_argument(
-        "--routing-key",
-        metavar="K",
-        action="append",
-        default=[],
-        help="bind the queue with routing key K; repeat for more (default: '#')",
-    )
-    group.add_argument(
-        "--exchange", metavar="E", help="bind the queue to exchange E (default: amq.topic)"
+        "--app-name",
+        metavar="N",
+        default=default,
+        help="the name the broker shows for this connection (the 'app' client property"
+        + (f"; default: {default})" if default else ")"),
     )
 
 
@@ -521,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
         "0 on success and 2 for a usage or configuration error; see fedmq(1).",
     )
     parser.add_argument("--version", action="version", version=f"fedmq {__version__}")
+    parser.add_argument(
+        "--config",
+        "--conf",
+        "-c",
+        dest="global_config",
+        metavar="FILE",
+        help=f"{_CONFIG_HELP}; also accepted after the command",
+    )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     def command(name: str, summary: str, run: Callable[[argparse.Namespace], int]) -> Any:
@@ -540,57 +248,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="the callback, as package.module:object (default: the configuration's)",
     )
     consume.add_argument(
-        "--app-name", metavar="N", help="the name the broker shows for this connection"
+        "--callback-file",
+        metavar="PATH:OBJECT",
+        help="the callback, as object OBJECT of the Python file PATH, which is run to "
+        "find it; overrides --callback",
     )
-    _add_topology(consume)
+    _add_app_name(consume, None)
+    add_topology_options(consume)
 
     publish = command(
         "publish",
-        "Publish one message, or each record of a JSON-lines file, and wait for confirms.",
-        _cmd_publish,
+        "Publish each message of a file, or one message, and wait for confirms.",
+        run_publish,
     )
     _add_config(publish)
-    publish.add_argument(
-        "body",
-        nargs="?",
-        metavar="BODY",
-        help="the message body, or '-' to read it from standard input",
-    )
-    publish.add_argument(
-        "--file", "-f", metavar="F", help="publish each record of F, a JSON-lines file"
-    )
-    publish.add_argument(
-        "--exchange",
-        metavar="E",
-        help="the exchange (default: the record's, else the configuration's publish_exchange)",
-    )
-    publish.add_argument(
-        "--routing-key", metavar="K", help="the routing key (default: each record's topic)"
-    )
-    publish.add_argument(
-        "--content-type",
-        metavar="T",
-        help="the content type of BODY (default: application/json)",
-    )
-    publish.add_argument(
-        "--header",
-        metavar="NAME=VALUE",
-        action="append",
-        default=[],
-        help="add a header (a string); repeat for more",
-    )
-    publish.add_argument(
-        "--mandatory",
-        action="store_true",
-        help="fail when the broker cannot route a message to any queue",
-    )
-    publish.add_argument(
-        "--timeout",
-        metavar="SECONDS",
-        type=_seconds,
-        default=30.0,
-        help="how long to wait for each confirm (default: 30)",
-    )
+    add_publish_options(publish)
 
     get = command(
         "get",
@@ -613,10 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     record = command(
         "record",
-        "Write the messages consumed to FILE as JSON lines that 'fedmq publish --file' replays.",
+        "Write the messages consumed to FILE, one JSON object a line, for 'fedmq publish'.",
         _cmd_record,
     )
-    record.add_argument("file", metavar="FILE", help="the file to write ('-': standard output)")
+    add_record_options(record)
     _add_config(record)
     record.add_argument(
         "--limit",
@@ -625,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         help="stop after N messages (default: at SIGINT or SIGTERM)",
     )
-    _add_topology(record)
+    _add_app_name(record, "recorder")
+    add_topology_options(record)
 
     requeue_dead = command(
         "requeue-dead",
@@ -664,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except FedmqError as error:
-        return _report(error)
+        return report(error)
 
 
 __all__ = [
@@ -675,5 +348,6 @@ __all__ = [
     "main",
     "message_from_record",
     "message_record",
+    "with_fedora_overrides",
     "with_overrides",
 ]

@@ -51,7 +51,7 @@ def test_publish_sends_one_message_with_headers_and_waits_for_the_confirm(
     config = config_file(tmp_path, broker.url)
     result = fedmq(
         "publish", "--config", config, "--exchange", "", "--routing-key", queue_name,
-        "--header", "source=cli", '{"order": 42}',
+        "--header", "source=cli", "--body", '{"order": 42}',
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -64,7 +64,7 @@ def test_publish_reads_the_body_from_standard_input(broker, tmp_path, queue_name
     config = config_file(tmp_path, broker.url)
     result = fedmq(
         "publish", "-c", config, "--exchange", "", "--routing-key", queue_name,
-        "--content-type", "text/plain", "-",
+        "--content-type", "text/plain", "--body", "-",
         cwd=tmp_path, input="hello from stdin",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -75,7 +75,7 @@ def test_publish_with_mandatory_and_no_queue_exits_8(broker, tmp_path):
     config = config_file(tmp_path, broker.url)
     result = fedmq(
         "publish", "-c", config, "--exchange", "amq.topic", "--routing-key", "nobody.listens",
-        "--mandatory", "{}",
+        "--mandatory", "--body", "{}",
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 8, result.stderr
@@ -85,7 +85,7 @@ def test_publish_with_mandatory_and_no_queue_exits_8(broker, tmp_path):
 def test_publish_of_a_body_that_is_not_json_exits_2(broker, tmp_path):
     config = config_file(tmp_path, broker.url)
     result = fedmq(
-        "publish", "-c", config, "--exchange", "", "--routing-key", "x", "not json",
+        "publish", "-c", config, "--exchange", "", "--routing-key", "x", "--body", "not json",
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 2
@@ -139,14 +139,15 @@ def test_get_from_a_missing_queue_exits_3_naming_it(broker, tmp_path, queue_name
 def test_record_then_publish_file_replays_topics_headers_properties_and_bodies(
     broker, tmp_path, queue_name
 ):
-    """What record writes, publish --file sends again: same topics, headers,
-    message ids and bodies, JSON, text and binary alike."""
+    """What record --format fedmq writes, publish sends again: same topics,
+    headers, message ids and bodies, JSON, text and binary alike."""
     config = config_file(tmp_path, broker.url)
     recording = tmp_path / "recorded.jsonl"
     topic = f"{queue_name}.orders"
     process = start(
         [*RUNNERS["fedmq consume"][:-1], "record", str(recording), "-c", config,
-         "--queue-name", queue_name, "--routing-key", f"{queue_name}.#", "--limit", "3"],
+         "--format", "fedmq", "--queue-name", queue_name, "--routing-key", f"{queue_name}.#",
+         "--replace-topology", "--limit", "3"],
         cwd=tmp_path,
     )  # fmt: skip
     try:
@@ -186,7 +187,7 @@ def test_record_then_publish_file_replays_topics_headers_properties_and_bodies(
 
     # Without --exchange and --routing-key, each record goes where it came
     # from: amq.topic, with its topic, which the recorded queue is bound to.
-    again = fedmq("publish", "-c", config, "--file", str(recording), cwd=tmp_path)
+    again = fedmq("publish", "-c", config, str(recording), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert broker.counts(queue_name) == (3, 0)
 
@@ -204,7 +205,7 @@ def test_publish_file_with_a_bad_line_names_the_line_and_publishes_nothing(
 ):
     broker.declare_queue(queue_name)
     records = tmp_path / "records.jsonl"
-    records.write_text('{"topic": "a", "body": 1}\n{"topic": "b", "bdy": 2}\n')
+    records.write_text('{"topic": "a", "body": {}}\n{"topic": "b", "bdy": {}}\n')
     config = config_file(tmp_path, broker.url)
     result = fedmq(
         "publish", "-c", config, "--file", str(records), "--exchange", "", "--routing-key",
@@ -219,7 +220,7 @@ def test_publish_file_with_a_bad_line_names_the_line_and_publishes_nothing(
 # --- consume's own options -------------------------------------------------------
 
 
-def test_consume_routing_key_and_queue_name_replace_the_configured_topology(
+def test_consume_replace_topology_consumes_the_named_queue_instead_of_the_configured_ones(
     broker, tmp_path, queue_name
 ):
     log = tmp_path / "events.log"
@@ -232,7 +233,7 @@ def test_consume_routing_key_and_queue_name_replace_the_configured_topology(
     )
     process = start(
         [*RUNNERS["fedmq consume"], "-c", config, "--queue-name", queue_name,
-         "--routing-key", "cli.#", "--app-name", "cli-test"],
+         "--routing-key", "cli.#", "--app-name", "cli-test", "--replace-topology"],
         cwd=tmp_path,
     )  # fmt: skip
     try:
@@ -267,11 +268,11 @@ def test_consume_without_a_queue_name_uses_a_server_named_queue_that_goes_away(
     assert status == 0, err
 
 
-def test_consume_with_a_config_that_has_no_queues_exits_2(broker, tmp_path):
-    config = config_file(tmp_path, broker.url, callback="fedmq.example:printer")
+def test_consume_with_an_empty_queues_table_exits_2(broker, tmp_path):
+    config = config_file(tmp_path, broker.url, callback="fedmq.example:printer", queues={})
     result = fedmq("consume", "-c", config, cwd=tmp_path)
     assert result.returncode == 2
-    assert "no queues" in one_line(result)
+    assert "the queues table is empty, so there is nothing to consume" in one_line(result)
 
 
 # --- errors every command shares ----------------------------------------------------
@@ -279,7 +280,7 @@ def test_consume_with_a_config_that_has_no_queues_exits_2(broker, tmp_path):
 
 COMMANDS = {
     "consume": ["consume", "--queue-name", "q"],
-    "publish": ["publish", "--exchange", "", "--routing-key", "q", "{}"],
+    "publish": ["publish", "--exchange", "", "--routing-key", "q", "--body", "{}"],
     "get": ["get", "--queue", "q"],
     "record": ["record", "out.jsonl", "--queue-name", "q"],
 }

@@ -1,4 +1,4 @@
-"""The ``fedmq`` command without a broker: options, topology, JSON lines, and errors.
+"""The ``fedmq`` command without a broker: options, topology, and errors.
 
 Everything here happens before a reactor would run: what needs the broker is
 in tests/integration/test_cli.py.
@@ -6,19 +6,12 @@ in tests/integration/test_cli.py.
 
 from __future__ import annotations
 
-import base64
-import datetime
-import decimal
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from fedmq._records import dump_record, message_from_record, message_record
-from fedmq.cli import build_parser, main, with_overrides
+from fedmq.cli import UsageError, build_parser, main, with_fedora_overrides, with_overrides
 from fedmq.config import QueueConfig, config_from_mapping
-from fedmq.message import Properties
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -37,7 +30,94 @@ def config_path(tmp_path: Path) -> Path:
     return path
 
 
-# --- topology from the command line ----------------------------------------------
+# --- topology from the command line: fedora-messaging's meaning -------------------
+
+SERVER_NAMED = QueueConfig(name="", durable=False, auto_delete=True, exclusive=True)
+NO_QUEUES = config_from_mapping({})
+TWO_QUEUES = config_from_mapping(
+    {
+        "queues": {"orders": {}, "audit": {"durable": False}},
+        "bindings": [
+            {"queue": "orders", "exchange": "shop", "routing_keys": ["order.#"]},
+            {"queue": "audit", "exchange": "amq.topic", "routing_keys": ["#", "x.y"]},
+        ],
+    }
+)
+
+
+def topology(config):
+    return config.queues, [(b.queue, b.exchange, b.routing_keys) for b in config.bindings]
+
+
+def test_without_flags_the_configured_topology_is_consumed_as_it_is():
+    assert with_fedora_overrides(TWO_QUEUES) is TWO_QUEUES
+
+
+def test_routing_keys_replace_the_keys_of_every_configured_binding_and_keep_the_queues():
+    queues, bindings = topology(with_fedora_overrides(TWO_QUEUES, routing_keys=["a.#", "b"]))
+    assert queues == TWO_QUEUES.queues
+    assert bindings == [("orders", "shop", ("a.#", "b")), ("audit", "amq.topic", ("a.#", "b"))]
+
+
+def test_an_exchange_replaces_the_exchange_of_every_configured_binding():
+    _, bindings = topology(with_fedora_overrides(TWO_QUEUES, exchange="events"))
+    assert bindings == [("orders", "events", ("order.#",)), ("audit", "events", ("#", "x.y"))]
+
+
+def test_without_queues_the_flags_edit_fedora_messagings_default_server_named_queue():
+    queues, bindings = topology(with_fedora_overrides(NO_QUEUES, routing_keys=["a.#"]))
+    assert queues == (SERVER_NAMED,)
+    assert bindings == [("", "amq.topic", ("a.#",))]
+
+
+def test_a_queue_name_names_the_default_queue_which_stays_exclusive_and_auto_deleted():
+    config = with_fedora_overrides(NO_QUEUES, queue_name="mine", exchange="shop")
+    queues, bindings = topology(config)
+    assert queues == (QueueConfig(name="mine", durable=False, auto_delete=True, exclusive=True),)
+    assert bindings == [("mine", "shop", ("#",))]
+
+
+def test_a_queue_name_renames_the_one_configured_queue_and_every_binding_follows():
+    one = config_from_mapping(
+        {
+            "queues": {"orders": {"arguments": {"x-max-length": 10}}},
+            "bindings": [
+                {"queue": "orders", "exchange": "shop", "routing_keys": ["order.#"]},
+                {"queue": "elsewhere", "exchange": "amq.topic", "routing_keys": ["k"]},
+            ],
+        }
+    )
+    queues, bindings = topology(with_fedora_overrides(one, queue_name="orders-test"))
+    assert queues == (QueueConfig(name="orders-test", arguments={"x-max-length": 10}),)
+    assert bindings == [("orders-test", "shop", ("order.#",)), ("orders-test", "amq.topic", ("k",))]
+
+
+def test_bindings_of_a_config_without_queues_bind_the_default_queue_when_it_is_renamed():
+    config = config_from_mapping(
+        {"bindings": [{"queue": "", "exchange": "shop", "routing_keys": ["a"]}]}
+    )
+    _, bindings = topology(with_fedora_overrides(config, queue_name="q"))
+    assert bindings == [("q", "shop", ("a",))]
+
+
+def test_empty_queue_name_and_exchange_count_as_not_given():
+    assert with_fedora_overrides(TWO_QUEUES, queue_name="", exchange="") is TWO_QUEUES
+
+
+def test_a_queue_name_with_several_configured_queues_is_refused_naming_them():
+    with pytest.raises(UsageError) as raised:
+        with_fedora_overrides(TWO_QUEUES, queue_name="q")
+    assert "--queue-name" in str(raised.value) and "2 ('orders', 'audit')" in str(raised.value)
+
+
+def test_a_routing_key_with_queues_but_no_bindings_is_refused_instead_of_doing_nothing():
+    config = config_from_mapping({"queues": {"orders": {}}})
+    with pytest.raises(UsageError) as raised:
+        with_fedora_overrides(config, routing_keys=["k"])
+    assert str(raised.value).startswith("--routing-key changes the configuration's bindings")
+
+
+# --- --replace-topology: fedmq's own meaning of the flags ---------------------------------
 
 
 BASE = config_from_mapping(
@@ -48,7 +128,7 @@ BASE = config_from_mapping(
 )
 
 
-def test_without_topology_options_the_config_is_unchanged():
+def test_replace_without_topology_options_leaves_the_config_unchanged():
     assert with_overrides(BASE) is BASE
 
 
@@ -87,95 +167,6 @@ def test_app_name_changes_only_the_app_client_property():
     assert config.client_properties["app"] == "billing"
     assert config.client_properties["product"] == BASE.client_properties["product"]
     assert config.queues == BASE.queues
-
-
-# --- JSON lines ------------------------------------------------------------------
-
-
-def record_of(body: bytes, content_type: str | None, **props: Any) -> dict[str, Any]:
-    properties = Properties(content_type=content_type, **props)
-    return json.loads(dump_record(message_record("a.b", "amq.topic", properties, body)))
-
-
-def test_a_json_body_is_recorded_decoded_and_replays_to_the_same_message():
-    record = record_of(b'{"n": 1}', "application/json", message_id="m1", timestamp=7)
-    assert record == {
-        "topic": "a.b",
-        "exchange": "amq.topic",
-        "headers": {},
-        "properties": {"content_type": "application/json", "message_id": "m1", "timestamp": 7},
-        "body": {"n": 1},
-    }
-    message, exchange, topic = message_from_record(json.dumps(record), "f:1")
-    assert (exchange, topic) == ("amq.topic", "a.b")
-    assert message.body == {"n": 1}
-    assert (message.id, message.properties.timestamp) == ("m1", 7)
-
-
-def test_a_text_body_is_recorded_as_a_string():
-    record = record_of("grüß".encode(), "text/plain; charset=utf-8")
-    assert record["body"] == "grüß"
-    message, _, _ = message_from_record(json.dumps(record), "f:1")
-    assert message.data == "grüß".encode()
-
-
-@pytest.mark.parametrize(
-    ("data", "content_type"),
-    [(b"\x00\xff", "application/octet-stream"), (b"{broken", "application/json"), (b"", None)],
-)
-def test_other_bodies_are_recorded_in_base64_and_replay_byte_for_byte(data, content_type):
-    record = record_of(data, content_type)
-    assert "body" not in record
-    assert base64.b64decode(record["body_base64"]) == data
-    if content_type != "application/json":  # an invalid JSON body cannot be sent as JSON
-        message, _, _ = message_from_record(json.dumps(record), "f:1")
-        assert message.data == data
-
-
-def test_header_values_json_has_no_type_for_are_written_as_strings():
-    props = Properties(
-        content_type="application/json",
-        headers={
-            "when": datetime.datetime(2024, 5, 1, 12, 0),
-            "price": decimal.Decimal("1.50"),
-            "raw": b"\xff\x00",
-            "text": b"plain",
-        },
-    )
-    record = json.loads(dump_record(message_record("t", None, props, b"1")))
-    assert record["headers"] == {
-        "when": "2024-05-01T12:00:00",
-        "price": "1.50",
-        "raw": "/wA=",
-        "text": "plain",
-    }
-    assert "exchange" not in record
-
-
-@pytest.mark.parametrize(
-    ("line", "says"),
-    [
-        ("{not json", "f:3: not valid JSON"),
-        ("[1, 2]", "f:3: expected a JSON object, got list"),
-        ('{"topic": "t", "bdy": 1}', "f:3: unknown key 'bdy'"),
-        ('{"topic": 5}', "f:3: topic must be a string"),
-        ('{"headers": [1]}', "f:3: headers must be an object"),
-        ('{"properties": {"colour": "red"}}', "f:3: 'colour' is not an AMQP message property"),
-        ('{"properties": {"headers": {}}}', "f:3: headers go in the record's own"),
-        ('{"body": 1, "body_base64": "AA=="}', "f:3: has body and body_base64"),
-        ('{"body_base64": "!!"}', "f:3: body_base64 is not valid base64"),
-        (
-            '{"properties": {"content_type": "application/octet-stream"}, "body": "x"}',
-            "f:3: A body with content type 'application/octet-stream' must be bytes",
-        ),
-    ],
-)
-def test_a_bad_record_names_its_line_and_what_is_wrong(line, says):
-    from fedmq.cli import UsageError
-
-    with pytest.raises(UsageError) as raised:
-        message_from_record(line, "f:3")
-    assert str(raised.value).startswith(says)
 
 
 # --- errors before anything connects -------------------------------------------------
@@ -240,12 +231,15 @@ def test_check_config_reports_a_callback_class_that_fails_to_build_as_usage(caps
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--exchange", "x", "{}"], "--routing-key is required to publish a BODY"),
-        (["--routing-key", "k"], "give the message body"),
-        (["--routing-key", "k", "--header", "novalue", "{}"], "--header 'novalue' is not of"),
-        (["--routing-key", "k", "not json"], "is not valid JSON"),
-        (["--routing-key", "k", "--file", "x.jsonl", "{}"], "give a BODY or --file, not both"),
-        (["--file", "absent.jsonl"], "cannot read absent.jsonl"),
+        (["--exchange", "x", "--body", "{}"], "--routing-key is required with --body"),
+        (["--routing-key", "k"], "give a FILE of messages ('-': standard input), or --body"),
+        (["--routing-key", "k", "--header", "novalue", "--body", "{}"], "--header 'novalue' is"),
+        (["--routing-key", "k", "--body", "not json"], "is not valid JSON"),
+        (["--body", "{}", "x.jsonl"], "give --body or a FILE, not both"),
+        (["x.jsonl", "--file", "y.jsonl"], "give FILE or --file, not both"),
+        (["absent.jsonl"], "cannot read absent.jsonl: No such file or directory"),
+        (["--routing-key", "k", "{}"], "(a message body goes in --body)"),
+        (["--format", "xml", "x.jsonl"], "argument --format: invalid choice: 'xml'"),
     ],
 )
 def test_publish_mistakes_are_reported_before_connecting(
@@ -257,10 +251,21 @@ def test_publish_mistakes_are_reported_before_connecting(
     assert says in err and err.count("\n") == 1
 
 
+def test_publishing_a_file_in_the_wrong_format_names_the_line_and_the_other_format(
+    capsys, config_path, tmp_path
+):
+    records = tmp_path / "records.jsonl"
+    records.write_text('{"topic": "a", "body": {"n": 1}}\n{"topic": "b", "body": [2]}\n')
+    status, _, err = run(capsys, "publish", "-c", str(config_path), str(records))
+    assert status == 2
+    assert err.startswith(f"fedmq: {records}:2: body must be a JSON object in fedora-messaging's")
+    assert "--format fedmq" in err and err.count("\n") == 1
+
+
 def test_publishing_an_empty_file_is_refused(capsys, config_path, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    status, _, err = run(capsys, "publish", "-c", str(config_path), "--file", str(empty))
+    status, _, err = run(capsys, "publish", "-c", str(config_path), str(empty))
     assert status == 2 and "holds no records" in err
 
 
@@ -280,6 +285,62 @@ def test_record_to_a_file_that_cannot_be_written_is_refused(capsys, config_path,
     status, _, err = run(capsys, "record", str(target), "-c", str(config_path), "--queue-name", "q")
     assert status == 2
     assert err == f"fedmq: cannot write {target}: No such file or directory\n"
+
+
+def test_conf_is_read_before_the_command_as_fedora_messaging_takes_it(capsys, tmp_path):
+    absent = tmp_path / "absent.toml"
+    status, _, err = run(capsys, "--conf", str(absent), "consume", "--routing-key", "k")
+    assert status == 2
+    assert err == f"fedmq: config file {absent} does not exist\n"
+
+
+def test_conf_is_also_an_alias_of_config_after_the_command(capsys, tmp_path):
+    absent = tmp_path / "absent.toml"
+    status, _, err = run(capsys, "record", "out.jsonl", "--conf", str(absent))
+    assert status == 2
+    assert err == f"fedmq: config file {absent} does not exist\n"
+
+
+def test_conf_before_and_after_the_command_is_refused(capsys, config_path):
+    status, _, err = run(
+        capsys, "--conf", str(config_path), "consume", "--config", str(config_path)
+    )
+    assert status == 2
+    assert err == "fedmq: give --config (or --conf) once: before the command or after it\n"
+
+
+def test_replace_topology_alone_is_refused(capsys, config_path):
+    status, _, err = run(capsys, "consume", "-c", str(config_path), "--replace-topology")
+    assert status == 2
+    assert err.startswith("fedmq: --replace-topology needs --queue-name") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("source", "spec", "says"),
+    [
+        (None, "handlers.py", "--callback-file 'handlers.py' is not of the form"),
+        (None, "absent.py:handle", "--callback-file: cannot read absent.py: No such file"),
+        (
+            "def handle(:\n",
+            "handlers.py:handle",
+            "--callback-file: handlers.py is not valid Python",
+        ),
+        ("1 / 0\n", "handlers.py:handle", "--callback-file: running handlers.py raised"),
+        ("x = 1\n", "handlers.py:handle", "--callback-file: handlers.py defines no object named"),
+        ("handle = 5\n", "handlers.py:handle", "--callback-file: 'handle' in handlers.py is not"),
+    ],
+)
+def test_a_callback_file_that_does_not_give_a_callback_is_one_line_and_exit_2(
+    capsys, config_path, tmp_path, monkeypatch, source, spec, says
+):
+    monkeypatch.chdir(tmp_path)
+    if source is not None:
+        (tmp_path / "handlers.py").write_text(source)
+    status, _, err = run(
+        capsys, "consume", "-c", str(config_path), "--routing-key", "k", "--callback-file", spec
+    )
+    assert status == 2
+    assert err.startswith(f"fedmq: {says}") and err.count("\n") == 1
 
 
 def test_the_parser_is_fedmq():

@@ -692,7 +692,8 @@ def test_parse_helpers_name_their_source_and_key_in_errors() -> None:
 
     assert str(caught.value).startswith("<arguments>: unknown key queues.q.durible")
 
-    with pytest.raises(ConfigurationError, match=r"^consume\(\): bindings\[0\] is missing exchange$"):
+    missing = r"^consume\(\): bindings\[0\] is missing exchange$"
+    with pytest.raises(ConfigurationError, match=missing):
         parse_bindings([{"queue": "q", "routing_keys": ["#"]}], source="consume()")
 
 
