@@ -43,7 +43,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml tests/anchors.py
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet -e '.[test,lint,docs]'
+	$(VENV)/bin/pip install --quiet -e '.[test,lint,docs]' -e tests/fedora_schemas
 	# The sdists of the tools the compatibility tests run fedmq against.
 	$(VENV)/bin/python -m tests.anchors
 	touch $@
