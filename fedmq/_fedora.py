@@ -44,11 +44,17 @@ BASE_SCHEMA = "base.message"
 #: fedora-messaging's INFO severity, what a message without one has.
 INFO = 20
 
-_JSON_TYPES = frozenset(("application/json", None, ""))
-
 
 class SchemaInvalid(Drop):
     """A delivery failed its schema class's validation: it is dropped, never handed over."""
+
+
+def is_json_type(content_type: str | None) -> bool:
+    """Whether a content type is JSON (``application/json``, ``+json``, or none)."""
+    if not content_type:
+        return True
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
 
 
 def installed() -> bool:
@@ -422,7 +428,7 @@ def add_compatibility_headers(message: Message) -> Properties | None:
         and properties.content_encoding
     ):
         return None
-    if properties.content_type not in _JSON_TYPES or not isinstance(message.body, dict):
+    if not is_json_type(properties.content_type) or not isinstance(message.body, dict):
         return None
     added = Properties.from_object(properties)
     added.headers = {
@@ -444,7 +450,7 @@ def _now() -> str:
 def format_problem(message: Message) -> str | None:
     """Why a fedora-messaging consumer would drop ``message``; None when it would not."""
     properties = message.properties
-    if properties.content_type not in _JSON_TYPES:
+    if not is_json_type(properties.content_type):
         return f"its content type is {properties.content_type!r}, not JSON"
     encoding = properties.content_encoding
     if encoding and encoding.lower() not in ("utf-8", "utf8"):
