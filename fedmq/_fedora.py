@@ -313,7 +313,15 @@ def fill_global_config(config: Config) -> None:
     values.update(
         {
             "amqp_url": config.amqp_url,
-            "client_properties": _plain(config.client_properties),
+            # fedora-messaging reserves the keys naming the library itself.
+            "client_properties": {
+                **values["client_properties"],
+                **{
+                    key: value
+                    for key, value in _plain(config.client_properties).items()
+                    if key not in ("product", "version", "information")
+                },
+            },
             "passive_declares": config.passive_declares,
             "publish_exchange": config.publish_exchange,
             "topic_prefix": config.topic_prefix,

@@ -11,6 +11,7 @@ import json
 import logging
 from typing import Any
 
+import jsonschema.exceptions
 import pytest
 from fedmq_test_schemas import BuildFinishedV1, ReviewCommentV1
 from fedora_messaging import config as fm_config
@@ -124,7 +125,7 @@ def test_a_delivery_failing_its_schema_is_dropped_with_the_reason_before_the_cal
     # fedora-messaging refuses the same message: the verdicts agree.
     cls = fm_message.get_class(headers["fedora_messaging_schema"])
     properties = Properties(headers=headers, message_id="id-1")
-    with pytest.raises(Exception, match="ValidationError|is not|required"):
+    with pytest.raises(jsonschema.exceptions.ValidationError):
         cls(body=body, topic="t", properties=properties).validate()
 
 
