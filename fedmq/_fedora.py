@@ -143,8 +143,9 @@ def _validator(cls: type[Any], base: type[Any], name: str) -> Callable[[Any], No
                 raise SchemaInvalid(_reason(name, error)) from error
 
         return validate_per_instance
-    headers_checks = [_compiled(schema) for attribute, schema in schemas[:2]]
-    body_checks = [_compiled(schema) for attribute, schema in schemas[2:]]
+    # A class that keeps the base class's schema would check the same thing twice.
+    headers_checks = [_compiled(schema) for schema in _distinct(schemas[:2])]
+    body_checks = [_compiled(schema) for schema in _distinct(schemas[2:])]
 
     def validate(message: Any) -> None:
         import jsonschema.exceptions  # type: ignore[import-untyped]
@@ -160,6 +161,14 @@ def _validator(cls: type[Any], base: type[Any], name: str) -> Callable[[Any], No
             raise SchemaInvalid(_reason(name, error)) from error
 
     return validate
+
+
+def _distinct(schemas: list[tuple[str, Any]]) -> list[Any]:
+    distinct: list[Any] = []
+    for _attribute, schema in schemas:
+        if not any(schema is seen for seen in distinct):
+            distinct.append(schema)
+    return distinct
 
 
 def _reason(name: str, error: Any) -> str:
