@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pika
+import pytest
 import pytest_twisted
 from fedmq_test_schemas import BuildFinishedV1, ReviewCommentV1
 from twisted.internet import threads
@@ -22,7 +23,7 @@ from twisted.internet import threads
 import fedmq
 from fedmq.config import config_from_mapping
 from tests.integration.conftest import wait_for
-from tests.integration.processes import environment
+from tests.integration.processes import RUNNERS, environment, finish, start, write_config
 
 BIN = Path(sys.executable).parent
 BUILD = {"build_id": 12, "package": "kernel", "owner": "alice", "succeeded": False}
@@ -267,3 +268,31 @@ async def test_a_fedora_messaging_callback_class_reads_fedmqs_config_and_halts_w
     seen = [json.loads(line) for line in output.read_text().splitlines()]
     assert [record["body"] for record in seen] == [{"n": 0}, {"n": 1}]
     assert broker.ready(queue_name) == 1  # the third goes back to the queue
+
+
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
+def test_the_fedmq_service_fills_fedora_messagings_config_for_a_callback_class(
+    runner, broker, queue_name, tmp_path
+):
+    output = tmp_path / "seen.jsonl"
+    broker.declare_queue(queue_name)
+    broker.publish(queue_name, [{"n": 1}])
+    config = write_config(
+        tmp_path / "config.toml",
+        {
+            "amqp_url": broker.url,
+            "callback": "tests.integration.fedora_callbacks:Recorder",
+            "queues": {queue_name: {"durable": True}},
+            "consumer_config": {"output": str(output), "count": 1},
+        },
+    )
+    # fedora-messaging's own file, were it read, would not have the settings.
+    process = start(
+        [*RUNNERS[runner], "--config", str(config)],
+        cwd=tmp_path,
+        FEDORA_MESSAGING_CONF=str(tmp_path / "absent.toml"),
+    )
+    status, _out, err = finish(process)
+    assert status == 0, err
+    [record] = [json.loads(line) for line in output.read_text().splitlines()]
+    assert record["body"] == {"n": 1} and record["queue"] == queue_name

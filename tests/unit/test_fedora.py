@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import json
 import logging
+from types import SimpleNamespace
 from typing import Any
 
+import jsonschema
 import jsonschema.exceptions
 import pytest
+import pytest_twisted
 from fedmq_test_schemas import BuildFinishedV1, ReviewCommentV1
 from fedora_messaging import config as fm_config
 from fedora_messaging import exceptions as fm_exceptions
 from fedora_messaging import message as fm_message
+from twisted.internet import reactor
 
 import fedmq
 from fedmq._callback import load_callback
-from fedmq._executors import DROP, HALT, NACK, run_async, run_sync
-from fedmq.config import config_from_mapping
+from fedmq._executors import DROP, HALT, NACK, ThreadExecutor, run_async, run_sync
+from fedmq.config import Config, config_from_mapping
 from fedmq.message import Properties
+from tests.unit.test_executors import Results
 
 BUILD = {"build_id": 7, "package": "kernel", "owner": "alice", "succeeded": False}
 
@@ -268,3 +273,62 @@ def test_a_class_reading_fedora_messagings_global_config_finds_fedmqs(
 
 def test_message_classes_reach_the_callback_through_the_registry_entry_point():
     assert fm_message.get_class("fedmqtest.review.comment.v1") is ReviewCommentV1
+
+
+def test_a_deprecated_class_is_warned_about_once_not_per_message(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.WARNING, logger="fedmq")
+    headers = schema_headers("fedmqtest.build.finished.v0")
+    for tag in range(1, 4):
+        [message], _ = deliver(delivery({"build_id": tag}, headers, tag=tag))
+        assert type(message).__name__ == "BuildFinishedV0"
+    warnings = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "fedmqtest.build.finished.v0" in warnings[0]
+
+
+def test_a_message_without_schema_or_severity_headers_is_handed_over_without_a_log_line(
+    caplog: pytest.LogCaptureFixture,
+):
+    caplog.set_level(logging.DEBUG)
+    [message], result = deliver(delivery({"a": 1}))
+    assert result[1] == 0 and message.body == {"a": 1}
+    assert caplog.records == []
+
+
+def test_a_class_schemas_are_compiled_once_not_for_each_message(monkeypatch: pytest.MonkeyPatch):
+    compiled: list[Any] = []
+    check_schema = jsonschema.Draft4Validator.check_schema  # compiling starts with this check
+
+    def counting(cls: Any, schema: Any, *args: Any, **kwargs: Any) -> Any:
+        compiled.append(schema)
+        return check_schema(schema, *args, **kwargs)
+
+    monkeypatch.setattr(jsonschema.Draft4Validator, "check_schema", classmethod(counting))
+    headers = schema_headers("fedmqtest.review.comment.v1")
+    deliver(delivery(COMMENT, headers))  # the first message of the class may compile
+    compiled.clear()
+    for tag in range(2, 52):
+        [message], _ = deliver(delivery(COMMENT, headers, tag=tag))
+        assert isinstance(message, ReviewCommentV1)
+    assert compiled == []
+
+
+COMMENT = {"review": 4, "author": "bob", "text": "LGTM", "reviewers": ["dave"]}
+
+
+@pytest.mark.parametrize(
+    ("decode", "delivered_as"), [(True, "BuildFinishedV1"), (False, "Message")]
+)
+@pytest_twisted.ensureDeferred
+async def test_a_consumers_executor_hands_over_classes_only_with_decoding_on(
+    decode: bool, delivered_as: str
+):
+    seen: list[Any] = []
+    results = Results()
+    consumer = SimpleNamespace(config=Config(decode=decode))
+    executor = ThreadExecutor(seen.append, 1, reactor, results, consumer=consumer)
+    executor.submit(delivery(BUILD, schema_headers()))  # type: ignore[arg-type]
+    await results.when(1)
+    await executor.stop_intake()
+    await executor.join()
+    assert type(seen[0]).__name__ == delivered_as

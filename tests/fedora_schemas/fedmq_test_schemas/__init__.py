@@ -1,7 +1,8 @@
 """Two message classes with real body schemas, for fedmq's compatibility tests.
 
-``BuildFinishedV1`` describes a finished package build; ``ReviewCommentV1`` a
-comment left on a review, and it also constrains one header.
+``BuildFinishedV1`` describes a finished package build; ``BuildFinishedV0``
+is its deprecated predecessor; ``ReviewCommentV1`` a comment left on a review,
+and it also constrains one header.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ class BuildFinishedV1(message.Message):
 
     @property
     def summary(self) -> str:
-        outcome = "succeeded" if self.body["succeeded"] else "failed"
-        return f"{self.body['owner']}'s build {self.body['build_id']} of {self.body['package']} {outcome}"
+        body = self.body
+        outcome = "succeeded" if body["succeeded"] else "failed"
+        return f"{body['owner']}'s build {body['build_id']} of {body['package']} {outcome}"
 
     @property
     def usernames(self) -> list[str]:
@@ -48,6 +50,19 @@ class BuildFinishedV1(message.Message):
 
     def __str__(self) -> str:
         return f"Build {self.body['build_id']} of {self.body['package']}: {self.summary}"
+
+
+class BuildFinishedV0(message.Message):
+    """The first version of a finished build: only its id. Superseded by v1."""
+
+    topic = "fedmqtest.build.finished"
+    deprecated = True
+    body_schema: ClassVar[dict[str, Any]] = {
+        "$schema": _DRAFT4,
+        "type": "object",
+        "properties": {"build_id": {"type": "integer"}},
+        "required": ["build_id"],
+    }
 
 
 class ReviewCommentV1(message.Message):
