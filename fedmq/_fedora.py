@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from fedmq._headers import FEDORA_SCHEMA as SCHEMA_HEADER
 from fedmq._headers import FEDORA_SEVERITY as SEVERITY_HEADER
 from fedmq._headers import SENT_AT as SENT_AT_HEADER
+from fedmq._schema_check import quick_check
 from fedmq.exceptions import Drop, HaltConsumer, Nack, PublishFormatError
 from fedmq.message import Message, Properties
 
@@ -117,12 +118,13 @@ def _build_entry(name: str) -> tuple[type[Any], Callable[[Any], None]] | None:
     return _delivered_class(cls), _validator(cls, fm_message.Message, name)
 
 
-def _compiled(schema: Any) -> Any:
+def _compiled(schema: Any) -> tuple[Callable[[Any], bool] | None, Any]:
+    """(quick check or None, full validator) for one schema."""
     import jsonschema.validators  # type: ignore[import-untyped]
 
     validator_class = jsonschema.validators.validator_for(schema)
     validator_class.check_schema(schema)
-    return validator_class(schema)
+    return quick_check(schema), validator_class(schema)
 
 
 def _validator(cls: type[Any], base: type[Any], name: str) -> Callable[[Any], None]:
@@ -152,11 +154,14 @@ def _validator(cls: type[Any], base: type[Any], name: str) -> Callable[[Any], No
 
         try:
             headers = message._headers
-            for check in headers_checks:
-                check.validate(headers)
+            for quick, full in headers_checks:
+                # The full validator decides whatever the quick check does not accept.
+                if quick is None or not quick(headers):
+                    full.validate(headers)
             body = message.body
-            for check in body_checks:
-                check.validate(body)
+            for quick, full in body_checks:
+                if quick is None or not quick(body):
+                    full.validate(body)
         except jsonschema.exceptions.ValidationError as error:
             raise SchemaInvalid(_reason(name, error)) from error
 
