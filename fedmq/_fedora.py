@@ -60,9 +60,12 @@ def is_json_type(content_type: str | None) -> bool:
 
 def installed() -> bool:
     """Whether fedora-messaging can be imported here."""
-    if "fedora_messaging" in sys.modules:
+    if sys.modules.get("fedora_messaging") is not None:
         return True
-    return importlib.util.find_spec("fedora_messaging") is not None
+    try:
+        return importlib.util.find_spec("fedora_messaging") is not None
+    except ValueError:  # in sys.modules as None: imports of it are blocked
+        return False
 
 
 # --- consuming: classes by schema name --------------------------------------

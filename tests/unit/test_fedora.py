@@ -332,3 +332,52 @@ async def test_a_consumers_executor_hands_over_classes_only_with_decoding_on(
     await executor.stop_intake()
     await executor.join()
     assert type(seen[0]).__name__ == delivered_as
+
+
+WITHOUT_FEDORA_MESSAGING = """
+import json, sys
+sys.modules["fedora_messaging"] = None  # as if it were not installed: importing it fails
+import fedmq
+from fedmq import _fedora
+from fedmq._callback import load_callback
+from fedmq._executors import DROP, run_sync
+from fedmq._publisher import wire_form
+from fedmq.config import config_from_mapping
+from fedmq.message import Properties
+
+config = config_from_mapping({"topic_prefix": "p", "consumer_config": {"a": 1}})
+
+class Callback:
+    def __init__(self, consumer_config):
+        self.settings = consumer_config
+    def __call__(self, message):
+        raise fedmq.Drop("no")
+
+callback, _ = load_callback(Callback, config.consumer_config, config=config)
+headers = {"fedora_messaging_schema": "fedmqtest.build.finished.v1"}
+properties = Properties(content_type="application/json", headers=headers, message_id="m")
+item = (1, False, "", "t", properties, json.dumps({"build_id": "x"}).encode(), "q")
+seen = []
+run_sync(seen.append, item, schemas=False)
+result = run_sync(callback, item)
+key, _, sent = wire_form(fedmq.Message({"a": 1}, topic="t"), config)
+print(json.dumps([
+    type(seen[0]).__name__, seen[0].summary, result[1] == DROP, callback.settings,
+    key, sent.headers["fedora_messaging_schema"], _fedora.installed(),
+]))
+"""
+
+
+def test_fedmq_consumes_and_publishes_without_fedora_messaging_installed():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_FEDORA_MESSAGING],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ["Message", "t", True, {"a": 1}, "p.t", "base.message", False]
