@@ -368,4 +368,4 @@ def _start_reactor_thread(reactor: Any) -> None:
     started.wait(30)
 
 
-__all__ = ["consume", "publish"]
+__all__ = ["consume", "intercepting_publishes", "publish"]
