@@ -152,15 +152,6 @@ def test_a_message_of_the_base_schema_reaches_the_callback_as_a_plain_message():
     assert message.summary == message.topic
 
 
-def test_without_fedora_messaging_support_the_schema_header_is_just_a_header():
-    seen: list[Any] = []
-    run_sync(seen.append, delivery({"build_id": "bad"}, schema_headers()))  # type: ignore[arg-type]
-    assert type(seen[0]) is fedmq.Message
-
-
-# --- messages without a schema class ----------------------------------------
-
-
 def test_a_plain_message_answers_every_base_class_attribute_as_fedora_messaging_does():
     headers = {"fedora_messaging_severity": 30, "k": "v"}
     [message], _ = deliver(delivery({"x": [1, 2]}, headers, topic="some.topic"))
@@ -269,10 +260,6 @@ def test_a_class_reading_fedora_messagings_global_config_finds_fedmqs(
         {"queue": "q", "exchange": "amq.topic", "routing_keys": ["a.#"]}
     ]
     fm_config.conf._validate()  # fedora-messaging's own check of its config accepts it
-
-
-def test_message_classes_reach_the_callback_through_the_registry_entry_point():
-    assert fm_message.get_class("fedmqtest.review.comment.v1") is ReviewCommentV1
 
 
 def test_a_deprecated_class_is_warned_about_once_not_per_message(caplog: pytest.LogCaptureFixture):
