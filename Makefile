@@ -43,7 +43,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml tests/anchors.py
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet -e '.[test,lint,docs]'
+	$(VENV)/bin/pip install --quiet -e '.[test,lint,docs]' -e tests/fedora_schemas
 	# An editable install leaves the checkout off sys.path, where twistd looks
 	# for twisted/plugins/fedmq_plugin.py: put it there.
 	purelib=$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')

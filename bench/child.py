@@ -29,7 +29,15 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.contenders import ACK_BATCH, BY_NAME, PREFETCH
+from bench.contenders import (
+    ACK_BATCH,
+    BY_NAME,
+    FEDMQ_SCHEMA,
+    FEDORA_MESSAGING_SCHEMA,
+    PREFETCH,
+    SCHEMA,
+    SCHEMA_PACKAGE,
+)
 
 #: Seconds the consumer may take to stop once it has consumed everything.
 STOP_TIMEOUT = 30.0
@@ -280,6 +288,25 @@ def _fedmq(
     return lambda: fedmq.consume(callback, config=config).addCallback(consuming)
 
 
+def _schema_class_registered() -> None:
+    """Make sure the schema contenders' messages name a registered class: else exit."""
+    from fedora_messaging.message import get_class
+
+    if get_class(SCHEMA).__module__ != SCHEMA_PACKAGE:
+        sys.exit(
+            f"no message class is registered for {SCHEMA}: "
+            "pip install -e tests/fedora_schemas (make venv does)"
+        )
+
+
+def _schema(prepare: Callable[[Harness, argparse.Namespace], Start]) -> Callable[..., Start]:
+    def prepare_with_schema(harness: Harness, args: argparse.Namespace) -> Start:
+        _schema_class_registered()
+        return prepare(harness, args)
+
+    return prepare_with_schema
+
+
 def _pika_raw(harness: Harness, args: argparse.Namespace, *, batched: bool) -> Start:
     import pika
     from pika.adapters.twisted_connection import TwistedProtocolConnection
@@ -359,6 +386,8 @@ _PREPARERS: dict[str, Callable[[Harness, argparse.Namespace], Start]] = {
     "pika-twisted-raw-batched": lambda h, a: _pika_raw(h, a, batched=True),
     "fedora-messaging": _fedora_messaging,
     "rss-backlog": _fedmq,
+    FEDMQ_SCHEMA: _schema(_fedmq),
+    FEDORA_MESSAGING_SCHEMA: _schema(_fedora_messaging),
 }
 
 #: Contenders that run under Twisted's asyncio reactor.

@@ -31,11 +31,14 @@ class Contender:
         summary: one line for the table's notes and the JSON.
         sizes: given ``--messages`` and ``--backlog``, returns (messages put in
             the queue, messages the consumer takes before it stops).
+        schema: the fedora-messaging schema its messages name; None for the
+            base schema.
     """
 
     name: str
     summary: str
     sizes: Callable[[int, int], tuple[int, int]]
+    schema: str | None = None
 
 
 def _all(messages: int, _backlog: int) -> tuple[int, int]:
@@ -58,6 +61,12 @@ def _backlog(_messages: int, backlog: int) -> tuple[int, int]:
 
 RAW = "pika-twisted-raw"
 FEDORA_MESSAGING = "fedora-messaging"
+FEDMQ_SCHEMA = "fedmq-schema"
+FEDORA_MESSAGING_SCHEMA = "fedora-messaging-schema"
+#: The registered message class (with a real body schema) both schema contenders
+#: validate every message against; ``tests/fedora_schemas`` provides it.
+SCHEMA = "fedmqtest.build.finished.v1"
+SCHEMA_PACKAGE = "fedmq_test_schemas"
 
 CONTENDERS: tuple[Contender, ...] = (
     Contender(
@@ -94,6 +103,18 @@ CONTENDERS: tuple[Contender, ...] = (
         FEDORA_MESSAGING,
         "fedora-messaging's twisted_consume, sync no-op callback",
         _fedora_messaging_cap,
+    ),
+    Contender(
+        FEDMQ_SCHEMA,
+        f"fedmq, sync no-op callback given {SCHEMA} instances, each validated",
+        _all,
+        SCHEMA,
+    ),
+    Contender(
+        FEDORA_MESSAGING_SCHEMA,
+        f"fedora-messaging's twisted_consume, sync no-op callback, {SCHEMA} messages",
+        _fedora_messaging_cap,
+        SCHEMA,
     ),
     Contender(
         "rss-backlog",

@@ -31,12 +31,18 @@ def _parameters(url: str) -> pika.URLParameters:
     return parameters
 
 
-def message_body(sequence: int) -> bytes:
-    """The JSON body of message number ``sequence`` (about 60 bytes)."""
+def message_body(sequence: int, schema: str | None = None) -> bytes:
+    """The JSON body of message number ``sequence`` (about 60 bytes).
+
+    With ``schema`` (the build-finished test schema), a body that schema accepts.
+    """
+    if schema is not None:
+        body = {"build_id": sequence + 1, "package": "bench", "owner": "fedmq", "succeeded": True}
+        return json.dumps(body).encode()
     return json.dumps({"sequence": sequence, "text": "a message from fedmq's benchmark"}).encode()
 
 
-def fill(url: str, queue: str, count: int, timeout: float) -> float:
+def fill(url: str, queue: str, count: int, timeout: float, schema: str | None = None) -> float:
     """Declare a fresh durable ``queue`` and put ``count`` messages in it.
 
     Publishes as fast as pika's BlockingConnection goes, without publisher
@@ -48,6 +54,7 @@ def fill(url: str, queue: str, count: int, timeout: float) -> float:
         queue: the queue's name; it must not exist yet.
         count: how many messages.
         timeout: seconds to wait, after publishing, for the queue to hold them.
+        schema: the schema name the messages carry; None for the base schema.
 
     Returns:
         Seconds taken, publishing and waiting together.
@@ -59,7 +66,7 @@ def fill(url: str, queue: str, count: int, timeout: float) -> float:
     began = time.monotonic()
     sent_at = datetime.datetime.now(tz=datetime.timezone.utc).replace(microsecond=0).isoformat()
     headers = {
-        "fedora_messaging_schema": "base.message",
+        "fedora_messaging_schema": schema or "base.message",
         "fedora_messaging_severity": SEVERITY_INFO,
         "sent-at": sent_at,
         "priority": 0,
@@ -77,7 +84,7 @@ def fill(url: str, queue: str, count: int, timeout: float) -> float:
                 headers=headers,
                 message_id=str(uuid.uuid4()),
             )
-            publish("", queue, message_body(sequence), properties)
+            publish("", queue, message_body(sequence, schema), properties)
         deadline = time.monotonic() + timeout
         held = 0
         while True:

@@ -10,8 +10,10 @@ from typing import Any
 from bench.contenders import (
     BACKLOG_CONSUMED,
     BY_NAME,
+    FEDMQ_SCHEMA,
     FEDORA_MESSAGING,
     FEDORA_MESSAGING_CAP,
+    FEDORA_MESSAGING_SCHEMA,
     RAW,
 )
 
@@ -124,6 +126,13 @@ TARGETS: tuple[Target, ...] = (
         ("fedmq-sync", FEDORA_MESSAGING),
         lambda s: ratio_to(s, "fedmq-sync", FEDORA_MESSAGING),
         lambda value: value > 10,
+        "x",
+    ),
+    Target(
+        "fedmq-schema >= 10x fedora-messaging-schema",
+        (FEDMQ_SCHEMA, FEDORA_MESSAGING_SCHEMA),
+        lambda s: ratio_to(s, FEDMQ_SCHEMA, FEDORA_MESSAGING_SCHEMA),
+        lambda value: value >= 10,
         "x",
     ),
     Target(

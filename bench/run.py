@@ -25,7 +25,14 @@ import pika.exceptions
 
 from bench import fill, report
 from bench.child import STOP_TIMEOUT
-from bench.contenders import BY_NAME, CONTENDERS, FEDORA_MESSAGING, PREFETCH, Contender
+from bench.contenders import (
+    BY_NAME,
+    CONTENDERS,
+    FEDORA_MESSAGING,
+    FEDORA_MESSAGING_SCHEMA,
+    PREFETCH,
+    Contender,
+)
 from fedmq.testing import RabbitNode
 
 #: The repository root: the child runs as ``python -m bench.child`` from here.
@@ -42,6 +49,10 @@ FILL_TIMEOUT = 120.0
 SETTLE_TIMEOUT = 10.0
 
 EXIT_OK, EXIT_MISSED, EXIT_USAGE = 0, 1, 2
+
+
+#: The contenders that are fedora-messaging itself.
+FEDORA_MESSAGING_CONTENDERS = (FEDORA_MESSAGING, FEDORA_MESSAGING_SCHEMA)
 
 
 def _say(text: str) -> None:
@@ -187,7 +198,7 @@ def run_one(
     in_queue, messages = contender.sizes(args.messages, args.backlog)
     queue = f"bench.{contender.name}.round{round_number}"
     try:
-        seconds = fill.fill(node.url, queue, in_queue, FILL_TIMEOUT)
+        seconds = fill.fill(node.url, queue, in_queue, FILL_TIMEOUT, contender.schema)
     except (TimeoutError, pika.exceptions.AMQPError, OSError) as exc:
         return _failure(contender, messages, round_number, f"filling the queue failed: {exc!r}")
     _say(f"  filled {queue} with {in_queue:,} messages in {seconds:.1f} s")
@@ -285,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                 for contender in selected:
                     summary = summaries[contender.name]
                     _say(f"[round {round_number}/{args.rounds}] {contender.name}")
-                    if contender.name == FEDORA_MESSAGING and fedora_missing:
+                    if contender.name in FEDORA_MESSAGING_CONTENDERS and fedora_missing:
                         result = _failure(
                             contender,
                             summary.messages,

@@ -9,9 +9,13 @@ import sys
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fedmq import _fedora
 from fedmq.exceptions import CallbackError
+
+if TYPE_CHECKING:
+    from fedmq.config import Config
 
 
 def import_object(path: str) -> Any:
@@ -128,7 +132,10 @@ def is_async_callable(obj: Any) -> bool:
 
 
 def load_callback(
-    callback: Any, consumer_config: Mapping[str, Any] | None = None
+    callback: Any,
+    consumer_config: Mapping[str, Any] | None = None,
+    *,
+    config: Config | None = None,
 ) -> tuple[Callable[..., Any], bool]:
     """Resolve a callback into ``(callable, is_async)``.
 
@@ -138,6 +145,10 @@ def load_callback(
             instantiated once, with ``consumer_config`` when its ``__init__``
             takes an argument (or a keyword-only ``consumer_config``).
         consumer_config: the config's free-form ``consumer_config`` table.
+        config: the whole configuration: when given, and fedora-messaging is
+            installed, its global ``conf`` is filled from it before the
+            callback is imported or built (a class written for
+            fedora-messaging reads ``conf["consumer_config"]`` there).
 
     Raises:
         CallbackError: the callback is missing, cannot be imported or
@@ -148,6 +159,8 @@ def load_callback(
             "No callback is configured: pass one to consume(), or set 'callback' in the config file"
         )
     label = callback if isinstance(callback, str) else getattr(callback, "__qualname__", callback)
+    if config is not None and (isinstance(callback, str) or inspect.isclass(callback)):
+        _fedora.fill_global_config(config)
     if isinstance(callback, str):
         callback = import_object(callback)
     if inspect.isclass(callback):

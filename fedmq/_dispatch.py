@@ -33,6 +33,7 @@ from fedmq._executors import (
     Delivery,
     Result,
 )
+from fedmq._fedora import SchemaInvalid
 from fedmq._headers import DROPPED_REASON
 from fedmq._policy import ErrorPolicy, Route
 from fedmq._stats import ConsumerStats
@@ -140,7 +141,11 @@ class Dispatcher:
                 counts["requeued"] += 1
                 self._settle_alone(tag, requeue=True)
             elif outcome == DROP:
-                self._drop(tag, item, duration, f"the callback raised Drop: {exc}")
+                if isinstance(exc, SchemaInvalid):
+                    # Refused by its schema class before any callback saw it.
+                    self._drop(tag, item, duration, str(exc), level=logging.WARNING)
+                else:
+                    self._drop(tag, item, duration, f"the callback raised Drop: {exc}")
             elif outcome == RETRY:
                 assert exc is not None
                 self._retry(tag, item, exc, duration)

@@ -19,7 +19,9 @@ from typing import Any
 
 from twisted.internet import defer
 
+from fedmq import _fedora
 from fedmq._deferreds import chain
+from fedmq._headers import FEDORA_SCHEMA
 from fedmq._lifecycle import LoopThread
 from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, Retry
 from fedmq.message import DEFAULT_MAX_BODY_SIZE, DecodeError, Message
@@ -69,9 +71,20 @@ def _settle_outcome(exc: BaseException) -> int:
     return ERROR
 
 
-def _message(item: Delivery, max_body_size: int, decode: bool) -> Message:
+def _failed(item: Delivery, exc: BaseException, message: Any, duration: float) -> Result:
+    outcome = _settle_outcome(exc)
+    if outcome == ERROR:
+        # fedora-messaging's own Nack, Drop, HaltConsumer and ValidationError
+        # mean what fedmq's do.
+        translated = _fedora.translate_exception(exc)
+        if translated is not None:
+            exc, outcome = translated, _settle_outcome(translated)
+    return (item[0], outcome, exc, message, duration, item)
+
+
+def _message(item: Delivery, max_body_size: int, decode: bool, schemas: bool = False) -> Any:
     tag, redelivered, exchange, routing_key, properties, body, queue = item
-    return Message._from_delivery(
+    message = Message._from_delivery(
         body,
         properties,
         topic=routing_key,
@@ -82,6 +95,13 @@ def _message(item: Delivery, max_body_size: int, decode: bool) -> Message:
         max_body_size=max_body_size,
         decode=decode,
     )
+    if schemas:
+        headers = getattr(properties, "headers", None)
+        schema = headers.get(FEDORA_SCHEMA) if headers else None
+        if schema is not None:
+            # Raises SchemaInvalid, a Drop, for a body or headers the class refuses.
+            return _fedora.schema_message(message, schema)
+    return message
 
 
 def _undecodable(item: Delivery, exc: DecodeError) -> Result:
@@ -97,19 +117,26 @@ def run_sync(
     item: Delivery,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     decode: bool = True,
+    schemas: bool = False,
 ) -> Result:
-    """Decode one delivery and run a sync callback on it, in a worker thread."""
+    """Decode one delivery and run a sync callback on it, in a worker thread.
+
+    With ``schemas``, a delivery naming a fedora-messaging schema class is
+    handed over as an instance of that class, or dropped when it fails it.
+    """
     try:
-        message = _message(item, max_body_size, decode)
+        message = _message(item, max_body_size, decode, schemas)
     except DecodeError as exc:
         return _undecodable(item, exc)
+    except _fedora.SchemaInvalid as exc:
+        return (item[0], DROP, exc, None, 0.0, item)
     started = monotonic()
     try:
         callback(message)
     # SystemExit and KeyboardInterrupt too: a worker thread must report every
     # delivery it took, or that delivery is never settled and the stop hangs.
     except BaseException as exc:
-        return (item[0], _settle_outcome(exc), exc, message, monotonic() - started, item)
+        return _failed(item, exc, message, monotonic() - started)
     return (item[0], ACK, None, message, monotonic() - started, item)
 
 
@@ -118,18 +145,21 @@ async def run_async(
     item: Delivery,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     decode: bool = True,
+    schemas: bool = False,
 ) -> Result:
     """Decode one delivery and await an async callback on it, in an asyncio task."""
     try:
-        message = _message(item, max_body_size, decode)
+        message = _message(item, max_body_size, decode, schemas)
     except DecodeError as exc:
         return _undecodable(item, exc)
+    except _fedora.SchemaInvalid as exc:
+        return (item[0], DROP, exc, None, 0.0, item)
     started = monotonic()
     try:
         await callback(message)
     # CancelledError (a BaseException) escaping the callback is its failure too.
     except BaseException as exc:
-        return (item[0], _settle_outcome(exc), exc, message, monotonic() - started, item)
+        return _failed(item, exc, message, monotonic() - started)
     return (item[0], ACK, None, message, monotonic() - started, item)
 
 
@@ -181,6 +211,8 @@ class _Executor:
         config = getattr(consumer, "config", None)
         self._max_body_size: int = getattr(config, "max_body_size", DEFAULT_MAX_BODY_SIZE)
         self._decode: bool = getattr(config, "decode", True)
+        # Schema classes need decoded bodies, and fedora-messaging to define them.
+        self._schemas = self._decode and _fedora.installed()
         # Start no more callbacks after a halt; after any consumer error too
         # when one is enough to stop the consumer (max_errors = 1).
         self._stops_work = CONSUMER_ERROR if getattr(config, "max_errors", 5) == 1 else HALT
@@ -241,7 +273,7 @@ class ThreadExecutor(_Executor):
             if self.halted:
                 put((item[0], RETURNED, None, None, 0.0, item))
                 continue
-            result = run_sync(callback, item, self._max_body_size, self._decode)
+            result = run_sync(callback, item, self._max_body_size, self._decode, self._schemas)
             if result[1] >= self._stops_work:
                 # The consumer is stopping: start nothing more.
                 self.halted = True
@@ -336,7 +368,9 @@ class AsyncioExecutor(_Executor):
             if self.halted:
                 put((item[0], RETURNED, None, None, 0.0, item))
                 continue
-            result = await run_async(callback, item, self._max_body_size, self._decode)
+            result = await run_async(
+                callback, item, self._max_body_size, self._decode, self._schemas
+            )
             if result[1] >= self._stops_work:
                 self.halted = True
             put(result)

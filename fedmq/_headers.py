@@ -21,3 +21,9 @@ VERDICT_HEADERS = (
     PROCESSING_EXCEPTION,
     PROCESSING_EXCEPTIONS,
 )
+
+#: The headers fedora-messaging's publishers write and its consumers read:
+#: the message's schema name, its severity, and when it was sent (ISO-8601).
+FEDORA_SCHEMA = "fedora_messaging_schema"
+FEDORA_SEVERITY = "fedora_messaging_severity"
+SENT_AT = "sent-at"

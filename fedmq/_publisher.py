@@ -1,16 +1,83 @@
-"""Publishing with confirms, on a channel of its own."""
+"""Publishing with confirms, on a channel of its own.
+
+Before anything is sent, a message is put in its wire form here: the topic
+prefix joined with a dot, ``publish_priority`` for a message that sets no
+priority, what fedora-messaging's consumers need on a JSON object body, and
+the ``publish_format`` check. A fedora-messaging message is validated and
+sent with the properties its class built.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from fedmq import _fedora
 from fedmq._amqp import AMQPChannel, AMQPConnection
 from fedmq.config import Config
-from fedmq.exceptions import ConnectionFailed, PublishTimeout
+from fedmq.exceptions import ConnectionFailed, PublishFormatError, PublishTimeout
 from fedmq.message import Message, Properties
+
+log = logging.getLogger("fedmq")
+
+#: Topics already warned about for a non-object JSON body: one warning each per process.
+_warned_topics: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def wire_form(message: Any, config: Config) -> tuple[str, bytes, Properties]:
+    """``(routing key, body, properties)`` for ``message`` as ``config`` publishes it.
+
+    Args:
+        message: a :class:`~fedmq.Message`, or a fedora-messaging message.
+        config: the ``topic_prefix``, ``publish_priority`` and
+            ``publish_format`` to apply.
+
+    Raises:
+        PublishFormatError: with ``publish_format = "fedora-messaging"``, the
+            body is not a JSON object; or a fedora-messaging message fails its schemas.
+        TypeError: ``message`` is neither kind of message.
+    """
+    if isinstance(message, Message):
+        topic, data = message.topic, message.data
+        problem = _fedora.format_problem(message)
+        if problem is not None and config.publish_format == "fedora-messaging":
+            raise PublishFormatError(
+                f"Message {message.id} (topic {topic!r}) was not published: {problem}, and "
+                f'publish_format is "fedora-messaging", whose consumers drop such messages'
+            )
+        if problem is not None and _fedora.is_json_type(message.properties.content_type):
+            _warn_once(topic, problem)
+        properties = _fedora.add_compatibility_headers(message) or message.properties
+    elif _fedora.is_schema_message(message):
+        topic, data, properties = _fedora.wire_form(message, config.publish_priority)
+    else:
+        raise TypeError(
+            f"publish() takes a fedmq.Message or a fedora-messaging Message, "
+            f"not {type(message).__name__}"
+        )
+    if properties.priority is None and config.publish_priority is not None:
+        if properties is message.properties:
+            properties = Properties.from_object(properties)  # the message stays as it was
+        properties.priority = config.publish_priority
+    return _fedora.join_topic(config.topic_prefix, topic), data, properties
+
+
+def _warn_once(topic: str, problem: str) -> None:
+    with _warned_lock:
+        if topic in _warned_topics:
+            return
+        _warned_topics.add(topic)
+    log.warning(
+        "Publishing to topic %r a message fedora-messaging consumers will drop (%s); "
+        'set publish_format = "fedora-messaging" to refuse such messages instead',
+        topic,
+        problem,
+    )
 
 
 class Publisher:
@@ -48,7 +115,7 @@ class Publisher:
 
     def publish(
         self,
-        message: Message,
+        message: Message | Any,
         exchange: str | None = None,
         routing_key: str | None = None,
         *,
@@ -57,18 +124,26 @@ class Publisher:
     ) -> defer.Deferred[None]:
         """Publish and fire once the broker confirms.
 
-        Fails with :class:`~fedmq.PublishNacked`, :class:`~fedmq.PublishReturned`
+        ``message`` is a :class:`~fedmq.Message` or a fedora-messaging message;
+        see :func:`wire_form` for what is sent.
+
+        Fails with :class:`~fedmq.PublishFormatError` (nothing sent),
+        :class:`~fedmq.PublishNacked`, :class:`~fedmq.PublishReturned`
         (``mandatory=True`` and no queue matched) or :class:`~fedmq.PublishTimeout`.
         """
         if exchange is None:
             exchange = self._config.publish_exchange
+        try:
+            prefixed, data, properties = wire_form(message, self._config)
+        except (PublishFormatError, TypeError) as error:
+            return defer.fail(error)
         if routing_key is None:
-            routing_key = self._config.topic_prefix + message.topic
+            routing_key = prefixed
         return self.publish_data(
             exchange,
             routing_key,
-            message.data,
-            message.properties,
+            data,
+            properties,
             mandatory=mandatory,
             timeout=timeout,
             label=f"message {message.id}",

@@ -8,10 +8,11 @@ blocking form, an async callback an awaitable).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from twisted.internet import defer, threads
@@ -96,7 +97,9 @@ def consume(
     # when the asyncio reactor is installed (before importing fedmq), and on
     # a loop thread of fedmq's own otherwise.
     target, _is_async = load_callback(
-        callback if callback is not None else resolved.callback, resolved.consumer_config
+        callback if callback is not None else resolved.callback,
+        resolved.consumer_config,
+        config=resolved,
     )
     if reactor is not None:
         # Twisted code that hands over its reactor (task.react, a service's
@@ -204,8 +207,61 @@ def _publisher_for(config: ConfigArg, reactor: Any) -> Publisher | Consumer:
     return _publishers.get(_resolve_config(config), reactor)
 
 
+#: The handlers of intercepting_publishes() blocks, innermost last; shared by all threads.
+_interceptors: list[Callable[[Any], None]] = []
+_interceptors_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def intercepting_publishes(handler: Callable[[Any], None]) -> Iterator[None]:
+    """Hand every :func:`publish` made inside the block to ``handler``, and send nothing.
+
+    This is the seam test doubles stand on (:func:`fedmq.testing.mock_sends`
+    is one). It holds in every thread while the block runs: a callback in a
+    worker thread is intercepted too. Blocks nest; the innermost handler
+    gets the message. Inside, :func:`publish` returns what it would once
+    the broker confirmed: None, a fired Deferred or a done awaitable.
+
+    Args:
+        handler: called with each message passed to :func:`publish`, in the
+            thread that called it.
+    """
+    with _interceptors_lock:
+        _interceptors.append(handler)
+    try:
+        yield
+    finally:
+        with _interceptors_lock:
+            _interceptors.remove(handler)
+
+
+def _intercepted(message: Any, reactor: Any) -> tuple[bool, Any]:
+    """(True, what publish() returns) when a block intercepts publishes; else (False, None)."""
+    with _interceptors_lock:
+        handler = _interceptors[-1] if _interceptors else None
+    if handler is None:
+        return False, None
+    handler(message)
+    from twisted.python.threadable import isInIOThread
+
+    in_task = _running_task_loop()
+    if in_task is not None:
+        future: asyncio.Future[None] = in_task.create_future()
+        future.set_result(None)
+        return True, future
+    if reactor is not None or (_global_reactor_running() and isInIOThread()):
+        return True, defer.succeed(None)
+    return True, None
+
+
+def _global_reactor_running() -> bool:
+    from twisted.internet import reactor
+
+    return bool(reactor.running)
+
+
 def publish(
-    message: Message,
+    message: Message | Any,
     exchange: str | None = None,
     routing_key: str | None = None,
     *,
@@ -217,7 +273,9 @@ def publish(
     """Publish ``message`` with publisher confirms.
 
     Args:
-        message: the message; its ``topic`` is the routing key by default.
+        message: a :class:`~fedmq.Message`, or a fedora-messaging message
+            (sent as fedora-messaging sends it, validated first); its
+            ``topic`` is the routing key by default.
         exchange: the exchange; the config's ``publish_exchange`` by default.
         routing_key: overrides the message's topic.
         config: a config object or path. Inside a callback, the default is
@@ -234,9 +292,15 @@ def publish(
         callback's thread, a plain script): None, once confirmed.
 
     Raises:
+        PublishFormatError: the message was refused before sending (see
+            ``publish_format``); nothing was sent.
         PublishNacked, PublishReturned, PublishTimeout: the broker refused,
             could not route, or did not confirm in time.
     """
+    if _interceptors:
+        intercepted, result = _intercepted(message, reactor)
+        if intercepted:
+            return result
     from twisted.internet import reactor
     from twisted.python.threadable import isInIOThread
 
@@ -307,4 +371,4 @@ def _start_reactor_thread(reactor: Any) -> None:
     started.wait(30)
 
 
-__all__ = ["consume", "publish"]
+__all__ = ["consume", "intercepting_publishes", "publish"]

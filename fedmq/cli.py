@@ -170,7 +170,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     check_runnable(config)
     if config.callback is not None:
         try:
-            load_callback(config.callback, config.consumer_config)
+            load_callback(config.callback, config.consumer_config, config=config)
         except CallbackError as error:
             raise UsageError(f"{config.source}: {error}") from None
     callback = config.callback or "none"

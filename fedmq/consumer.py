@@ -88,7 +88,7 @@ class Consumer:
         self._reactor = reactor
         self.drain_timeout = config.drain_timeout
         target = callback if callback is not None else config.callback
-        self._callback, self.is_async = load_callback(target, config.consumer_config)
+        self._callback, self.is_async = load_callback(target, config.consumer_config, config=config)
         #: The consumer's name, written in the X-Dropped-By header of what it drops or parks.
         self.name = config.name or _callback_name(target)
         declared = getattr(self._callback, "message_types", None) or ()

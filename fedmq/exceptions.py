@@ -175,3 +175,12 @@ class PublishReturned(PublishError):
 
 class PublishTimeout(PublishError):
     """The broker did not confirm the message within the timeout."""
+
+
+class PublishFormatError(PublishError, ValueError):
+    """A message was refused before publishing: its consumers would drop it.
+
+    With ``publish_format = "fedora-messaging"``, a message whose body is not
+    a JSON object; and, whatever the format, a fedora-messaging message that
+    fails its class's schemas. Nothing was sent.
+    """

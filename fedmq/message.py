@@ -11,6 +11,7 @@ importable from here.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from fedmq._codecs import (
     encode_body,
 )
 from fedmq._headers import (
+    FEDORA_SEVERITY,
     ORIGINAL_EXCHANGE,
     ORIGINAL_ROUTING_KEY,
     PROCESSING_EXCEPTIONS,
@@ -355,5 +357,94 @@ class Message:
         """The channel's tag for this delivery; None for a message to publish."""
         return self._delivery_tag
 
+    # --- what fedora-messaging callbacks read -------------------------------
+    # A message without a schema class answers as fedora-messaging's base
+    # class does, so that a callback written for it never meets an
+    # AttributeError (see "Messages without a schema class" in the docs).
+
+    @property
+    def severity(self) -> int:
+        """The ``fedora_messaging_severity`` header, else 20 (INFO)."""
+        headers = self.properties.headers
+        severity = headers.get(FEDORA_SEVERITY) if headers else None
+        return severity if isinstance(severity, int) and severity else _INFO
+
+    @property
+    def summary(self) -> str:
+        """A one-line summary: the topic."""
+        return self._topic
+
+    @property
+    def url(self) -> str | None:
+        """A URL about the message's subject: None."""
+        return None
+
+    @property
+    def app_name(self) -> str | None:
+        """The name of the application that sent it: None."""
+        return None
+
+    @property
+    def app_icon(self) -> str | None:
+        """A URL to that application's icon: None."""
+        return None
+
+    @property
+    def agent_name(self) -> str | None:
+        """The user who caused the message: None."""
+        return None
+
+    @property
+    def agent_avatar(self) -> str | None:
+        """A URL to that user's avatar: None."""
+        return None
+
+    @property
+    def usernames(self) -> list[str]:
+        """The users the message concerns: none."""
+        return []
+
+    @property
+    def groups(self) -> list[str]:
+        """The groups the message concerns: none."""
+        return []
+
+    @property
+    def packages(self) -> list[str]:
+        """The RPM packages the message concerns: none."""
+        return []
+
+    @property
+    def containers(self) -> list[str]:
+        """The containers the message concerns: none."""
+        return []
+
+    @property
+    def modules(self) -> list[str]:
+        """The modules the message concerns: none."""
+        return []
+
+    @property
+    def flatpaks(self) -> list[str]:
+        """The flatpaks the message concerns: none."""
+        return []
+
+    def __str__(self) -> str:
+        """The id, topic, headers and body, one per line; headers and body as indented JSON."""
+        return (
+            f"Id: {self.id}\nTopic: {self._topic}\n"
+            f"Headers: {_pretty_json(self.headers)}\nBody: {_pretty_json(self._body)}"
+        )
+
     def __repr__(self) -> str:
         return f"<Message id={self.id!r} topic={self._topic!r} queue={self._queue!r}>"
+
+
+#: The severity of a message that states none (fedora-messaging's INFO).
+_INFO = 20
+
+
+def _pretty_json(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return repr(bytes(value))
+    return json.dumps(value, sort_keys=True, indent=4, separators=(",", ": "), default=str)

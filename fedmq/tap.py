@@ -117,7 +117,9 @@ def build_service(
     check_runnable(config)
     setup_logging(config, begin_twisted_logging=begin_twisted_logging)
     target, _is_async = load_callback(
-        callback if callback is not None else config.callback, config.consumer_config
+        callback if callback is not None else config.callback,
+        config.consumer_config,
+        config=config,
     )
     top = _ServiceTree()
     consumer_service = ConsumerService(

@@ -181,7 +181,13 @@ def test_record_then_publish_file_replays_topics_headers_properties_and_bodies(
     got = fedmq("get", "-c", config, "-q", queue_name, "-n", "5", cwd=tmp_path)
     records = [json.loads(line) for line in got.stdout.splitlines()]
     assert [r["properties"]["message_id"] for r in records] == ids
-    assert records[0]["body"] == {"n": 1} and records[0]["headers"] == {"k": "v"}
+    assert records[0]["body"] == {"n": 1}
+    # A JSON object body goes out with what fedora-messaging consumers need, too.
+    headers = records[0]["headers"]
+    assert headers.pop("fedora_messaging_schema") == "base.message"
+    assert headers.pop("fedora_messaging_severity") == 20
+    assert headers.pop("sent-at")
+    assert headers == {"k": "v"}
     assert records[1]["body"] == "plain text"
     assert records[2]["body_base64"] == "AP8gYmluYXJ5"
 

@@ -40,6 +40,7 @@ EXPECTED_EXPORTS = {
     "Nack": "fedmq.exceptions",
     "Properties": "fedmq.message",
     "PublishError": "fedmq.exceptions",
+    "PublishFormatError": "fedmq.exceptions",
     "PublishNacked": "fedmq.exceptions",
     "PublishReturned": "fedmq.exceptions",
     "PublishTimeout": "fedmq.exceptions",

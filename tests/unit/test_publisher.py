@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
+import logging
 from typing import Any
 
+import pytest
 from twisted.internet import defer, task
 
+import fedmq
 from fedmq._publisher import Publisher
 from fedmq.config import config_from_mapping
-from fedmq.exceptions import PublishNacked, PublishTimeout
+from fedmq.exceptions import PublishFormatError, PublishNacked, PublishTimeout
 from fedmq.message import Message
 
 
@@ -123,3 +127,168 @@ def test_messages_published_while_the_channel_opens_keep_their_order():
     channel = FakeChannel()
     opening.callback(channel)
     assert [body for _, _, body, _, _ in channel.published] == [b"0", b"1", b"2", b"3", b"4"]
+
+
+# --- what goes on the wire ----------------------------------------------------
+
+
+def sent(publisher: Publisher, connection: FakeConnection, message: Any, **kwargs: Any) -> Any:
+    """Publish ``message``; (exchange, routing key, body, properties, mandatory) as sent."""
+    failures: list[Any] = []
+    publisher.publish(message, **kwargs).addErrback(failures.append)
+    assert not failures, failures[0]
+    return connection.channels[-1].published[-1]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "routing_key"),
+    [
+        ("org.fedoraproject.prod", "org.fedoraproject.prod.bodhi.update"),
+        ("org.fedoraproject.prod.", "org.fedoraproject.prod.bodhi.update"),
+        ("", "bodhi.update"),
+    ],
+)
+def test_the_topic_prefix_is_joined_to_the_topic_with_a_dot(prefix: str, routing_key: str):
+    publisher, connection, _ = make_publisher(topic_prefix=prefix)
+    _exchange, key, *_ = sent(publisher, connection, Message({"a": 1}, topic="bodhi.update"))
+    assert key == routing_key
+
+
+def test_a_fedora_messaging_message_is_sent_with_the_properties_fedora_messaging_sends(
+    fm_global_conf: Any,
+):
+    from fedmq_test_schemas import BuildFinishedV1
+
+    from fedmq._fedora import fill_global_config
+
+    config = config_from_mapping({"amqp_url": "amqp://localhost/", "topic_prefix": "org.example"})
+    fill_global_config(config)  # fedora-messaging's own routing key uses the same prefix
+    message = BuildFinishedV1(
+        body={"build_id": 3, "package": "bash", "owner": "carol", "succeeded": True}
+    )
+    publisher, connection, _ = make_publisher(topic_prefix="org.example")
+    exchange, key, body, properties, _ = sent(publisher, connection, message)
+    assert exchange == "amq.topic"
+    assert key == message._encoded_routing_key == "org.example.fedmqtest.build.finished"
+    assert body == message._encoded_body
+    theirs = message._properties
+    for name in ("content_type", "content_encoding", "delivery_mode", "message_id", "priority"):
+        assert getattr(properties, name) == getattr(theirs, name), name
+    assert properties.headers == theirs.headers
+    assert properties.headers["fedora_messaging_schema"] == "fedmqtest.build.finished.v1"
+    assert properties.headers["fedora_messaging_user_carol"] is True
+    assert properties.headers["fedora_messaging_rpm_bash"] is True
+
+
+def test_a_fedora_messaging_message_failing_its_schema_is_refused_and_not_sent():
+    from fedmq_test_schemas import BuildFinishedV1
+
+    publisher, connection, _ = make_publisher()
+    failures: list[Any] = []
+    publisher.publish(BuildFinishedV1(body={"build_id": 0})).addErrback(failures.append)
+    [failure] = failures
+    assert failure.check(PublishFormatError)
+    assert "BuildFinishedV1" in str(failure.value) and "fails its schema" in str(failure.value)
+    assert connection.channels == [] or connection.channels[0].published == []
+
+
+def test_a_json_object_body_carries_what_fedora_messaging_consumers_need():
+    publisher, connection, _ = make_publisher()
+    *_, properties, _ = sent(publisher, connection, Message({"a": 1}, topic="t"))
+    headers = properties.headers
+    assert headers["fedora_messaging_schema"] == "base.message"
+    assert headers["fedora_messaging_severity"] == 20
+    sent_at = datetime.datetime.fromisoformat(headers["sent-at"])
+    assert sent_at.tzinfo is not None and sent_at.microsecond == 0
+    assert properties.content_encoding == "utf-8"
+
+
+def test_headers_a_message_sets_itself_are_kept():
+    own = {
+        "fedora_messaging_schema": "fedmqtest.review.comment.v1",
+        "fedora_messaging_severity": 10,
+        "sent-at": "2020-01-01T00:00:00+00:00",
+    }
+    message = Message({"a": 1}, topic="t", headers=own, content_encoding="gzip")
+    publisher, connection, _ = make_publisher()
+    *_, properties, _ = sent(publisher, connection, message)
+    assert {name: properties.headers[name] for name in own} == own
+    assert properties.content_encoding == "gzip"
+    assert message.headers == own  # the message itself is left as it was
+
+
+def test_a_body_that_is_not_a_json_object_gets_no_fedora_messaging_headers():
+    publisher, connection, _ = make_publisher()
+    *_, properties, _ = sent(publisher, connection, Message(b"\x00raw", topic="t"))
+    assert "fedora_messaging_schema" not in properties.headers
+
+
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [
+        (Message([1, 2], topic="t"), "its body is a list, not a JSON object"),
+        (Message("hello", topic="t"), "its body is a string, not a JSON object"),
+        (Message(b"[1]", topic="t", content_type="application/json"), "its body is a list"),
+        (Message(b"\x00", topic="t"), "its content type is 'application/octet-stream', not JSON"),
+        (
+            Message({"a": 1}, topic="t", content_encoding="gzip"),
+            "its content encoding is 'gzip', not utf-8",
+        ),
+    ],
+    ids=["list", "string", "json-bytes", "octet-stream", "gzip"],
+)
+def test_publish_format_fedora_messaging_refuses_a_body_its_consumers_drop(
+    message: Message, problem: str
+):
+    publisher, connection, _ = make_publisher(publish_format="fedora-messaging")
+    failures: list[Any] = []
+    publisher.publish(message).addErrback(failures.append)
+    [failure] = failures
+    assert failure.check(PublishFormatError)
+    assert isinstance(failure.value, fedmq.PublishError)
+    assert problem in str(failure.value)
+    assert 'publish_format is "fedora-messaging"' in str(failure.value)
+    assert connection.channels == []
+
+
+def test_publish_format_fedmq_sends_a_list_body_and_warns_once_per_topic(
+    caplog: pytest.LogCaptureFixture,
+):
+    caplog.set_level(logging.WARNING, logger="fedmq")
+    publisher, connection, _ = make_publisher()
+    for topic in ("warned.once", "warned.once", "warned.twice"):
+        sent(publisher, connection, Message([1], topic=topic))
+    assert len(connection.channels[0].published) == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert "'warned.once'" in warnings[0] and "'warned.twice'" in warnings[1]
+    assert "fedora-messaging consumers will drop" in warnings[0]
+    assert "publish_format" in warnings[0]
+
+
+def test_publish_format_fedmq_sends_bytes_without_a_warning(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.WARNING, logger="fedmq")
+    publisher, connection, _ = make_publisher()
+    sent(publisher, connection, Message(b"\x00\x01", topic="binary.stuff"))
+    assert caplog.records == []
+
+
+def test_publish_priority_is_the_priority_of_messages_that_set_none():
+    publisher, connection, _ = make_publisher(publish_priority=5)
+    *_, unset, _ = sent(publisher, connection, Message({"a": 1}, topic="t"))
+    *_, own, _ = sent(publisher, connection, Message({"a": 1}, topic="t", priority=9))
+    *_, raw, _ = sent(publisher, connection, Message(b"x", topic="t"))
+    assert (unset.priority, own.priority, raw.priority) == (5, 9, 5)
+
+
+def test_without_publish_priority_a_message_has_none():
+    publisher, connection, _ = make_publisher()
+    *_, properties, _ = sent(publisher, connection, Message({"a": 1}, topic="t"))
+    assert properties.priority is None
+
+
+def test_publishing_something_that_is_not_a_message_fails_with_type_error():
+    publisher, _, _ = make_publisher()
+    failures: list[Any] = []
+    publisher.publish({"a": 1}).addErrback(failures.append)  # type: ignore[arg-type]
+    assert failures[0].check(TypeError)
