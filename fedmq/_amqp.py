@@ -18,12 +18,14 @@ from urllib.parse import urlsplit
 import pika
 import pika.credentials
 import pika.exceptions
+from OpenSSL.SSL import Error as TLSError
 from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConnection
 from twisted.internet import defer, endpoints, error, protocol, ssl
 from twisted.python.failure import Failure
 
 from fedmq._config_checks import uses_tls
 from fedmq._deferreds import chain
+from fedmq._idle import IdleTimeout
 from fedmq.config import Config, ExchangeConfig, QueueConfig, redact_url
 from fedmq.exceptions import (
     AuthenticationFailed,
@@ -60,6 +62,14 @@ _PROPERTY_NAMES = (
 )
 
 
+class BrokerSilent(error.ConnectionLost):
+    """fedmq gave up a connection on which the broker had sent nothing for two
+    heartbeat intervals (a dead peer or a network that drops everything)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "no data from the broker"
+
+
 def translate_error(reason: BaseException | Failure | None, where: str) -> Exception:
     """Turn a pika or Twisted error into the fedmq exception a user can act on.
 
@@ -69,68 +79,38 @@ def translate_error(reason: BaseException | Failure | None, where: str) -> Excep
     """
     if isinstance(reason, Failure):
         reason = reason.value
-    if isinstance(reason, (AuthenticationFailed, ConnectionFailed, BrokerError)):
-        return reason
-    if isinstance(reason, pika.exceptions.ProbableAuthenticationError):
-        return AuthenticationFailed(
-            f"The broker at {where} refused the credentials (check the user name and "
-            f"password in amqp_url): {_reason_text(reason)}"
-        )
-    if isinstance(reason, pika.exceptions.ProbableAccessDeniedError):
-        return AuthenticationFailed(
-            f"The broker at {where} refused access to the virtual host (it is missing or "
-            f"the user has no permission on it): {_reason_text(reason)}"
-        )
-    if isinstance(reason, pika.exceptions.AuthenticationError):
-        return AuthenticationFailed(
-            f"The broker at {where} does not offer the authentication mechanism "
-            f"fedmq asked for: {reason}"
-        )
-    if isinstance(reason, pika.exceptions.ConnectionClosed):
-        code, text = reason.reply_code, reason.reply_text
-        if code in (403, 530):
-            return AuthenticationFailed(f"The broker at {where} refused access: {code} {text}")
-        return ConnectionFailed(f"The broker at {where} closed the connection: {code} {text}")
-    if isinstance(reason, pika.exceptions.ChannelClosed):
-        code, text = reason.reply_code, reason.reply_text
-        return BrokerError(f"The broker closed the channel: {code} {text}", code, text)
-    if isinstance(reason, pika.exceptions.NackError):
-        return PublishNacked(f"The broker refused (nacked) the message published to {where}")
-    if isinstance(reason, pika.exceptions.UnroutableError):
-        return PublishReturned(
-            f"The broker could not route the mandatory message published to {where} to any queue"
-        )
-    tls_reason = _tls_reason(reason)
-    if tls_reason is not None:
-        return ConnectionFailed(
-            f"The TLS handshake with the broker at {where} failed: {tls_reason} (check "
-            "tls.ca_cert, and that the host name in amqp_url is in the broker's certificate)"
-        )
-    if isinstance(reason, error.ConnectionRefusedError):
-        return ConnectionFailed(f"Could not connect to the broker at {where}: connection refused")
-    if isinstance(reason, (error.TimeoutError, defer.TimeoutError)):
-        return ConnectionFailed(f"Could not connect to the broker at {where}: timed out")
-    if isinstance(reason, error.DNSLookupError):
-        return ConnectionFailed(f"Could not connect to the broker at {where}: unknown host")
-    if isinstance(reason, (error.ConnectionDone, error.ConnectionLost)):
-        return ConnectionFailed(f"The connection to the broker at {where} was lost")
-    if isinstance(reason, pika.exceptions.AMQPError):
-        return ConnectionFailed(f"The connection to the broker at {where} failed: {reason!r}")
+    for kinds, translate in _TRANSLATIONS:
+        if isinstance(reason, kinds):
+            translated: Exception = translate(reason, where)
+            return translated
     if isinstance(reason, Exception):
         return ConnectionFailed(f"The connection to the broker at {where} failed: {reason}")
     return ConnectionFailed(f"The connection to the broker at {where} failed")
 
 
-def _tls_reason(reason: BaseException | None) -> str | None:
-    """The last OpenSSL reason of a TLS failure ("certificate verify failed"), or None."""
-    from OpenSSL.SSL import Error as TLSError
+def _connection_closed(reason: Any, where: str) -> Exception:
+    code, text = reason.reply_code, reason.reply_text
+    if code in (403, 530):
+        return AuthenticationFailed(f"The broker at {where} refused access: {code} {text}")
+    return ConnectionFailed(f"The broker at {where} closed the connection: {code} {text}")
 
-    if not isinstance(reason, TLSError):
-        return None
+
+def _channel_closed(reason: Any, _where: str) -> Exception:
+    code, text = reason.reply_code, reason.reply_text
+    return BrokerError(f"The broker closed the channel: {code} {text}", code, text)
+
+
+def _tls_failed(reason: TLSError, where: str) -> Exception:
+    # OpenSSL's last reason is the telling one ("certificate verify failed").
     details = reason.args[0] if reason.args else None
     if isinstance(details, list) and details and isinstance(details[-1], tuple):
-        return str(details[-1][-1])
-    return str(reason) or "TLS error"
+        tls_reason = str(details[-1][-1])
+    else:
+        tls_reason = str(reason) or "TLS error"
+    return ConnectionFailed(
+        f"The TLS handshake with the broker at {where} failed: {tls_reason} (check "
+        "tls.ca_cert, and that the host name in amqp_url is in the broker's certificate)"
+    )
 
 
 def _reason_text(reason: BaseException) -> str:
@@ -138,15 +118,115 @@ def _reason_text(reason: BaseException) -> str:
     return text or type(reason).__name__
 
 
+def _could_not_connect(why: str) -> Callable[[BaseException, str], Exception]:
+    return lambda _reason, where: ConnectionFailed(
+        f"Could not connect to the broker at {where}: {why}"
+    )
+
+
+#: What each error becomes, in order: the first entry whose classes match wins.
+_TRANSLATIONS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Any], ...] = (
+    ((AuthenticationFailed, ConnectionFailed, BrokerError), lambda reason, _where: reason),
+    (
+        pika.exceptions.ProbableAuthenticationError,
+        lambda reason, where: AuthenticationFailed(
+            f"The broker at {where} refused the credentials (check the user name and "
+            f"password in amqp_url): {_reason_text(reason)}"
+        ),
+    ),
+    (
+        pika.exceptions.ProbableAccessDeniedError,
+        lambda reason, where: AuthenticationFailed(
+            f"The broker at {where} refused access to the virtual host (it is missing or "
+            f"the user has no permission on it): {_reason_text(reason)}"
+        ),
+    ),
+    (
+        pika.exceptions.AuthenticationError,
+        lambda reason, where: AuthenticationFailed(
+            f"The broker at {where} does not offer the authentication mechanism "
+            f"fedmq asked for: {reason}"
+        ),
+    ),
+    (pika.exceptions.ConnectionClosed, _connection_closed),
+    (pika.exceptions.ChannelClosed, _channel_closed),
+    (
+        pika.exceptions.NackError,
+        lambda _reason, where: PublishNacked(
+            f"The broker refused (nacked) the message published to {where}"
+        ),
+    ),
+    (
+        pika.exceptions.UnroutableError,
+        lambda _reason, where: PublishReturned(
+            f"The broker could not route the mandatory message published to {where} to any queue"
+        ),
+    ),
+    (TLSError, _tls_failed),
+    (error.ConnectionRefusedError, _could_not_connect("connection refused")),
+    ((error.TimeoutError, defer.TimeoutError), _could_not_connect("timed out")),
+    (error.DNSLookupError, _could_not_connect("unknown host")),
+    (
+        BrokerSilent,
+        lambda reason, where: ConnectionFailed(
+            f"The connection to the broker at {where} was lost: {reason}"
+        ),
+    ),
+    (
+        (error.ConnectionDone, error.ConnectionLost),
+        lambda _reason, where: ConnectionFailed(
+            f"The connection to the broker at {where} was lost"
+        ),
+    ),
+    (
+        pika.exceptions.AMQPError,
+        lambda reason, where: ConnectionFailed(
+            f"The connection to the broker at {where} failed: {reason!r}"
+        ),
+    ),
+)
+
+
 class _Protocol(TwistedProtocolConnection):  # type: ignore[misc]
-    """pika's Twisted protocol, keeping the real reason a handshake failed.
+    """pika's Twisted protocol, keeping the real reason a handshake failed, and
+    giving up on a broker that has gone silent.
 
     pika replaces the handshake's error (a refused password, a missing vhost)
     with a bare ``AMQPConnectionError``; fedmq needs the original to tell the
     user what to fix.
+
+    Once open, with heartbeats negotiated, a connection on which nothing
+    arrives for two heartbeat intervals is aborted, as the AMQP specification
+    says a peer may: the broker sends a heartbeat at least every half interval
+    whenever it has nothing else to send, so such silence means the broker or
+    the network is gone. pika's own check takes up to twice ``heartbeat + 5``.
     """
 
+    def __init__(self, parameters: pika.URLParameters, reactor: Any):
+        super().__init__(parameters, custom_reactor=reactor)
+        self._idle = IdleTimeout(reactor, self._broker_silent)
+        self._silence: BrokerSilent | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self._idle.received()
+        self._impl.data_received(data)
+
+    def _on_connection_ready(self, connection: Any) -> None:
+        # pika has stored the heartbeat agreed in connection.tune-ok; 0 is off.
+        heartbeat = self._impl.params.heartbeat
+        if heartbeat:
+            self._idle.start(2 * heartbeat)
+        super()._on_connection_ready(connection)
+
+    def _broker_silent(self) -> None:
+        self._silence = BrokerSilent(
+            f"no data from the broker for {self._idle.timeout:g} s (2 heartbeat intervals)"
+        )
+        if self.transport is not None:
+            self.transport.abortConnection()
+
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self._idle.stop()
         # When the broker closes the connection (connection.close: a refused
         # login, CONNECTION_FORCED), pika keeps its reason pending and then,
         # on the TCP close that follows, overwrites it with ConnectionDone.
@@ -154,7 +234,9 @@ class _Protocol(TwistedProtocolConnection):  # type: ignore[misc]
         # the broker's may come as ConnectionLost; the broker's own close frame
         # still says why.
         pending = getattr(self._impl, "_error", None)
-        if (
+        if self._silence is not None:
+            reason = Failure(self._silence)
+        elif (
             pending is not None
             and not isinstance(pending, pika.exceptions.ConnectionClosedByClient)
             and (
@@ -237,11 +319,11 @@ class AMQPConnection:
         port = parts.port or (5671 if tls else 5672)
         address = f"{host}:{port}"
         params = connection_parameters(config, url)
-        protocol = _Protocol(params, custom_reactor=reactor)
+        protocol = _Protocol(params, reactor)
         endpoint: Any
         if tls:
             endpoint = endpoints.SSL4ClientEndpoint(
-                reactor, host, port, _tls_options(config, host), timeout=config.connect_timeout
+                reactor, host, port, tls_options(config, host), timeout=config.connect_timeout
             )
         else:
             endpoint = endpoints.TCP4ClientEndpoint(
@@ -271,8 +353,12 @@ class AMQPConnection:
         return d  # type: ignore[no-any-return]
 
     def _on_closed(self, reason: Any) -> None:
+        # Closed (connection.close) or dropped (abort) as fedmq asked: no error.
         if self._closing and (
-            reason is None or isinstance(reason, pika.exceptions.ConnectionClosedByClient)
+            reason is None
+            or isinstance(
+                reason, (pika.exceptions.ConnectionClosedByClient, error.ConnectionAborted)
+            )
         ):
             self.closed.callback(None)
         else:
@@ -327,7 +413,7 @@ _PEM_CERTIFICATE = re.compile(
 )
 
 
-def _tls_options(config: Config, host: str) -> Any:
+def tls_options(config: Config, host: str) -> Any:
     """Twisted's client TLS options: every CA of ``tls.ca_cert`` trusted, the host name checked.
 
     Raises:
