@@ -279,6 +279,14 @@ class _QuietFactory(protocol.Factory):
         return self._built
 
 
+#: What pika reports after a close or abort fedmq asked for.
+_CLOSED_AS_ASKED = (
+    pika.exceptions.ConnectionClosedByClient,
+    error.ConnectionDone,
+    error.ConnectionAborted,
+)
+
+
 class AMQPConnection:
     """One open AMQP connection.
 
@@ -353,13 +361,9 @@ class AMQPConnection:
         return d  # type: ignore[no-any-return]
 
     def _on_closed(self, reason: Any) -> None:
-        # Closed (connection.close) or dropped (abort) as fedmq asked: no error.
-        if self._closing and (
-            reason is None
-            or isinstance(
-                reason, (pika.exceptions.ConnectionClosedByClient, error.ConnectionAborted)
-            )
-        ):
+        # Closed (connection.close, then the TCP close that follows the broker's
+        # close-ok) or dropped (abort) as fedmq asked: no error.
+        if self._closing and (reason is None or isinstance(reason, _CLOSED_AS_ASKED)):
             self.closed.callback(None)
         else:
             self.closed.callback(translate_error(reason, self.address))
