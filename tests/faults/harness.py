@@ -281,6 +281,15 @@ class ConsumerProcess:
         times = [when for when, state in self.events("state") if state == "consuming"]
         return times[-1] if times and times[-1] > after else None
 
+    def first_processed_since(self, after: float) -> float | None:
+        """When it finished the first message after it last started consuming, if it
+        started to after ``after`` (monotonic time)."""
+        since = self.consuming_since(after)
+        if since is None:
+            return None
+        times = [when for when, _id in self.events("processed") if when >= since]
+        return times[0] if times else None
+
     def wait_consuming(self, after: float = 0.0, timeout: float = 60) -> float:
         """Wait until it consumes (again, after ``after``); when it started to."""
         return float(
@@ -462,6 +471,20 @@ class Scenario:
         """Seconds from the fault until ``process`` consumed again."""
         assert self.fault_at is not None, "call fault() before injecting the fault"
         return process.wait_consuming(after=self.fault_at, timeout=timeout) - self.fault_at
+
+    def wait_first_delivery(self, process: ConsumerProcess, timeout: float = 60) -> float:
+        """Seconds from the fault until ``process`` finished its first message on a new
+        connection: noticing the fault, reconnecting and consuming again, all of it."""
+        assert self.fault_at is not None, "call fault() before injecting the fault"
+        fault_at = self.fault_at
+        done = wait_until(
+            lambda: process.first_processed_since(fault_at),
+            f"{process} to process a message after the fault",
+            timeout,
+            processes=[process],
+            interval=0.05,
+        )
+        return float(done) - fault_at
 
     def wait_done(
         self,

@@ -16,8 +16,10 @@ executor) instead of a plain one (its thread pool).
 
 EVENTS gets one line per event, ``<time.monotonic()> <kind> <detail>``:
 ``state <state>`` at every change of the consumer's state (the first line is
-``state consuming`` once it consumes), ``nack <id>`` for each refusal, and
-``exit <json>`` with the consumer's counters once it has stopped.
+``state consuming`` once it consumes), ``processed <id>`` for the first message
+processed after each ``state consuming`` (so a test can time a recovery to the
+first delivery done), ``nack <id>`` for each refusal, and ``exit <json>`` with
+the consumer's counters once it has stopped.
 CLOCK_MONOTONIC is system-wide, so the test compares these times with its own.
 The process exits 0 after a graceful stop on SIGTERM.
 """
@@ -56,6 +58,8 @@ class EventLog:
 
     def __init__(self, path: str) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        #: Set at each ``state consuming``; the next processed message clears it.
+        self.awaiting_processed = False
 
     def write(self, kind: str, detail: str = "") -> None:
         os.write(self._fd, f"{time.monotonic():.3f} {kind} {detail}\n".encode())
@@ -80,6 +84,9 @@ def make_callback(args: argparse.Namespace, events: EventLog) -> Any:
     def write(message: fedmq.Message) -> None:
         os.write(record, f"{message.id}\n".encode())
         os.fsync(record)
+        if events.awaiting_processed:
+            events.awaiting_processed = False
+            events.write("processed", message.id or "")
 
     def callback(message: fedmq.Message) -> None:
         delay = process(message)
@@ -101,9 +108,14 @@ async def main(reactor: Any, argv: list[str]) -> None:
     with open(args.config) as file:
         config = config_from_mapping(json.load(file), source=args.config)
     events = EventLog(args.events)
+
+    def on_state(state: str) -> None:
+        events.awaiting_processed = state == "consuming"
+        events.write("state", state)
+
     consumer = await fedmq.consume(make_callback(args, events), config=config, reactor=reactor)
-    events.write("state", consumer.state)
-    consumer.add_state_listener(lambda state: events.write("state", state))
+    on_state(consumer.state)
+    consumer.add_state_listener(on_state)
     # SIGTERM stops the reactor; this trigger makes that a graceful drain.
     reactor.addSystemEventTrigger("before", "shutdown", consumer.cancel)
     try:
