@@ -1,4 +1,4 @@
-"""Small fakes shared by unit tests: what watches a consumer, and the broker's end of a connection."""
+"""Small fakes shared by unit tests: what watches a consumer; a broker's end of a connection."""
 
 from __future__ import annotations
 
@@ -87,7 +87,8 @@ class FakeBroker:
     def open(self, heartbeat: int = 60, mechanisms: str = "PLAIN EXTERNAL") -> None:
         """Answer the client's handshake, proposing ``heartbeat`` in connection.tune."""
         self.send(pika.spec.Connection.Start(mechanisms=mechanisms, locales="en_US"))
-        self.send(pika.spec.Connection.Tune(channel_max=2047, frame_max=131072, heartbeat=heartbeat))
+        tune = pika.spec.Connection.Tune(channel_max=2047, frame_max=131072, heartbeat=heartbeat)
+        self.send(tune)
         self.send(pika.spec.Connection.OpenOk())
 
     def received(self) -> list[Any]:

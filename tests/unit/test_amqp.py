@@ -146,7 +146,8 @@ TRANSLATIONS = [
     (
         TLS_VERIFY_FAILED,
         ConnectionFailed,
-        f"The TLS handshake with the broker at {WHERE} failed: certificate verify failed {TLS_HINT}",
+        f"The TLS handshake with the broker at {WHERE} failed: "
+        f"certificate verify failed {TLS_HINT}",
     ),
     (
         SSL.Error("unexpected eof"),
