@@ -81,8 +81,7 @@ def translate_error(reason: BaseException | Failure | None, where: str) -> Excep
         reason = reason.value
     for kinds, translate in _TRANSLATIONS:
         if isinstance(reason, kinds):
-            translated: Exception = translate(reason, where)
-            return translated
+            return translate(reason, where)
     if isinstance(reason, Exception):
         return ConnectionFailed(f"The connection to the broker at {where} failed: {reason}")
     return ConnectionFailed(f"The connection to the broker at {where} failed")
@@ -125,7 +124,10 @@ def _could_not_connect(why: str) -> Callable[[BaseException, str], Exception]:
 
 
 #: What each error becomes, in order: the first entry whose classes match wins.
-_TRANSLATIONS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Any], ...] = (
+_TRANSLATIONS: tuple[
+    tuple[type[BaseException] | tuple[type[BaseException], ...], Callable[[Any, str], Exception]],
+    ...,
+] = (
     ((AuthenticationFailed, ConnectionFailed, BrokerError), lambda reason, _where: reason),
     (
         pika.exceptions.ProbableAuthenticationError,
@@ -675,4 +677,12 @@ def _publish_error(failure: Failure, where: str) -> Exception:
     return BrokerError(f"Publishing to {where} failed: {value!r}")
 
 
-__all__ = ["AMQPChannel", "AMQPConnection", "DeliveryHandler", "translate_error"]
+__all__ = [
+    "AMQPChannel",
+    "AMQPConnection",
+    "BrokerSilent",
+    "DeliveryHandler",
+    "connection_parameters",
+    "tls_options",
+    "translate_error",
+]
