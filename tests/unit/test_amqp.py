@@ -477,6 +477,10 @@ def handshake_succeeds(client_options: Any, server_options: Any) -> bool:
     return bool(client.wrappedProtocol.completed)
 
 
+#: Twisted's TLS options hand pyOpenSSL the X509 and PKey objects it now deprecates.
+twisted_tls_warnings = pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")
+
+
 def tls_config(tmp_path: Path, **files: bytes) -> Config:
     table = {}
     for key, content in files.items():
@@ -486,6 +490,7 @@ def tls_config(tmp_path: Path, **files: bytes) -> Config:
     return make_config(amqp_url="amqps://localhost/%2F", tls=table)
 
 
+@twisted_tls_warnings
 def test_every_authority_of_a_ca_bundle_is_trusted(tmp_path):
     first, second, third = Authority("first CA"), Authority("second CA"), Authority("third CA")
     config = tls_config(tmp_path, ca_cert=first.pem + b"\n" + second.pem + third.pem)
@@ -493,12 +498,14 @@ def test_every_authority_of_a_ca_bundle_is_trusted(tmp_path):
         assert handshake_succeeds(tls_options(config, "localhost"), authority.server())
 
 
+@twisted_tls_warnings
 def test_a_server_signed_by_an_authority_not_in_the_bundle_is_refused(tmp_path):
     trusted, stranger = Authority("trusted CA"), Authority("another CA")
     config = tls_config(tmp_path, ca_cert=trusted.pem)
     assert not handshake_succeeds(tls_options(config, "localhost"), stranger.server())
 
 
+@twisted_tls_warnings
 def test_a_server_certificate_for_another_host_name_is_refused(tmp_path):
     authority = Authority("the CA")
     config = tls_config(tmp_path, ca_cert=authority.pem)
