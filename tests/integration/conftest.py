@@ -87,6 +87,25 @@ class Broker:
         ready, unacked = self.node.queue_counts(queue)
         return int(ready), int(unacked)
 
+    def consumers(self, queue: str) -> list[tuple[str, int]]:
+        """(channel pid, prefetch count) of each consumer of ``queue``, as the broker lists them."""
+        listing = self.node.ctl(
+            "list_consumers",
+            "--quiet",
+            "--no-table-headers",
+            "-p",
+            "/",
+            "queue_name",
+            "channel_pid",
+            "prefetch_count",
+        )
+        found = []
+        for line in listing.splitlines():
+            name, channel, prefetch = line.rsplit("\t", 2)
+            if name == queue:
+                found.append((channel, int(prefetch)))
+        return found
+
     def take_all(self, queue: str) -> list[tuple[Any, bytes]]:
         """Take every ready message out of ``queue``, in order: (pika properties, body)."""
         connection, channel = self._channel()

@@ -11,9 +11,10 @@ from typing import Any, ClassVar
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 
 import fedmq
+from fedmq import exit_codes
 from tests.integration.conftest import wait_for
 
 
@@ -560,3 +561,107 @@ async def test_the_broker_connection_sends_small_frames_without_delay(
     nodelay = handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     await consumer.cancel()
     assert nodelay != 0
+
+
+# --- several queues, stopping past drain_timeout, a cancel that cannot be mended ------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_several_queues_share_one_channel_and_the_workers_with_prefetch_per_queue(
+    broker, queue_name, make_config
+):
+    """Two queues: one channel consumes both, the broker sends each queue's consumer up to
+    prefetch_count messages, and concurrency bounds the callbacks running across both."""
+    first, second = f"{queue_name}-a", f"{queue_name}-b"
+    for queue in (first, second):
+        broker.declare_queue(queue)
+        broker.publish(queue, [queue] * 5)
+    release = threading.Event()
+    started: list[str] = []
+
+    def callback(message):
+        started.append(message.body)
+        release.wait(30)
+
+    config = make_config(
+        queues={first: {"durable": True}, second: {"durable": True}},
+        qos={"prefetch_count": 2},
+        concurrency=2,
+    )
+    consumer = await start(config, callback)
+    try:
+        await wait_for(lambda: len(started) == 2, what="two callbacks running")
+        await wait_for(
+            lambda: broker.counts(first) == (3, 2) and broker.counts(second) == (3, 2),
+            what="two messages unacknowledged in each queue",
+        )
+        # The four deliveries reach fedmq; a third worker, if there were one, would start
+        # one of them within microseconds: half a second is ample.
+        await wait_for(lambda: consumer.in_flight == 4, what="four deliveries in fedmq")
+        await task.deferLater(reactor, 0.5, lambda: None)
+        assert len(started) == 2
+        [(first_channel, first_prefetch)] = broker.consumers(first)
+        [(second_channel, second_prefetch)] = broker.consumers(second)
+    finally:
+        release.set()
+    assert first_channel == second_channel
+    assert first_prefetch == second_prefetch == 2
+    await wait_for(
+        lambda: broker.counts(first) == (0, 0) and broker.counts(second) == (0, 0),
+        what="both queues consumed",
+    )
+    await consumer.cancel()
+    assert sorted(started) == sorted([first] * 5 + [second] * 5)
+
+
+@pytest_twisted.ensureDeferred
+async def test_callbacks_running_past_drain_timeout_are_abandoned_with_stop_forced(
+    broker, queue_name, make_config, caplog
+):
+    """The stop does not wait past drain_timeout: the broker has the message back, result
+    fails with StopForced, the abandonment is logged, and teardown() is not called."""
+    broker.declare_queue(queue_name)
+    broker.publish(queue_name, ["stuck"])
+    started, release = threading.Event(), threading.Event()
+    torn_down: list[str] = []
+
+    class Stuck:
+        def __call__(self, message):
+            started.set()
+            release.wait(30)
+
+        def teardown(self):
+            torn_down.append("teardown")
+
+    consumer = await start(make_config(drain_timeout=0.5), Stuck)
+    try:
+        await wait_for(started.is_set, what="the callback to start")
+        await consumer.cancel()
+        with pytest.raises(fedmq.StopForced):
+            await consumer.result
+        assert broker.counts(queue_name) == (1, 0)
+        assert broker.consumers(queue_name) == []
+        assert not release.is_set(), "the stop waited for the callback"
+    finally:
+        release.set()
+    assert torn_down == []
+    assert "Callbacks still running after 0.5 s" in caplog.text
+    assert "teardown() not called" in caplog.text
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_queue_deleted_under_passive_declares_ends_the_consumer_with_consumer_cancelled(
+    broker, queue_name, make_config, rabbit
+):
+    """The broker cancels the consumer; fedmq may not declare the queue again, so result
+    fails with ConsumerCancelled (exit status 6) and the queue stays gone."""
+    broker.declare_queue(queue_name)
+    config = make_config(passive_declares=True, retry={"enabled": False})
+    consumer = await start(config, lambda m: None)
+    rabbit.ctl("delete_queue", queue_name)
+    with pytest.raises(fedmq.ConsumerCancelled) as caught:
+        await consumer.result
+    assert queue_name in str(caught.value) and "404" in str(caught.value)
+    assert exit_codes.exit_code_for(caught.value) == exit_codes.CONSUMER_CANCELLED
+    with pytest.raises(LookupError):
+        broker.counts(queue_name)
