@@ -419,3 +419,40 @@ async def test_a_drop_exchange_with_no_queue_bound_parks_the_message(
     await wait_for(lambda: broker.ready(dead) == 1, what="the parked message")
     await consumer.cancel()
     assert consumer.counts["received"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_nack_drop_retry_and_undecodable_bodies_do_not_count_toward_max_errors(
+    broker, queue_name, make_config
+):
+    """With max_errors = 1, four verdicts on messages leave the consumer running; the first
+    real consumer error then stops it."""
+    runs: list[str] = []
+
+    def callback(message: fedmq.Message) -> None:
+        runs.append(message.body)
+        if message.body == "nack" and not message.redelivered:
+            raise fedmq.Nack()
+        if message.body == "drop":
+            raise fedmq.Drop("never")
+        if message.body == "retry" and message.attempt == 1:
+            raise fedmq.Retry("later")
+        if message.body == "error":
+            raise fedmq.ConsumerError("the database is down")
+
+    config = make_config(max_errors=1, retry={"delays": [0.2], "max_attempts": 3})
+    consumer = await fedmq.consume(callback, config=config)
+    broker.publish(queue_name, ["nack", "drop", "retry"])
+    broker.publish(queue_name, [b"{not json"])
+    broker.publish(queue_name, ["fine"])
+    dead = queue_name + ".dead"
+    await wait_for(lambda: broker.counts(dead) == (1, 0), what="the undecodable body parked")
+    await wait_for(lambda: runs.count("retry") == 2, what="the retried message's second run")
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="every message settled")
+    assert not consumer.result.called, "a verdict on a message stopped the consumer"
+    assert sorted(runs) == ["drop", "fine", "nack", "nack", "retry", "retry"]
+    # The positive control: a consumer error does count, and with max_errors = 1 it stops.
+    broker.publish(queue_name, ["error"])
+    with pytest.raises(CallbackError):
+        await consumer.result
+    assert broker.counts(queue_name) == (1, 0)
