@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import threading
 import time
@@ -11,7 +10,7 @@ from typing import Any, ClassVar
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, protocol, reactor, task
 
 import fedmq
 from fedmq import exit_codes
@@ -269,43 +268,51 @@ async def test_concurrency_runs_that_many_sync_callbacks_at_once(broker, queue_n
 
 @pytest_twisted.ensureDeferred
 async def test_concurrency_runs_that_many_async_callbacks_at_once(broker, queue_name, make_config):
+    """The first three callbacks wait for each other: they pass only if all three run at once."""
     broker.declare_queue(queue_name)
     broker.publish(queue_name, list(range(6)))
     running = [0]
     peak = [0]
+    gate: dict[str, asyncio.Event] = {}
 
     async def callback(message):
         running[0] += 1
         peak[0] = max(peak[0], running[0])
-        await asyncio.sleep(0.2)
+        three_in = gate.setdefault("three in", asyncio.Event())
+        if peak[0] == 3:
+            three_in.set()
+        await asyncio.wait_for(three_in.wait(), 15)
         running[0] -= 1
 
     consumer = await start(make_config(concurrency=3), callback)
-    await wait_for(lambda: consumer.counts.get("acked") == 6)
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="every message acked")
     await consumer.cancel()
     assert peak[0] == 3
 
 
 @pytest_twisted.ensureDeferred
 async def test_by_default_one_callback_runs_at_a_time(broker, queue_name, make_config):
+    """While the first callback runs, the next delivery waits in fedmq, unstarted."""
     broker.declare_queue(queue_name)
-    broker.publish(queue_name, list(range(10)))
-    running = [0]
-    peak = [0]
-    lock = threading.Lock()
+    broker.publish(queue_name, list(range(3)))
+    started: list[int] = []
+    release = threading.Event()
 
     def callback(message):
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.01)
-        with lock:
-            running[0] -= 1
+        started.append(message.body)
+        release.wait(30)
 
     consumer = await start(make_config(), callback)
-    await wait_for(lambda: consumer.counts.get("acked") == 10)
+    try:
+        await wait_for(lambda: consumer.in_flight == 3, what="three deliveries in fedmq")
+        # A second worker, if there were one, would start within microseconds.
+        await task.deferLater(reactor, 0.5, lambda: None)
+        assert started == [0]
+    finally:
+        release.set()
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="every message acked")
     await consumer.cancel()
-    assert peak[0] == 1
+    assert started == [0, 1, 2]
 
 
 @pytest_twisted.ensureDeferred
@@ -470,18 +477,20 @@ def test_a_bad_callback_path_fails_before_connecting(make_config):
 
 @pytest_twisted.ensureDeferred
 async def test_a_queue_deleted_under_the_consumer_is_declared_and_consumed_again(
-    broker, queue_name, make_config, caplog
+    broker, queue_name, make_config, rabbit, caplog
 ):
     broker.declare_queue(queue_name)
     seen = []
     consumer = await start(make_config(), lambda m: seen.append(m.body))
-    connection, channel = broker._channel()
-    channel.queue_delete(queue_name)
-    connection.close()
-    await wait_for(lambda: consumer.stats.reconnects == 1, what="the consumer to come back")
-    assert consumer.state == "consuming"
+    [(channel_before, _)] = broker.consumers(queue_name)
+    rabbit.ctl("delete_queue", queue_name)
+    await wait_for(
+        lambda: [c for c, _ in broker.consumers(queue_name)] not in ([], [channel_before]),
+        what="the queue declared again, and consumed on a new channel",
+    )
     broker.publish(queue_name, ["after"])
     await wait_for(lambda: seen == ["after"])
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="the message acked")
     await consumer.cancel()
     assert "cancelled the consumer" in caplog.text
 
@@ -495,13 +504,19 @@ async def test_a_connection_closed_by_the_broker_is_reopened(
     seen = []
     consumer = await start(make_config(), lambda m: seen.append(m.body))
     consumer.add_state_listener(states.append)
+    [(channel_before, _)] = broker.consumers(queue_name)
     await defer.maybeDeferred(rabbit.close_all_connections, "test closes it")
-    await wait_for(lambda: consumer.stats.reconnects == 1, what="a reconnect")
+    await wait_for(
+        lambda: [c for c, _ in broker.consumers(queue_name)] not in ([], [channel_before]),
+        what="a consumer on a new connection",
+    )
     broker.publish(queue_name, ["after"])
     await wait_for(lambda: seen == ["after"])
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="the message acked")
     await consumer.cancel()
     assert states == ["reconnecting", "consuming", "draining", "stopped"]
     assert await consumer.result is None
+    assert broker.consumers(queue_name) == []
 
 
 @pytest_twisted.ensureDeferred
@@ -513,22 +528,6 @@ async def test_a_consumer_gives_up_after_max_attempts_with_connection_failed(mak
     with pytest.raises(fedmq.ConnectionFailed) as raised:
         await start(config, print)
     assert "3 failed connection attempts" in str(raised.value)
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_normal_stop_logs_no_error(broker, queue_name, make_config, caplog):
-    """A graceful cancel leaves nothing at ERROR level in the logs (pika's included)."""
-    broker.declare_queue(queue_name)
-    broker.publish(queue_name, [1, 2])
-    with caplog.at_level(logging.DEBUG):
-        consumer = await start(make_config(), lambda m: None)
-        await wait_for(lambda: consumer.counts.get("acked") == 2)
-        await consumer.cancel()
-    # Other tests' leftover connections may log their own ends meanwhile; what
-    # matters is that this consumer's close is not reported as an error.
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert [e for e in errors if "Normal shutdown" in e or "ClosedByClient" in e] == []
-    assert [r for r in caplog.records if r.name == "fedmq" and r.levelno >= logging.ERROR] == []
 
 
 @pytest_twisted.ensureDeferred
@@ -545,9 +544,15 @@ async def test_connecting_logs_no_factory_chatter(broker, queue_name, make_confi
     try:
         consumer = await start(make_config(), lambda m: None)
         await consumer.cancel()
+        # The positive control: a noisy factory's chatter does reach this observer.
+        noisy = protocol.ClientFactory()
+        noisy.noisy = True
+        noisy.doStart()
+        noisy.doStop()
     finally:
         globalLogPublisher.removeObserver(observe)
-    assert [line for line in lines if "factory" in line] == []
+    chatter = [line for line in lines if "factory" in line]
+    assert len(chatter) == 2 and all("ClientFactory" in line for line in chatter), chatter
 
 
 @pytest_twisted.ensureDeferred
