@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import uuid
+
+import pytest
 
 from tests.integration.processes import (
     CALLBACKS,
@@ -249,22 +252,40 @@ def test_consume_routing_key_and_queue_name_replace_the_configured_topology(
 def test_consume_without_a_queue_name_uses_a_server_named_queue_that_goes_away(
     broker, rabbit_node, tmp_path
 ):
+    """The queue is the broker's server-named one, bound with the routing key; the message
+    is printed; and once the process exits the queue no longer exists."""
+    routing_key = f"anon-{uuid.uuid4().hex[:8]}"
     config = config_file(tmp_path, broker.url, callback="fedmq.example:printer")
     process = start(
-        [*RUNNERS["fedmq consume"], "-c", config, "--routing-key", "anon.#"], cwd=tmp_path
+        [*RUNNERS["fedmq consume"], "-c", config, "--routing-key", f"{routing_key}.#"],
+        cwd=tmp_path,
     )
+
+    def bound_queue():
+        listing = rabbit_node.ctl(
+            "list_bindings", "--quiet", "--no-table-headers", "destination_name", "routing_key"
+        )
+        for line in listing.splitlines():
+            destination, _, key = line.rpartition("\t")
+            if key == f"{routing_key}.#":
+                return destination
+        return None
+
     try:
+        queue = wait_until(bound_queue, "a queue bound with the routing key", process)
+        assert queue.startswith("amq.gen-")
+        broker.publish(f"{routing_key}.x", [{"hello": "anonymous"}], exchange="amq.topic")
         wait_until(
-            lambda: "amq.gen-" in rabbit_node.ctl("list_queues", "name"), "a server-named queue",
-            process,
-        )  # fmt: skip
-        broker.publish("anon.x", [{"hello": "anonymous"}], exchange="amq.topic")
-        wait_until(lambda: "anonymous" in (process.stdout.readline() or ""), "the message", process)
+            lambda: broker.counts(queue) == (0, 0) and broker.consumers(queue), "the ack", process
+        )
         process.send_signal(signal.SIGINT)
-        status, _out, err = finish(process)
+        status, out, err = finish(process)
     finally:
         terminate(process)
     assert status == 0, err
+    assert "anonymous" in out
+    with pytest.raises(LookupError):
+        broker.counts(queue)
 
 
 def test_consume_with_a_config_that_has_no_queues_exits_2(broker, tmp_path):

@@ -132,6 +132,8 @@ async def test_ready_goes_503_while_the_broker_is_down_and_200_once_it_is_back(
         assert await ready_status(port) == 200
         await threads.deferToThread(rabbit_node.stop)
         try:
+            # The consumer notices the lost connection soon, not at once.
+            await wait_for_ready_status(port, 503, timeout=30)
             code, body = await get(port, "/ready")
             assert code == 503
             assert json.loads(body)["state"] in ("reconnecting", "connecting")
