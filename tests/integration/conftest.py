@@ -7,7 +7,6 @@ observe on the broker does not depend on fedmq's own code.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -15,9 +14,9 @@ from typing import Any
 import pika
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
 
 from fedmq.config import Config, config_from_mapping
+from tests.helpers import wait_for
 
 
 class Broker:
@@ -107,30 +106,29 @@ class Broker:
                 found.append((channel, int(prefetch)))
         return found
 
-    def take_all(self, queue: str) -> list[tuple[Any, bytes]]:
-        """Take every ready message out of ``queue``, in order: (pika properties, body)."""
+    def get_all(self, queue: str) -> list[tuple[Any, Any, bytes]]:
+        """Take every ready message out of ``queue``, in order: (pika's Basic.GetOk, with
+        the exchange and routing key; pika properties; body)."""
         connection, channel = self._channel()
         taken = []
         while True:
             method, properties, body = channel.basic_get(queue, auto_ack=True)
             if method is None:
                 break
-            taken.append((properties, body))
+            taken.append((method, properties, body))
         connection.close()
         return taken
 
+    def take_all(self, queue: str) -> list[tuple[Any, bytes]]:
+        """Take every ready message out of ``queue``, in order: (pika properties, body)."""
+        return [(properties, body) for _, properties, body in self.get_all(queue)]
+
     def drain(self, queue: str, raw: bool = False) -> list[Any]:
         """Take every ready message out of ``queue``; their bodies, JSON-decoded unless raw."""
-        connection, channel = self._channel()
-        bodies = []
-        while True:
-            method, properties, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                break
-            is_json = properties.content_type == "application/json" and not raw
-            bodies.append(json.loads(body) if is_json else body)
-        connection.close()
-        return bodies
+        return [
+            json.loads(body) if properties.content_type == "application/json" and not raw else body
+            for _, properties, body in self.get_all(queue)
+        ]
 
 
 @pytest.fixture
@@ -159,22 +157,6 @@ def make_config(broker: Broker, queue_name: str) -> Callable[..., Config]:
         return config_from_mapping(data)
 
     return make
-
-
-async def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """Let the reactor run until ``condition()`` is true; fail after ``timeout`` seconds.
-
-    The time is the wall clock's: a condition that is slow to check (rabbitmqctl takes
-    about a second) does not stretch the timeout.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
-        await task.deferLater(reactor, 0.05, lambda: None)
 
 
 __all__ = ["Broker", "pytest_twisted", "wait_for"]

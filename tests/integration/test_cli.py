@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import uuid
 
 import pytest
 
+from tests.helpers import free_port, one_line
 from tests.integration.processes import (
     CALLBACKS,
     RUNNERS,
@@ -25,23 +25,9 @@ def config_file(tmp_path, url, **data):
     return str(write_config(tmp_path / "config.toml", {"amqp_url": url, **data}))
 
 
-def unused_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def assert_no_traceback(result, name):
     for sign in ("Traceback", "Unhandled error"):
         assert sign not in result.stderr, (name, result.stderr)
-
-
-def one_line(result):
-    """The single line a failed command printed on stderr."""
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 # --- publish and get ------------------------------------------------------------
@@ -322,7 +308,7 @@ def test_every_command_with_an_unknown_key_exits_2(broker, tmp_path):
 
 
 def test_every_command_with_an_unreachable_broker_exits_7(tmp_path):
-    url = f"amqp://guest:guest@127.0.0.1:{unused_port()}/%2F"
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
     config = write_config(
         tmp_path / "config.toml",
         {"amqp_url": url, "callback": "fedmq.example:printer", "reconnect": {"max_attempts": 1}},

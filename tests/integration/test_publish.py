@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
-import pika
 import pytest
 import pytest_twisted
 
@@ -98,22 +96,7 @@ async def test_a_callback_publishes_to_the_publish_exchange_with_the_topic_prefi
     broker.publish(queue_name, [7])
     await wait_for(lambda: broker.counts(out) == (1, 0), what="the published message")
     await consumer.cancel()
-    [(method, body)] = take_with_routing(broker, out)
+    [(method, _properties, body)] = broker.get_all(out)
     assert body == b'{"seen":7}'
     assert method.exchange == exchange
     assert method.routing_key == f"{prefix}.orders.seen"
-
-
-def take_with_routing(broker: Any, queue: str) -> list[tuple[Any, bytes]]:
-    """Every ready message of ``queue``: (pika's Basic.GetOk, with exchange and key; body)."""
-    connection = pika.BlockingConnection(pika.URLParameters(broker.url))
-    try:
-        channel = connection.channel()
-        taken = []
-        while True:
-            method, _properties, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return taken
-            taken.append((method, body))
-    finally:
-        connection.close()

@@ -16,6 +16,7 @@ import zipfile
 
 import pytest
 
+from tests.helpers import free_port
 from tests.integration.processes import (
     CALLBACKS,
     REPO,
@@ -284,11 +285,7 @@ def test_a_callback_class_that_raises_while_built_exits_2(runner, broker, tmp_pa
 
 @runners
 def test_an_unreachable_broker_exits_7_after_max_attempts(runner, broker, tmp_path, queue_name):
-    import socket
-
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+    port = free_port()
     config = consumer_config(
         broker, tmp_path, queue_name, "Slow", amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/%2F"
     )
