@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from fedmq import _fedora
 from fedmq._amqp import AMQPChannel, AMQPConnection
 from fedmq.config import Config
-from fedmq.exceptions import ConnectionFailed, PublishFormatError, PublishTimeout
+from fedmq.exceptions import PublishConnectionLost, PublishFormatError, PublishTimeout
 from fedmq.message import Message, Properties
 
 log = logging.getLogger("fedmq")
@@ -104,7 +104,7 @@ class Publisher:
             return self._channel
         if self._connection is None or not self._connection.is_open:
             if not self._owns_connection:
-                raise ConnectionFailed(
+                raise PublishConnectionLost(
                     "The consumer's connection to the broker is closed; nothing was published"
                 )
             self._connection = await AMQPConnection.connect(self._config, self._reactor)

@@ -25,9 +25,11 @@ from fedmq.exceptions import (
     BrokerError,
     CallbackError,
     ConnectionFailed,
+    ConsumerCancelled,
     ConsumerError,
     DeclarationError,
     HaltConsumer,
+    PublishConnectionLost,
     StopForced,
 )
 from fedmq.message import Message, Properties
@@ -66,7 +68,9 @@ class Consumer:
             non-zero exit code, :class:`CallbackError` (its ``__cause__`` is
             the callback's exception), :class:`DeclarationError`,
             :class:`AuthenticationFailed`, :class:`ConnectionFailed` (gave up
-            reconnecting) or :class:`StopForced`.
+            reconnecting), :class:`ConsumerCancelled` (the broker cancelled
+            the consumer and its queue is gone, with ``passive_declares``) or
+            :class:`StopForced`.
         queues: the names of the queues consumed (the broker's names for
             server-named queues), once started.
         stats: counters across all connections, for monitoring.
@@ -118,6 +122,8 @@ class Consumer:
         self._url_index = 0
         self._sessions = 0
         self._retry: Any = None
+        # The last session ended because the broker cancelled the consumer.
+        self._broker_cancelled = False
         # How a connection is opened: tests hand in fakes driven by a Clock.
         self._open_connection = _connect
 
@@ -278,6 +284,7 @@ class Consumer:
 
     def _session_opened(self, _: None) -> None:
         self._failures = 0
+        self._broker_cancelled = False
         if self._sessions:
             self.stats.reconnects += 1
         self._sessions += 1
@@ -298,6 +305,14 @@ class Consumer:
         if self._stopping is not None:
             return
         error = failure.value
+        gone = isinstance(error, DeclarationError) and error.reply_code == 404
+        if self._broker_cancelled and gone:
+            # Cancelled, and the queue is gone for good: fedmq may not declare it.
+            cancelled = ConsumerCancelled(
+                f"The broker cancelled the consumer and it cannot consume again: {error}"
+            )
+            cancelled.__cause__ = error
+            failure = Failure(cancelled)
         if isinstance(error, _FATAL) or not isinstance(error, _TRANSIENT):
             self._give_up(failure)
             return
@@ -371,6 +386,8 @@ class Consumer:
         # quorum-queue leader moved away). Declaring and consuming again
         # restores it; a passive declare of a queue that is gone fails then.
         log.warning("The broker cancelled the consumer (was its queue deleted?)")
+        if self._stopping is None:
+            self._broker_cancelled = True
         self._lose_session(ConnectionFailed("The broker cancelled the consumer"))
 
     def _blocked(self, reason: str) -> None:
@@ -443,7 +460,17 @@ class Consumer:
         mandatory: bool = False,
         timeout: float = 30.0,
     ) -> defer.Deferred[None]:
-        """Publish on this consumer's connection, with confirms (reactor thread)."""
+        """Publish on this consumer's connection, with confirms (reactor thread).
+
+        Fails with :class:`PublishConnectionLost` when that connection is
+        closed (the consumer stopped, or is reconnecting): nothing is published.
+        """
+        if self._connection is None or not self._connection.is_open:
+            return defer.fail(
+                PublishConnectionLost(
+                    "The consumer's connection to the broker is closed; nothing was published"
+                )
+            )
         return self._session_publisher().publish(
             message, exchange, routing_key, mandatory=mandatory, timeout=timeout
         )

@@ -158,7 +158,13 @@ class StopForced(FedmqError):
 
 
 class ConsumerCancelled(FedmqError):
-    """The broker cancelled the consumer (its queue was deleted, say)."""
+    """The broker cancelled the consumer, and its queue cannot be consumed again.
+
+    The broker cancels a consumer whose queue was deleted. fedmq reconnects
+    and declares the queue again; with ``passive_declares`` it may not, and
+    when the queue is gone the consumer ends with this error (exit status
+    6). ``__cause__`` is the broker's refusal of the check.
+    """
 
 
 class PublishError(FedmqError):
@@ -183,4 +189,13 @@ class PublishFormatError(PublishError, ValueError):
     With ``publish_format = "fedora-messaging"``, a message whose body is not
     a JSON object; and, whatever the format, a fedora-messaging message that
     fails its class's schemas. Nothing was sent.
+    """
+
+
+class PublishConnectionLost(PublishError, ConnectionFailed):
+    """The connection to publish on is closed: nothing was published.
+
+    Raised when a callback publishes after its consumer's connection has
+    closed (the consumer stopped, or is reconnecting). It is a
+    :class:`ConnectionFailed` too, so code that catches that still works.
     """

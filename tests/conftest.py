@@ -22,6 +22,7 @@ from typing import NoReturn
 import pytest
 
 from fedmq.testing import RabbitNode
+from tests.helpers import NotifySocket, logging_restored
 
 EXTERNAL_URL_VARIABLE = "FEDMQ_TEST_AMQP_URL"
 
@@ -115,3 +116,18 @@ def vhost_name(rabbit_node: RabbitNode, request: pytest.FixtureRequest) -> Itera
 def vhost(rabbit_node: RabbitNode, vhost_name: str) -> str:
     """AMQP URL (as guest) of a vhost made for this test alone."""
     return rabbit_node.vhost_url(vhost_name)
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
+    """A stand-in for systemd's notification socket, at a path under tmp_path."""
+    listener = NotifySocket(str(tmp_path / "notify"))
+    yield listener
+    listener.close()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put every logger and handler back as it was after the test."""
+    with logging_restored():
+        yield

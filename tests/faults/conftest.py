@@ -22,6 +22,7 @@ import pytest
 
 from fedmq.testing import RabbitNode
 from tests.faults.harness import Row, Scenario
+from tests.helpers import wait_for_port
 
 _ROWS = pytest.StashKey[list[Row]]()
 _TABLE_PATH = pytest.StashKey[Path]()
@@ -107,19 +108,6 @@ def fault_node(fault_node_for_module: RabbitNode) -> RabbitNode:
     return fault_node_for_module
 
 
-def _wait_for_port(port: int, timeout: float) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while True:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
-        time.sleep(0.05)
-
-
 def form_cluster(nodes: list[RabbitNode]) -> None:
     """Start ``nodes`` and join the others to the first one's cluster.
 
@@ -129,7 +117,7 @@ def form_cluster(nodes: list[RabbitNode]) -> None:
     first, *others = nodes
     with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
         booting = [pool.submit(first.start)]
-        _wait_for_port(first.epmd_port, 30)
+        wait_for_port(first.epmd_port, 30)
         booting += [pool.submit(node.start) for node in others]
         for future in booting:
             future.result()

@@ -43,3 +43,24 @@ def test_a_connection_closed_by_the_broker_loses_no_message(fault_node, scenario
     run.wait_done(fault_node)
     run.finish(recovered)
     assert run.exits["consumer-1"]["reconnects"] == 1
+
+
+def test_a_broker_killed_and_started_again_loses_no_message(fault_node, scenario):
+    """k. Every confirmed message is processed although the broker is SIGKILLed mid-stream
+    (a crash: no clean shutdown, recent acks perhaps never written) and started again."""
+    count = N // 2
+    run = scenario("k. broker SIGKILLed and started again", count)
+    run.publish(fault_node.url)
+    consumer = run.start_consumer([fault_node.url])
+    run.wait_for_progress(0.3)
+
+    run.fault()
+    fault_node.kill()
+    assert fault_node.pids() == [], "the broker survived SIGKILL"
+    fault_node.start()
+
+    recovered = run.wait_recovered(consumer)
+    run.wait_done(fault_node)
+    tally = run.finish(recovered, note="SIGKILL to every process of the node")
+    assert run.exits["consumer-1"]["reconnects"] >= 1
+    assert tally.processed == count

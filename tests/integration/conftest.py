@@ -14,9 +14,9 @@ from typing import Any
 import pika
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
 
 from fedmq.config import Config, config_from_mapping
+from tests.helpers import wait_for
 
 
 class Broker:
@@ -87,30 +87,48 @@ class Broker:
         ready, unacked = self.node.queue_counts(queue)
         return int(ready), int(unacked)
 
-    def take_all(self, queue: str) -> list[tuple[Any, bytes]]:
-        """Take every ready message out of ``queue``, in order: (pika properties, body)."""
+    def consumers(self, queue: str) -> list[tuple[str, int]]:
+        """(channel pid, prefetch count) of each consumer of ``queue``, as the broker lists them."""
+        listing = self.node.ctl(
+            "list_consumers",
+            "--quiet",
+            "--no-table-headers",
+            "-p",
+            "/",
+            "queue_name",
+            "channel_pid",
+            "prefetch_count",
+        )
+        found = []
+        for line in listing.splitlines():
+            name, channel, prefetch = line.rsplit("\t", 2)
+            if name == queue:
+                found.append((channel, int(prefetch)))
+        return found
+
+    def get_all(self, queue: str) -> list[tuple[Any, Any, bytes]]:
+        """Take every ready message out of ``queue``, in order: (pika's Basic.GetOk, with
+        the exchange and routing key; pika properties; body)."""
         connection, channel = self._channel()
         taken = []
         while True:
             method, properties, body = channel.basic_get(queue, auto_ack=True)
             if method is None:
                 break
-            taken.append((properties, body))
+            taken.append((method, properties, body))
         connection.close()
         return taken
 
+    def take_all(self, queue: str) -> list[tuple[Any, bytes]]:
+        """Take every ready message out of ``queue``, in order: (pika properties, body)."""
+        return [(properties, body) for _, properties, body in self.get_all(queue)]
+
     def drain(self, queue: str, raw: bool = False) -> list[Any]:
         """Take every ready message out of ``queue``; their bodies, JSON-decoded unless raw."""
-        connection, channel = self._channel()
-        bodies = []
-        while True:
-            method, properties, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                break
-            is_json = properties.content_type == "application/json" and not raw
-            bodies.append(json.loads(body) if is_json else body)
-        connection.close()
-        return bodies
+        return [
+            json.loads(body) if properties.content_type == "application/json" and not raw else body
+            for _, properties, body in self.get_all(queue)
+        ]
 
 
 @pytest.fixture
@@ -139,19 +157,6 @@ def make_config(broker: Broker, queue_name: str) -> Callable[..., Config]:
         return config_from_mapping(data)
 
     return make
-
-
-async def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """Let the reactor run until ``condition()`` is true; fail after ``timeout`` seconds."""
-    waited = 0.0
-    while True:
-        value = condition()
-        if value:
-            return value
-        if waited >= timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
-        await task.deferLater(reactor, 0.05, lambda: None)
-        waited += 0.05
 
 
 __all__ = ["Broker", "pytest_twisted", "wait_for"]

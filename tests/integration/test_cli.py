@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
+import uuid
 
+import pytest
+
+from tests.helpers import free_port, one_line
 from tests.integration.processes import (
     CALLBACKS,
     RUNNERS,
@@ -22,23 +25,9 @@ def config_file(tmp_path, url, **data):
     return str(write_config(tmp_path / "config.toml", {"amqp_url": url, **data}))
 
 
-def unused_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def assert_no_traceback(result, name):
     for sign in ("Traceback", "Unhandled error"):
         assert sign not in result.stderr, (name, result.stderr)
-
-
-def one_line(result):
-    """The single line a failed command printed on stderr."""
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 # --- publish and get ------------------------------------------------------------
@@ -256,22 +245,40 @@ def test_consume_replace_topology_consumes_the_named_queue_instead_of_the_config
 def test_consume_without_a_queue_name_uses_a_server_named_queue_that_goes_away(
     broker, rabbit_node, tmp_path
 ):
+    """The queue is the broker's server-named one, bound with the routing key; the message
+    is printed; and once the process exits the queue no longer exists."""
+    routing_key = f"anon-{uuid.uuid4().hex[:8]}"
     config = config_file(tmp_path, broker.url, callback="fedmq.example:printer")
     process = start(
-        [*RUNNERS["fedmq consume"], "-c", config, "--routing-key", "anon.#"], cwd=tmp_path
+        [*RUNNERS["fedmq consume"], "-c", config, "--routing-key", f"{routing_key}.#"],
+        cwd=tmp_path,
     )
+
+    def bound_queue():
+        listing = rabbit_node.ctl(
+            "list_bindings", "--quiet", "--no-table-headers", "destination_name", "routing_key"
+        )
+        for line in listing.splitlines():
+            destination, _, key = line.rpartition("\t")
+            if key == f"{routing_key}.#":
+                return destination
+        return None
+
     try:
+        queue = wait_until(bound_queue, "a queue bound with the routing key", process)
+        assert queue.startswith("amq.gen-")
+        broker.publish(f"{routing_key}.x", [{"hello": "anonymous"}], exchange="amq.topic")
         wait_until(
-            lambda: "amq.gen-" in rabbit_node.ctl("list_queues", "name"), "a server-named queue",
-            process,
-        )  # fmt: skip
-        broker.publish("anon.x", [{"hello": "anonymous"}], exchange="amq.topic")
-        wait_until(lambda: "anonymous" in (process.stdout.readline() or ""), "the message", process)
+            lambda: broker.counts(queue) == (0, 0) and broker.consumers(queue), "the ack", process
+        )
         process.send_signal(signal.SIGINT)
-        status, _out, err = finish(process)
+        status, out, err = finish(process)
     finally:
         terminate(process)
     assert status == 0, err
+    assert "anonymous" in out
+    with pytest.raises(LookupError):
+        broker.counts(queue)
 
 
 def test_consume_with_an_empty_queues_table_exits_2(broker, tmp_path):
@@ -308,7 +315,7 @@ def test_every_command_with_an_unknown_key_exits_2(broker, tmp_path):
 
 
 def test_every_command_with_an_unreachable_broker_exits_7(tmp_path):
-    url = f"amqp://guest:guest@127.0.0.1:{unused_port()}/%2F"
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
     config = write_config(
         tmp_path / "config.toml",
         {"amqp_url": url, "callback": "fedmq.example:printer", "reconnect": {"max_attempts": 1}},

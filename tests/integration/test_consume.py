@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import threading
 import time
@@ -11,9 +10,10 @@ from typing import Any, ClassVar
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, protocol, reactor, task
 
 import fedmq
+from fedmq import exit_codes
 from tests.integration.conftest import wait_for
 
 
@@ -268,43 +268,51 @@ async def test_concurrency_runs_that_many_sync_callbacks_at_once(broker, queue_n
 
 @pytest_twisted.ensureDeferred
 async def test_concurrency_runs_that_many_async_callbacks_at_once(broker, queue_name, make_config):
+    """The first three callbacks wait for each other: they pass only if all three run at once."""
     broker.declare_queue(queue_name)
     broker.publish(queue_name, list(range(6)))
     running = [0]
     peak = [0]
+    gate: dict[str, asyncio.Event] = {}
 
     async def callback(message):
         running[0] += 1
         peak[0] = max(peak[0], running[0])
-        await asyncio.sleep(0.2)
+        three_in = gate.setdefault("three in", asyncio.Event())
+        if peak[0] == 3:
+            three_in.set()
+        await asyncio.wait_for(three_in.wait(), 15)
         running[0] -= 1
 
     consumer = await start(make_config(concurrency=3), callback)
-    await wait_for(lambda: consumer.counts.get("acked") == 6)
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="every message acked")
     await consumer.cancel()
     assert peak[0] == 3
 
 
 @pytest_twisted.ensureDeferred
 async def test_by_default_one_callback_runs_at_a_time(broker, queue_name, make_config):
+    """While the first callback runs, the next delivery waits in fedmq, unstarted."""
     broker.declare_queue(queue_name)
-    broker.publish(queue_name, list(range(10)))
-    running = [0]
-    peak = [0]
-    lock = threading.Lock()
+    broker.publish(queue_name, list(range(3)))
+    started: list[int] = []
+    release = threading.Event()
 
     def callback(message):
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.01)
-        with lock:
-            running[0] -= 1
+        started.append(message.body)
+        release.wait(30)
 
     consumer = await start(make_config(), callback)
-    await wait_for(lambda: consumer.counts.get("acked") == 10)
+    try:
+        await wait_for(lambda: consumer.in_flight == 3, what="three deliveries in fedmq")
+        # A second worker, if there were one, would start within microseconds.
+        await task.deferLater(reactor, 0.5, lambda: None)
+        assert started == [0]
+    finally:
+        release.set()
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="every message acked")
     await consumer.cancel()
-    assert peak[0] == 1
+    assert started == [0, 1, 2]
 
 
 @pytest_twisted.ensureDeferred
@@ -469,18 +477,20 @@ def test_a_bad_callback_path_fails_before_connecting(make_config):
 
 @pytest_twisted.ensureDeferred
 async def test_a_queue_deleted_under_the_consumer_is_declared_and_consumed_again(
-    broker, queue_name, make_config, caplog
+    broker, queue_name, make_config, rabbit, caplog
 ):
     broker.declare_queue(queue_name)
     seen = []
     consumer = await start(make_config(), lambda m: seen.append(m.body))
-    connection, channel = broker._channel()
-    channel.queue_delete(queue_name)
-    connection.close()
-    await wait_for(lambda: consumer.stats.reconnects == 1, what="the consumer to come back")
-    assert consumer.state == "consuming"
+    [(channel_before, _)] = broker.consumers(queue_name)
+    rabbit.ctl("delete_queue", queue_name)
+    await wait_for(
+        lambda: [c for c, _ in broker.consumers(queue_name)] not in ([], [channel_before]),
+        what="the queue declared again, and consumed on a new channel",
+    )
     broker.publish(queue_name, ["after"])
     await wait_for(lambda: seen == ["after"])
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="the message acked")
     await consumer.cancel()
     assert "cancelled the consumer" in caplog.text
 
@@ -494,13 +504,19 @@ async def test_a_connection_closed_by_the_broker_is_reopened(
     seen = []
     consumer = await start(make_config(), lambda m: seen.append(m.body))
     consumer.add_state_listener(states.append)
+    [(channel_before, _)] = broker.consumers(queue_name)
     await defer.maybeDeferred(rabbit.close_all_connections, "test closes it")
-    await wait_for(lambda: consumer.stats.reconnects == 1, what="a reconnect")
+    await wait_for(
+        lambda: [c for c, _ in broker.consumers(queue_name)] not in ([], [channel_before]),
+        what="a consumer on a new connection",
+    )
     broker.publish(queue_name, ["after"])
     await wait_for(lambda: seen == ["after"])
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="the message acked")
     await consumer.cancel()
     assert states == ["reconnecting", "consuming", "draining", "stopped"]
     assert await consumer.result is None
+    assert broker.consumers(queue_name) == []
 
 
 @pytest_twisted.ensureDeferred
@@ -512,22 +528,6 @@ async def test_a_consumer_gives_up_after_max_attempts_with_connection_failed(mak
     with pytest.raises(fedmq.ConnectionFailed) as raised:
         await start(config, print)
     assert "3 failed connection attempts" in str(raised.value)
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_normal_stop_logs_no_error(broker, queue_name, make_config, caplog):
-    """A graceful cancel leaves nothing at ERROR level in the logs (pika's included)."""
-    broker.declare_queue(queue_name)
-    broker.publish(queue_name, [1, 2])
-    with caplog.at_level(logging.DEBUG):
-        consumer = await start(make_config(), lambda m: None)
-        await wait_for(lambda: consumer.counts.get("acked") == 2)
-        await consumer.cancel()
-    # Other tests' leftover connections may log their own ends meanwhile; what
-    # matters is that this consumer's close is not reported as an error.
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert [e for e in errors if "Normal shutdown" in e or "ClosedByClient" in e] == []
-    assert [r for r in caplog.records if r.name == "fedmq" and r.levelno >= logging.ERROR] == []
 
 
 @pytest_twisted.ensureDeferred
@@ -544,9 +544,15 @@ async def test_connecting_logs_no_factory_chatter(broker, queue_name, make_confi
     try:
         consumer = await start(make_config(), lambda m: None)
         await consumer.cancel()
+        # The positive control: a noisy factory's chatter does reach this observer.
+        noisy = protocol.ClientFactory()
+        noisy.noisy = True
+        noisy.doStart()
+        noisy.doStop()
     finally:
         globalLogPublisher.removeObserver(observe)
-    assert [line for line in lines if "factory" in line] == []
+    chatter = [line for line in lines if "factory" in line]
+    assert len(chatter) == 2 and all("ClientFactory" in line for line in chatter), chatter
 
 
 @pytest_twisted.ensureDeferred
@@ -560,3 +566,107 @@ async def test_the_broker_connection_sends_small_frames_without_delay(
     nodelay = handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     await consumer.cancel()
     assert nodelay != 0
+
+
+# --- several queues, stopping past drain_timeout, a cancel that cannot be mended ------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_several_queues_share_one_channel_and_the_workers_with_prefetch_per_queue(
+    broker, queue_name, make_config
+):
+    """Two queues: one channel consumes both, the broker sends each queue's consumer up to
+    prefetch_count messages, and concurrency bounds the callbacks running across both."""
+    first, second = f"{queue_name}-a", f"{queue_name}-b"
+    for queue in (first, second):
+        broker.declare_queue(queue)
+        broker.publish(queue, [queue] * 5)
+    release = threading.Event()
+    started: list[str] = []
+
+    def callback(message):
+        started.append(message.body)
+        release.wait(30)
+
+    config = make_config(
+        queues={first: {"durable": True}, second: {"durable": True}},
+        qos={"prefetch_count": 2},
+        concurrency=2,
+    )
+    consumer = await start(config, callback)
+    try:
+        await wait_for(lambda: len(started) == 2, what="two callbacks running")
+        await wait_for(
+            lambda: broker.counts(first) == (3, 2) and broker.counts(second) == (3, 2),
+            what="two messages unacknowledged in each queue",
+        )
+        # The four deliveries reach fedmq; a third worker, if there were one, would start
+        # one of them within microseconds: half a second is ample.
+        await wait_for(lambda: consumer.in_flight == 4, what="four deliveries in fedmq")
+        await task.deferLater(reactor, 0.5, lambda: None)
+        assert len(started) == 2
+        [(first_channel, first_prefetch)] = broker.consumers(first)
+        [(second_channel, second_prefetch)] = broker.consumers(second)
+    finally:
+        release.set()
+    assert first_channel == second_channel
+    assert first_prefetch == second_prefetch == 2
+    await wait_for(
+        lambda: broker.counts(first) == (0, 0) and broker.counts(second) == (0, 0),
+        what="both queues consumed",
+    )
+    await consumer.cancel()
+    assert sorted(started) == sorted([first] * 5 + [second] * 5)
+
+
+@pytest_twisted.ensureDeferred
+async def test_callbacks_running_past_drain_timeout_are_abandoned_with_stop_forced(
+    broker, queue_name, make_config, caplog
+):
+    """The stop does not wait past drain_timeout: the broker has the message back, result
+    fails with StopForced, the abandonment is logged, and teardown() is not called."""
+    broker.declare_queue(queue_name)
+    broker.publish(queue_name, ["stuck"])
+    started, release = threading.Event(), threading.Event()
+    torn_down: list[str] = []
+
+    class Stuck:
+        def __call__(self, message):
+            started.set()
+            release.wait(30)
+
+        def teardown(self):
+            torn_down.append("teardown")
+
+    consumer = await start(make_config(drain_timeout=0.5), Stuck)
+    try:
+        await wait_for(started.is_set, what="the callback to start")
+        await consumer.cancel()
+        with pytest.raises(fedmq.StopForced):
+            await consumer.result
+        assert broker.counts(queue_name) == (1, 0)
+        assert broker.consumers(queue_name) == []
+        assert not release.is_set(), "the stop waited for the callback"
+    finally:
+        release.set()
+    assert torn_down == []
+    assert "Callbacks still running after 0.5 s" in caplog.text
+    assert "teardown() not called" in caplog.text
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_queue_deleted_under_passive_declares_ends_the_consumer_with_consumer_cancelled(
+    broker, queue_name, make_config, rabbit
+):
+    """The broker cancels the consumer; fedmq may not declare the queue again, so result
+    fails with ConsumerCancelled (exit status 6) and the queue stays gone."""
+    broker.declare_queue(queue_name)
+    config = make_config(passive_declares=True, retry={"enabled": False})
+    consumer = await start(config, lambda m: None)
+    rabbit.ctl("delete_queue", queue_name)
+    with pytest.raises(fedmq.ConsumerCancelled) as caught:
+        await consumer.result
+    assert queue_name in str(caught.value) and "404" in str(caught.value)
+    assert exit_codes.exit_code_for(caught.value) == exit_codes.CONSUMER_CANCELLED
+    with pytest.raises(LookupError):
+        broker.counts(queue_name)

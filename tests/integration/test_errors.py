@@ -143,10 +143,18 @@ async def test_each_consumed_queue_gets_its_wait_queues_and_dead_queue(
 
 
 @pytest_twisted.ensureDeferred
-async def test_retry_on_a_server_named_queue_drops_the_message(broker, make_config, caplog):
-    """A server-named queue has no wait queues: Retry drops the message and says why."""
+async def test_retry_on_a_server_named_queue_drops_the_message(
+    broker, queue_name, make_config, caplog
+):
+    """A server-named queue has no wait queues: Retry drops the message (to the queue's
+    dead-letter exchange, here) and says why; the callback ran once."""
+    dead_letters = f"{queue_name}-dlx"
+    broker.declare_queue(dead_letters)
+    arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead_letters}
     config = make_config(
-        queues={"": {"durable": False, "exclusive": True, "auto_delete": True}},
+        queues={
+            "": {"durable": False, "exclusive": True, "auto_delete": True, "arguments": arguments}
+        },
     )
     seen: list[Any] = []
 
@@ -157,9 +165,11 @@ async def test_retry_on_a_server_named_queue_drops_the_message(broker, make_conf
     consumer = await fedmq.consume(callback, config=config)
     [queue] = consumer.queues
     broker.publish(queue, ["x"])
-    await wait_for(lambda: consumer.counts["dropped"] == 1, what="the drop")
+    await wait_for(lambda: broker.counts(dead_letters) == (1, 0), what="the dropped message")
+    assert broker.counts(queue) == (0, 0)
     await consumer.cancel()
     assert seen == ["x"]
+    assert broker.drain(dead_letters) == ["x"]
     assert "cannot be retried" in caplog.text
 
 
@@ -257,22 +267,28 @@ async def test_a_message_of_another_type_is_dropped_without_calling_the_callback
 
 @pytest_twisted.ensureDeferred
 async def test_a_class_callback_can_name_its_message_types(broker, queue_name, make_config):
-    """A message_types attribute on the callback class works as the config key does."""
+    """A message_types attribute on the callback class works as the config key does: the
+    message of another type is dropped (to the dead-letter queue) without reaching it."""
+    seen: list[Any] = []
 
     class OrdersOnly:
         message_types = ("order.created",)
 
-        def __init__(self) -> None:
-            self.seen: list[Any] = []
-
         def __call__(self, message: fedmq.Message) -> None:
-            self.seen.append(message.body)
+            seen.append(message.body)
 
-    consumer = await fedmq.consume(OrdersOnly, config=make_config())
+    dead_letters = f"{queue_name}-dlx"
+    broker.declare_queue(dead_letters)
+    arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead_letters}
+    config = make_config(queues={queue_name: {"durable": True, "arguments": arguments}})
+    consumer = await fedmq.consume(OrdersOnly, config=config)
     broker.publish(queue_name, ["no"], type="other")
     broker.publish(queue_name, ["yes"], type="order.created")
-    await wait_for(lambda: consumer.counts["dropped"] == 1 and consumer.counts["acked"] == 1)
+    await wait_for(lambda: broker.counts(dead_letters) == (1, 0), what="the dropped message")
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="the accepted message acked")
     await consumer.cancel()
+    assert seen == ["yes"]
+    assert broker.drain(dead_letters) == ["no"]
 
 
 @pytest_twisted.ensureDeferred
@@ -373,10 +389,10 @@ async def test_nack_requeues_and_the_message_comes_back(broker, queue_name, make
 
     consumer = await fedmq.consume(callback, config=make_config())
     broker.publish(queue_name, ["x"])
-    await wait_for(lambda: consumer.counts["acked"] == 1, what="the second run")
+    await wait_for(lambda: len(runs) == 2, what="the second run")
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="the message acked")
     await consumer.cancel()
     assert runs == [False, True]
-    assert consumer.counts["requeued"] == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -391,15 +407,21 @@ async def test_a_retry_queue_deleted_while_consuming_is_declared_again(
         if message.attempt == 1:
             raise fedmq.Retry("later")
 
+    wait_queue = f"{queue_name}.retry.0.2s"
     config = make_config(retry={"delays": [0.2]})
     consumer = await fedmq.consume(callback, config=config)
-    rabbit.ctl("delete_queue", f"{queue_name}.retry.0.2s")
+    [(channel_before, _)] = broker.consumers(queue_name)
+    rabbit.ctl("delete_queue", wait_queue)
+    with pytest.raises(LookupError):
+        broker.counts(wait_queue)
     broker.publish(queue_name, ["x"])
-    await wait_for(lambda: consumer.counts["acked"] == 1, what="the retried run")
+    await wait_for(lambda: attempts[-1:] == [2], what="the retried run")
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="the message acked")
+    assert broker.counts(wait_queue) == (0, 0)  # declared again
+    [(channel_after, _)] = broker.consumers(queue_name)
     await consumer.cancel()
-    assert attempts[0] == 1 and attempts[-1] == 2
-    assert consumer.stats.reconnects == 1
-    assert broker.counts(queue_name) == (0, 0)
+    assert attempts[0] == 1
+    assert channel_after != channel_before  # consuming again, on a new channel
 
 
 @pytest_twisted.ensureDeferred
@@ -410,12 +432,56 @@ async def test_a_drop_exchange_with_no_queue_bound_parks_the_message(
     drops = f"{queue_name}-drops"
     broker.declare_exchange(drops)
 
+    runs: list[Any] = []
+
     def callback(message: fedmq.Message) -> None:
+        runs.append(message.body)
         raise fedmq.Drop("bad")
 
     consumer = await fedmq.consume(callback, config=make_config(drop_exchange=drops))
     broker.publish(queue_name, ["x"])
     dead = queue_name + ".dead"
     await wait_for(lambda: broker.ready(dead) == 1, what="the parked message")
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="the original settled")
     await consumer.cancel()
-    assert consumer.counts["received"] == 1
+    assert runs == ["x"]  # once: not requeued to fail again
+    [(properties, body)] = broker.take_all(dead)
+    assert body == b'"x"'
+    assert "bad" in properties.headers["X-Dropped-Reason"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_nack_drop_retry_and_undecodable_bodies_do_not_count_toward_max_errors(
+    broker, queue_name, make_config
+):
+    """With max_errors = 1, four verdicts on messages leave the consumer running; the first
+    real consumer error then stops it."""
+    runs: list[str] = []
+
+    def callback(message: fedmq.Message) -> None:
+        runs.append(message.body)
+        if message.body == "nack" and not message.redelivered:
+            raise fedmq.Nack()
+        if message.body == "drop":
+            raise fedmq.Drop("never")
+        if message.body == "retry" and message.attempt == 1:
+            raise fedmq.Retry("later")
+        if message.body == "error":
+            raise fedmq.ConsumerError("the database is down")
+
+    config = make_config(max_errors=1, retry={"delays": [0.2], "max_attempts": 3})
+    consumer = await fedmq.consume(callback, config=config)
+    broker.publish(queue_name, ["nack", "drop", "retry"])
+    broker.publish(queue_name, [b"{not json"])
+    broker.publish(queue_name, ["fine"])
+    dead = queue_name + ".dead"
+    await wait_for(lambda: broker.counts(dead) == (1, 0), what="the undecodable body parked")
+    await wait_for(lambda: runs.count("retry") == 2, what="the retried message's second run")
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="every message settled")
+    assert not consumer.result.called, "a verdict on a message stopped the consumer"
+    assert sorted(runs) == ["drop", "fine", "nack", "nack", "retry", "retry"]
+    # The positive control: a consumer error does count, and with max_errors = 1 it stops.
+    broker.publish(queue_name, ["error"])
+    with pytest.raises(CallbackError):
+        await consumer.result
+    assert broker.counts(queue_name) == (1, 0)

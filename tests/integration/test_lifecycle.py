@@ -136,3 +136,54 @@ async def test_a_teardown_that_raises_is_logged_and_the_stop_completes(
     await consumer.cancel()
     await consumer.result
     assert "teardown() of the callback 'leaky' raised OSError" in caplog.text
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_teardown_running_past_drain_timeout_is_logged_and_the_stop_completes(
+    broker, queue_name, make_config, caplog
+):
+    """The stop does not wait for a stuck teardown() longer than drain_timeout."""
+    release = threading.Event()
+
+    class StuckTeardown(Recorder):
+        def teardown(self) -> None:
+            self.events.append("teardown")
+            release.wait(30)
+
+    config = make_config(name="stuck-teardown", drain_timeout=0.5)
+    consumer = await fedmq.consume(StuckTeardown, config=config)
+    broker.publish(queue_name, [1])
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="the message acked")
+    try:
+        await consumer.cancel()
+        assert await consumer.result is None
+        assert not release.is_set(), "the stop waited for teardown()"
+        assert broker.consumers(queue_name) == []
+    finally:
+        release.set()
+    assert consumer._callback.events[-1] == "teardown"
+    assert "teardown() of the callback 'stuck-teardown' did not return within 0.5 s" in (
+        caplog.text
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconnecting_does_not_call_setup_or_teardown_again(
+    broker, queue_name, make_config, rabbit
+):
+    """The broker closes the connection; fedmq consumes again on a new channel, and the
+    callback's setup() and teardown() still run once each."""
+    consumer = await fedmq.consume(Recorder, config=make_config())
+    recorder: Any = consumer._callback
+    broker.publish(queue_name, [1])
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="the first message acked")
+    [(channel_before, _)] = broker.consumers(queue_name)
+    rabbit.close_all_connections("the test closes it")
+    await wait_for(
+        lambda: [c for c, _ in broker.consumers(queue_name)] not in ([], [channel_before]),
+        what="a consumer on a new channel",
+    )
+    broker.publish(queue_name, [2])
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="the second message acked")
+    await consumer.cancel()
+    assert recorder.events == ["setup", "message 1", "message 2", "teardown"]

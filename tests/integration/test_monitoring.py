@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,12 +31,12 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent
 
 import fedmq
-from fedmq import _logging
 from fedmq._logging import setup_logging
 from fedmq._systemd import NotifyService
 from fedmq.config import config_from_mapping
 from fedmq.consumer import Consumer
 from fedmq.monitoring import MonitoringService
+from tests.helpers import free_port
 from tests.integration.conftest import Broker, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,6 +130,8 @@ async def test_ready_goes_503_while_the_broker_is_down_and_200_once_it_is_back(
         assert await ready_status(port) == 200
         await threads.deferToThread(rabbit_node.stop)
         try:
+            # The consumer notices the lost connection soon, not at once.
+            await wait_for_ready_status(port, 503, timeout=30)
             code, body = await get(port, "/ready")
             assert code == 503
             assert json.loads(body)["state"] in ("reconnecting", "connecting")
@@ -192,37 +192,6 @@ async def test_metrics_count_what_the_consumer_processed(broker, queue_name, mak
 # --- systemd -------------------------------------------------------------------------
 
 
-class NotifySocket:
-    """A datagram socket standing in for systemd's notification socket."""
-
-    def __init__(self, path: Path):
-        self.path = str(path)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(self.path)
-        self._sock.setblocking(False)
-        self.received: list[str] = []
-
-    def poll(self) -> list[str]:
-        while True:
-            try:
-                self.received.append(self._sock.recv(4096).decode())
-            except BlockingIOError:
-                return self.received
-
-    def saw(self, assignment: str) -> int:
-        return sum(assignment in message.split("\n") for message in self.poll())
-
-    def close(self) -> None:
-        self._sock.close()
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
-    listener = NotifySocket(tmp_path / "notify")
-    yield listener
-    listener.close()
-
-
 @pytest_twisted.ensureDeferred
 async def test_systemd_hears_ready_once_consuming_then_watchdog_pings(
     broker, queue_name, make_config, notify_socket
@@ -245,17 +214,6 @@ async def test_systemd_hears_ready_once_consuming_then_watchdog_pings(
 
 
 # --- logs ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    pika = logging.getLogger("pika")
-    saved = (root.level, root.handlers[:], pika.level)
-    yield
-    root.level, root.handlers[:], _ = saved
-    pika.setLevel(saved[2])
-    _logging._default_handler = None
 
 
 @pytest.fixture
@@ -323,12 +281,6 @@ async def test_a_failed_message_logs_one_json_line_with_its_details_and_no_passw
 
 
 # --- twistd, as the systemd unit runs it -------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest_twisted.ensureDeferred

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 
+from tests.helpers import one_line
 from tests.integration.processes import fedmq, write_config
 
 VERDICT = {
@@ -18,14 +19,6 @@ VERDICT = {
 
 def config_file(tmp_path, url):
     return str(write_config(tmp_path / "config.toml", {"amqp_url": url}))
-
-
-def one_line(result):
-    """The single line a failed command printed on stderr."""
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def park(broker, queue, count):

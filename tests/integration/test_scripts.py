@@ -6,10 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import wait_until
 
 SCRIPT = Path(__file__).parent / "scripts" / "blocking_consume.py"
 
@@ -48,20 +49,9 @@ def test_the_example_printer_runs_until_sigterm_and_exits_cleanly(
     """The quick-start example prints what arrives and stops cleanly on SIGTERM."""
     process = run_script(broker, tmp_path, reactor, "printer", queue_name)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                broker.ready(queue_name)
-                break
-            except Exception:
-                assert time.monotonic() < deadline, "the script never declared its queue"
-                assert process.poll() is None, process.communicate()
-                time.sleep(0.2)
+        wait_until(lambda: broker.consumers(queue_name), "the script to consume", process)
         broker.publish(queue_name + ".hello", [{"greeting": "hi"}], exchange="amq.topic")
-        deadline = time.monotonic() + 30
-        while broker.counts(queue_name) != (0, 0):
-            assert time.monotonic() < deadline, "the message was not consumed"
-            time.sleep(0.2)
+        wait_until(lambda: broker.counts(queue_name) == (0, 0), "the message acked", process)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
     finally:

@@ -7,6 +7,7 @@ signal, and end with the documented exit status and one clear line.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import zipfile
 
 import pytest
 
+from tests.helpers import free_port
 from tests.integration.processes import (
     CALLBACKS,
     REPO,
@@ -49,11 +51,18 @@ def run_service(runner, config, tmp_path, *extra):
     return start([*RUNNERS[runner], "--config", str(config), *extra], cwd=tmp_path)
 
 
-def assert_one_clear_line(err, text):
+def error_lines(err):
+    """The lines of a fedmq process's log (its stderr) at level ERROR or above."""
+    return [line for line in err.splitlines() if re.search(r" (ERROR|CRITICAL) ", line)]
+
+
+def assert_one_clear_line(err, text, status):
+    """Exactly one line at ERROR or above: it gives the exit status and names the reason."""
     assert "Traceback" not in err, err
     assert "Unhandled error" not in err, err
-    lines = [line for line in err.splitlines() if text in line]
-    assert len(lines) >= 1, err
+    [line] = error_lines(err) or [""]
+    assert len(error_lines(err)) == 1, err
+    assert f"(exit status {status})" in line and text in line, err
 
 
 # --- the plugin, from a built wheel -------------------------------------------
@@ -190,7 +199,7 @@ def test_halt_consumer_with_exit_code_n_makes_the_process_exit_n(
     config = consumer_config(broker, tmp_path, queue_name, "Halt", exit_code=42)
     status, _out, err = finish(run_service(runner, config, tmp_path))
     assert status == 42, err
-    assert_one_clear_line(err, "exit status 42")
+    assert_one_clear_line(err, "the test says so", 42)
     assert broker.counts(queue_name) == (1, 0)
 
 
@@ -276,18 +285,14 @@ def test_a_callback_class_that_raises_while_built_exits_2(runner, broker, tmp_pa
 
 @runners
 def test_an_unreachable_broker_exits_7_after_max_attempts(runner, broker, tmp_path, queue_name):
-    import socket
-
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+    port = free_port()
     config = consumer_config(
         broker, tmp_path, queue_name, "Slow", amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/%2F"
     )
     config.write_text(config.read_text() + "\n[reconnect]\nmax_attempts = 1\n")
     status, out, err = finish(run_service(runner, config, tmp_path))
     assert status == 7, out + err
-    assert_one_clear_line(err, "connection refused")
+    assert_one_clear_line(err, "connection refused", 7)
 
 
 @runners
@@ -297,7 +302,15 @@ def test_a_wrong_password_exits_4_without_showing_it(runner, broker, tmp_path, q
     config = consumer_config(broker, tmp_path, queue_name, "Slow", amqp_url=url)
     status, out, err = finish(run_service(runner, config, tmp_path))
     assert status == 4, out + err
-    assert_one_clear_line(err, "refused the credentials")
+    # pika logs the broker's 403 again, at ERROR, in one or two lines of its own: known,
+    # left to the logging issue to quiet; everything else must be the one clear line.
+    pika = [line for line in error_lines(err) if " ERROR pika." in line]
+    assert len(pika) <= 2, err
+    assert_one_clear_line(
+        "\n".join(line for line in err.splitlines() if line not in pika),
+        "refused the credentials",
+        4,
+    )
     assert "hunter2" not in out + err
 
 
@@ -308,7 +321,7 @@ def test_a_refused_declaration_exits_3(runner, broker, tmp_path, queue_name):
     config.write_text("passive_declares = true\n" + config.read_text())
     status, out, err = finish(run_service(runner, config, tmp_path))
     assert status == 3, out + err
-    assert_one_clear_line(err, "404")
+    assert_one_clear_line(err, "404", 3)
 
 
 @runners
@@ -322,3 +335,50 @@ def test_a_callback_that_raises_exits_5_and_requeues_the_message(
     assert status == 5, out + err
     assert "exit status 5" in err and "the callback is broken" in err
     assert broker.counts(queue_name) == (1, 0)
+
+
+@runners
+def test_a_normal_stop_logs_nothing_at_warning_or_above(runner, broker, tmp_path, queue_name):
+    """Consuming and a SIGTERM leave no WARNING, ERROR or traceback in the log, pika's and
+    Twisted's included; the log itself is there (the INFO line saying what it consumes)."""
+    broker.declare_queue(queue_name)
+    ids = broker.publish(queue_name, [{"n": n} for n in range(3)])
+    config = consumer_config(broker, tmp_path, queue_name, "Slow", sleep=0)
+    log = tmp_path / "events.log"
+    process = run_service(runner, config, tmp_path)
+    try:
+        wait_until(lambda: len(events(log, "done")) == 3, "three messages", process)
+        wait_until(lambda: broker.counts(queue_name) == (0, 0), "three acks", process)
+        process.send_signal(signal.SIGTERM)
+        status, _out, err = finish(process)
+    finally:
+        terminate(process)
+    assert status == 0, err
+    assert sorted(events(log, "done")) == sorted(ids)
+    assert f"INFO fedmq: Consuming from '{queue_name}'" in err, err
+    loud = [line for line in err.splitlines() if re.search(r" (WARNING|ERROR|CRITICAL) ", line)]
+    assert loud == [], err
+    assert "Traceback" not in err, err
+
+
+@runners
+def test_a_queue_deleted_under_passive_declares_exits_6(runner, broker, tmp_path, queue_name):
+    """The broker cancels the consumer and fedmq may not declare the queue again: the
+    process exits 6 (CONSUMER_CANCELLED), saying why, and the queue stays gone."""
+    broker.declare_queue(queue_name)
+    config = consumer_config(broker, tmp_path, queue_name, "Slow")
+    config.write_text(
+        "passive_declares = true\n" + config.read_text() + "\n[retry]\nenabled = false\n"
+    )
+    process = run_service(runner, config, tmp_path)
+    try:
+        wait_until(lambda: broker.consumers(queue_name), "the process to consume", process)
+        broker.node.ctl("delete_queue", queue_name)
+        status, out, err = finish(process)
+    finally:
+        terminate(process)
+    assert status == 6, out + err
+    assert "Traceback" not in err, err
+    [stopped] = [line for line in error_lines(err) if "(exit status 6)" in line]
+    assert "cancelled the consumer" in stopped and queue_name in stopped, err
+    assert queue_name not in broker.node.ctl("list_queues", "name")

@@ -306,7 +306,7 @@ async def test_thread_executor_reports_a_callback_that_raises_system_exit(
     threads[0].join(WAIT)
     assert not threads[0].is_alive()
     await one_reactor_turn()
-    assert 1 in results.outcomes
+    assert results.outcomes == {1: ERROR}
     assert joined.called
 
 
@@ -489,4 +489,4 @@ async def test_asyncio_executor_reports_a_callback_that_raises_cancelled_error(
     # The callback raised in one step of its task, before stop_intake reaches
     # the loop: any result it put is already on its way to the reactor thread.
     await within(executor.stop_intake())
-    assert 1 in results.outcomes
+    assert results.outcomes == {1: ERROR}

@@ -39,6 +39,7 @@ EXPECTED_EXPORTS = {
     "Message": "fedmq.message",
     "Nack": "fedmq.exceptions",
     "Properties": "fedmq.message",
+    "PublishConnectionLost": "fedmq.exceptions",
     "PublishError": "fedmq.exceptions",
     "PublishFormatError": "fedmq.exceptions",
     "PublishNacked": "fedmq.exceptions",

@@ -7,7 +7,6 @@ import json
 import logging
 import sys
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,32 +31,8 @@ URL = f"amqps://orders:{SECRET}@rabbit.example.com:5671/prod"
 
 
 @pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """Put every logger and handler back as it was: setup_logging changes globals."""
-    manager = logging.Logger.manager
-    loggers = [
-        logging.getLogger(),
-        *(v for v in manager.loggerDict.values() if isinstance(v, logging.Logger)),
-    ]
-    saved = [(lg, lg.level, lg.handlers[:], lg.propagate, lg.disabled) for lg in loggers]
-    saved_filters = {id(h): h.filters[:] for lg in loggers for h in lg.handlers}
-    known = set(manager.loggerDict)
-    yield
-    for handler in list(_logging._all_handlers()):
-        if id(handler) in saved_filters:
-            handler.filters[:] = saved_filters[id(handler)]
-    for name in set(manager.loggerDict) - known:
-        made = manager.loggerDict[name]
-        if isinstance(made, logging.Logger):
-            made.handlers.clear()
-            made.setLevel(logging.NOTSET)
-            made.propagate = True
-    for logger, level, handlers, propagate, disabled in saved:
-        logger.setLevel(level)
-        logger.handlers[:] = handlers
-        logger.propagate = propagate
-        logger.disabled = disabled
-    _logging._default_handler = None
+def _restore_logging(restore_logging: None) -> None:
+    """setup_logging changes globals: every test here gets them back as they were."""
 
 
 #: Where log_config handlers in these tests write (a config holds data, not objects).

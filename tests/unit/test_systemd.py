@@ -6,10 +6,8 @@ import configparser
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,39 +15,12 @@ from twisted.internet.testing import MemoryReactorClock
 
 from fedmq._systemd import NotifyService, notify, watchdog_interval
 from fedmq.config import Config
+from tests.helpers import NotifySocket
 from tests.unit.fakes import FakeConsumer, FakeConsumerService
 
 REPO_ROOT = Path(__file__).parents[2]
 UNIT = REPO_ROOT / "contrib" / "systemd" / "fedmq@.service"
 SHIPPED_TWISTD = "/opt/fedmq/bin/twistd"
-
-
-class NotifySocket:
-    """A datagram socket standing in for systemd's: what was sent to it."""
-
-    def __init__(self, address: str):
-        self.path = address
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind("\0" + address[1:] if address.startswith("@") else address)
-        self._sock.setblocking(False)
-
-    def messages(self) -> list[str]:
-        received = []
-        while True:
-            try:
-                received.append(self._sock.recv(4096).decode())
-            except BlockingIOError:
-                return received
-
-    def close(self) -> None:
-        self._sock.close()
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
-    listener = NotifySocket(str(tmp_path / "notify"))
-    yield listener
-    listener.close()
 
 
 def start_notifier(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import runpy
 import socket
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Any
 import pytest
 from twisted.application.service import IServiceMaker, MultiService
 
-import fedmq._logging
 from fedmq import tap
 from fedmq._logging import twistd_log_observer
 from fedmq.service import ConsumerService
@@ -21,15 +19,8 @@ PLUGIN = REPO / "twisted" / "plugins" / "fedmq_plugin.py"
 
 
 @pytest.fixture(autouse=True)
-def _keep_logging() -> Any:
+def _keep_logging(restore_logging: None) -> None:
     """build_service sets up logging; leave the test process's as it was."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    default = fedmq._logging._default_handler
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    fedmq._logging._default_handler = default
 
 
 @pytest.fixture
