@@ -54,7 +54,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml tests/anchors.py
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	# Every changelog fragment must build into the changelog.
+	$(VENV)/bin/towncrier build --draft --version 0.0.0 > /dev/null
 
 test: deps venv lint docs
 	$(VENV)/bin/pytest
