@@ -10,7 +10,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .ONESHELL:
 
-.PHONY: deps venv test lint demo bench docs clean
+.PHONY: deps venv test lint pythons demo bench docs clean
 
 # RabbitMQ from Debian. The test suite starts its own throwaway node, so the
 # package must not start a system broker on port 5672: a policy-rc.d that
@@ -59,8 +59,33 @@ lint: venv
 	# Every changelog fragment must build into the changelog.
 	$(VENV)/bin/towncrier build --draft --version 0.0.0 > /dev/null
 
-test: deps venv lint docs
+test: deps venv lint docs pythons
 	$(VENV)/bin/pytest
+
+# The unit suite on every other Python the package claims (setup.cfg's
+# python_requires), with interpreters found on PATH or under pyenv; one that
+# is missing is reported, not installed (this machine reaches no Python builds).
+OTHER_PYTHONS := 3.10 3.12 3.13
+pythons: venv
+	for version in $(OTHER_PYTHONS); do
+		python=
+		for candidate in $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$version.*/bin/python$$version 2>/dev/null) $$(command -v python$$version || true); do
+			if $$candidate -c pass 2>/dev/null; then python=$$candidate; break; fi
+		done
+		if [ -z "$$python" ]; then
+			echo "WARNING: python$$version not found: the unit suite did not run on Python $$version" >&2
+			continue
+		fi
+		venv=.venv-$$version
+		if [ ! -e $$venv/.installed ] || [ setup.cfg -nt $$venv/.installed ]; then
+			$$python -m venv $$venv
+			$$venv/bin/pip install --quiet -e '.[test]' -e tests/fedora_schemas
+			$$venv/bin/python -m tests.anchors > /dev/null
+			touch $$venv/.installed
+		fi
+		echo "Unit tests on $$($$venv/bin/python --version)"
+		$$venv/bin/python -m pytest -q -p no:cacheprovider tests/unit
+	done
 
 # A consumer against a throwaway broker, with a few demo messages; stops by itself.
 demo: deps venv
@@ -75,6 +100,6 @@ docs: venv
 	$(VENV)/bin/sphinx-build -W -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) build dist docs/_build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* build dist docs/_build .pytest_cache .mypy_cache .ruff_cache
 	rm -rf *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
