@@ -1,8 +1,4 @@
-"""Test helpers: :func:`mock_sends`, and a throwaway RabbitMQ node.
-
-:func:`mock_sends` checks what a block of code publishes, sending nothing; it
-takes the same arguments as fedora-messaging's helper of that name and
-checks them the same way.
+"""A throwaway RabbitMQ node for tests, and test certificates for TLS.
 
 :class:`RabbitNode` runs Debian's ``rabbitmq-server`` as the current user with
 every file it writes (database, logs, Erlang cookie, crash dumps) under one
@@ -13,13 +9,12 @@ tests need; several of them sharing an ``epmd_port`` and a ``cookie`` can be
 clustered.
 
 The node is driven through ``rabbitmqctl`` only; this module imports no AMQP
-client (:func:`mock_sends` imports fedmq's publishing code when called).
+client.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import secrets
 import shutil
@@ -27,10 +22,9 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import NoReturn
 from urllib.parse import quote
 
 __all__ = [
@@ -39,7 +33,6 @@ __all__ = [
     "RabbitNode",
     "find_rabbitmq_server",
     "make_test_certificates",
-    "mock_sends",
 ]
 
 NOT_INSTALLED = (
@@ -661,77 +654,3 @@ def make_test_certificates(directory: Path) -> None:
         (directory / f"{stem}.pem").write_bytes(cert.public_bytes(pem))
         key_bytes = key.private_bytes(pem, key_format, serialization.NoEncryption())
         (directory / f"{stem}.key").write_bytes(key_bytes)
-
-
-# --- checking what code publishes -------------------------------------------
-
-
-@contextlib.contextmanager
-def mock_sends(*expected: Any) -> Iterator[list[Any]]:
-    """Check that the block publishes exactly the ``expected`` messages, sending none.
-
-    Every :func:`fedmq.publish` made inside the block, from any thread, is
-    recorded instead of sent (through
-    :func:`fedmq.api.intercepting_publishes`). When the block ends without
-    an exception, the recorded messages are checked against ``expected``,
-    in order:
-
-    - there must be as many as expected;
-    - a class matches a message that is an instance of it;
-    - an instance matches a message of the same class with the same topic,
-      body and headers, ``sent-at`` aside (fedora-messaging's equality; a
-      fedmq message is compared the same way);
-    - every fedora-messaging message sent must then pass its schemas.
-
-    Args:
-        *expected: message classes or instances: fedmq's or fedora-messaging's.
-
-    Yields:
-        The list the sent messages are recorded in, in the order sent.
-
-    Raises:
-        AssertionError: the messages sent are not the ones expected.
-        jsonschema.ValidationError: a fedora-messaging message sent fails its schemas.
-    """
-    from fedmq.api import intercepting_publishes
-
-    sent: list[Any] = []
-    with intercepting_publishes(sent.append):
-        yield sent
-    if len(expected) != len(sent):
-        raise AssertionError(
-            f"Expected {len(expected)} messages to be sent, but {len(sent)} were sent"
-        )
-    for message, wanted in zip(sent, expected, strict=True):
-        if inspect.isclass(wanted):
-            if not isinstance(message, wanted):
-                raise AssertionError(
-                    f"Expected message of type {wanted}, but {message.__class__} was sent"
-                )
-        else:
-            _assert_same_message(message, wanted)
-        validate = getattr(message, "validate", None)
-        if validate is not None:
-            validate()
-
-
-def _assert_same_message(message: Any, wanted: Any) -> None:
-    if message.topic != wanted.topic:
-        raise AssertionError(f"Expected topic {wanted.topic!r}, but {message.topic!r} was sent")
-    if message.body != wanted.body:
-        raise AssertionError(f"Expected body {wanted.body!r}, but {message.body!r} was sent")
-    if not isinstance(message, type(wanted)):
-        raise AssertionError(
-            f"Expected message of type {type(wanted)}, but {message.__class__} was sent"
-        )
-    sent_headers, wanted_headers = _headers_of(message), _headers_of(wanted)
-    if sent_headers != wanted_headers:
-        raise AssertionError(f"Expected headers {wanted_headers!r}, but {sent_headers!r} were sent")
-
-
-def _headers_of(message: Any) -> dict[str, Any]:
-    # fedora-messaging keeps them in _headers, fedmq in headers; sent-at never compares.
-    headers = getattr(message, "_headers", None)
-    if headers is None:
-        headers = message.headers
-    return {name: value for name, value in dict(headers).items() if name != "sent-at"}

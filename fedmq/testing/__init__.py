@@ -1,0 +1,34 @@
+"""Test doubles and launchers for code that uses fedmq.
+
+In memory, without a broker: :func:`run_callback` runs a callback on one
+message as the consumer would and reports its outcome; :func:`capture_publishes`
+and :func:`mock_sends` record what code publishes instead of sending it;
+:class:`InMemoryBroker` is a broker fedmq's own :class:`~fedmq.Consumer` runs
+against; :func:`topic_matches` and :func:`headers_match` are RabbitMQ's
+routing rules. Beside them, :class:`RabbitNode` runs a real, throwaway
+RabbitMQ node. The pytest plugin (:mod:`fedmq.testing.pytest_plugin`) offers
+all of these as fixtures.
+"""
+
+from fedmq.testing.rabbitmq import (
+    NOT_INSTALLED,
+    TEST_CLIENT_NAME,
+    RabbitNode,
+    find_rabbitmq_server,
+    make_test_certificates,
+)
+from fedmq.testing.routing import headers_match, topic_matches
+from fedmq.testing.capture import PublishCapture, capture_publishes, mock_sends
+
+__all__ = [
+    "NOT_INSTALLED",
+    "TEST_CLIENT_NAME",
+    "PublishCapture",
+    "RabbitNode",
+    "capture_publishes",
+    "find_rabbitmq_server",
+    "headers_match",
+    "make_test_certificates",
+    "mock_sends",
+    "topic_matches",
+]
