@@ -18,9 +18,21 @@ from fedmq.testing.rabbitmq import (
     make_test_certificates,
 )
 from fedmq.testing.routing import headers_match, topic_matches
+from fedmq.testing.callbacks import (
+    CallbackResult,
+    Outcome,
+    arun_callback,
+    make_message,
+    run_callback,
+)
 from fedmq.testing.capture import PublishCapture, capture_publishes, mock_sends
 
 __all__ = [
+    "CallbackResult",
+    "Outcome",
+    "arun_callback",
+    "make_message",
+    "run_callback",
     "NOT_INSTALLED",
     "TEST_CLIENT_NAME",
     "PublishCapture",
