@@ -10,14 +10,6 @@ RabbitMQ node. The pytest plugin (:mod:`fedmq.testing.pytest_plugin`) offers
 all of these as fixtures.
 """
 
-from fedmq.testing.rabbitmq import (
-    NOT_INSTALLED,
-    TEST_CLIENT_NAME,
-    RabbitNode,
-    find_rabbitmq_server,
-    make_test_certificates,
-)
-from fedmq.testing.routing import headers_match, topic_matches
 from fedmq.testing.callbacks import (
     CallbackResult,
     Outcome,
@@ -26,21 +18,33 @@ from fedmq.testing.callbacks import (
     run_callback,
 )
 from fedmq.testing.capture import PublishCapture, capture_publishes, mock_sends
+from fedmq.testing.clock import ThreadedClock
+from fedmq.testing.memory import InMemoryBroker
+from fedmq.testing.rabbitmq import (
+    NOT_INSTALLED,
+    TEST_CLIENT_NAME,
+    RabbitNode,
+    find_rabbitmq_server,
+    make_test_certificates,
+)
+from fedmq.testing.routing import headers_match, topic_matches
 
 __all__ = [
-    "CallbackResult",
-    "Outcome",
-    "arun_callback",
-    "make_message",
-    "run_callback",
     "NOT_INSTALLED",
     "TEST_CLIENT_NAME",
+    "CallbackResult",
+    "InMemoryBroker",
+    "Outcome",
     "PublishCapture",
     "RabbitNode",
+    "ThreadedClock",
+    "arun_callback",
     "capture_publishes",
     "find_rabbitmq_server",
     "headers_match",
+    "make_message",
     "make_test_certificates",
     "mock_sends",
+    "run_callback",
     "topic_matches",
 ]

@@ -165,6 +165,8 @@ def capture_publishes() -> Iterator[PublishCapture]:
     capture = PublishCapture()
     with intercepting_publishes(capture._record):
         yield capture
+
+
 @contextlib.contextmanager
 def mock_sends(*expected: Any) -> Iterator[list[Any]]:
     """Check that the block publishes exactly the ``expected`` messages, sending none.

@@ -147,7 +147,7 @@ def test_a_setup_that_raises_is_a_callback_error():
         def __call__(self, message: Message) -> None:
             raise AssertionError("never called")
 
-    with pytest.raises(CallbackError, match="setup\\(\\) of the callback .* OSError: no database"):
+    with pytest.raises(CallbackError, match=r"setup\(\) of the callback .* OSError: no database"):
         run_callback(Broken)
 
 
