@@ -275,6 +275,8 @@ class InMemoryBroker:
         if self._pumping:
             return
         self._pumping = True
+        # A settlement makes room on its channel: every consumed queue may move.
+        self._waiting.update(name for name, subscribed in self._subscriptions.items() if subscribed)
         try:
             while self._waiting:
                 queue = self._waiting.pop()
