@@ -11,6 +11,7 @@ real reactor, no sockets and no sleeps.
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,23 +34,27 @@ class ThreadedClock(task.Clock):
         self._from_threads.put((f, args))
 
     def run_until(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Run the calls worker threads queued, as they come, until ``done()`` holds.
+        """Run the calls worker threads queue, as they come, until ``done()`` holds.
+
+        ``done()`` is checked before each call and whenever no call has come
+        for a moment, so a condition a worker thread makes true on its own
+        (a callback appending to a list) is seen too.
 
         Args:
-            done: checked before each call is run.
-            timeout: seconds of wall time to wait for the next call before giving up.
+            done: the condition to wait for.
+            timeout: seconds of wall time after which to give up.
 
         Raises:
-            TimeoutError: ``done()`` still fails and no call came for ``timeout`` seconds.
+            TimeoutError: ``done()`` still does not hold after ``timeout`` seconds.
         """
+        deadline = time.monotonic() + timeout
         while not done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the condition still does not hold after {timeout:g} s")
             try:
-                f, args = self._from_threads.get(timeout=timeout)
+                f, args = self._from_threads.get(timeout=0.01)
             except queue.Empty:
-                raise TimeoutError(
-                    f"no call from a worker thread for {timeout:g} s and the condition "
-                    "still does not hold"
-                ) from None
+                continue
             f(*args)
 
     def run_pending(self) -> None:

@@ -11,8 +11,8 @@ import os
 
 import pika
 
-from fedmq.testing.routing import headers_match, topic_matches
 from fedmq.testing.rabbitmq import RabbitNode
+from fedmq.testing.routing import headers_match, topic_matches
 from tests.routing_cases import (
     HEADERS_BINDINGS,
     HEADERS_SETS,
