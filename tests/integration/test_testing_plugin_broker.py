@@ -12,7 +12,6 @@ from fedmq import Message
 from fedmq.config import config_from_mapping
 
 
-
 @pytest_twisted.inlineCallbacks
 def test_a_published_message_reaches_the_callback(fedmq_amqp_url):
     """The docs' real-broker example: consume and publish on the test's own vhost."""
