@@ -18,15 +18,10 @@ from fedmq.testing.callbacks import (
     run_callback,
 )
 from fedmq.testing.capture import PublishCapture, capture_publishes, mock_sends
+from fedmq.testing.certificates import TEST_CLIENT_NAME, make_test_certificates
 from fedmq.testing.clock import ThreadedClock
 from fedmq.testing.memory import InMemoryBroker
-from fedmq.testing.rabbitmq import (
-    NOT_INSTALLED,
-    TEST_CLIENT_NAME,
-    RabbitNode,
-    find_rabbitmq_server,
-    make_test_certificates,
-)
+from fedmq.testing.rabbitmq import NOT_INSTALLED, RabbitNode, find_rabbitmq_server
 from fedmq.testing.routing import headers_match, topic_matches
 
 __all__ = [

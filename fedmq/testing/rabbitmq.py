@@ -27,13 +27,9 @@ from types import TracebackType
 from typing import NoReturn
 from urllib.parse import quote
 
-__all__ = [
-    "NOT_INSTALLED",
-    "TEST_CLIENT_NAME",
-    "RabbitNode",
-    "find_rabbitmq_server",
-    "make_test_certificates",
-]
+from fedmq.testing.certificates import make_test_certificates
+
+__all__ = ["NOT_INSTALLED", "RabbitNode", "find_rabbitmq_server"]
 
 NOT_INSTALLED = (
     "rabbitmq-server is not installed: run `make deps` (as root: apt-get install rabbitmq-server)"
@@ -180,7 +176,7 @@ class RabbitNode:
     def tls_files(self) -> dict[str, Path]:
         """Paths of the test CA (``ca_cert``), the server's certificate and key, and a
         client certificate and key (``client_cert``, ``client_key``) whose common name,
-        :data:`TEST_CLIENT_NAME`, is the user it logs in as with EXTERNAL."""
+        :data:`~fedmq.testing.TEST_CLIENT_NAME`, is the user it logs in as with EXTERNAL."""
         tls = self.base_dir / "tls"
         return {
             "ca_cert": tls / "ca.pem",
@@ -598,59 +594,3 @@ auth_mechanisms.1 = PLAIN
 auth_mechanisms.2 = AMQPLAIN
 auth_mechanisms.3 = EXTERNAL
 """
-
-#: The common name of the client certificate :func:`make_test_certificates` writes:
-#: the user a client logs in as with it (EXTERNAL).
-TEST_CLIENT_NAME = "fedmq-test-client"
-
-
-def make_test_certificates(directory: Path) -> None:
-    """Write a throwaway CA, a server certificate for ``localhost`` and a client
-    certificate for :data:`TEST_CLIENT_NAME` into ``directory``.
-
-    For tests only: the keys are unencrypted and the CA signs anything asked of it.
-    """
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedmq test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    key_format = serialization.PrivateFormat.TraditionalOpenSSL
-    (directory / "ca.pem").write_bytes(ca_cert.public_bytes(pem))
-    for stem, common_name in (("server", "localhost"), ("client", TEST_CLIENT_NAME)):
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=2))
-        )
-        if stem == "server":
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
-            )
-        cert = builder.sign(ca_key, hashes.SHA256())
-        (directory / f"{stem}.pem").write_bytes(cert.public_bytes(pem))
-        key_bytes = key.private_bytes(pem, key_format, serialization.NoEncryption())
-        (directory / f"{stem}.key").write_bytes(key_bytes)
