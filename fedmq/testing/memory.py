@@ -64,6 +64,7 @@ class InMemoryBroker:
         self._turn = itertools.count()
         self._pumping = False
         self._waiting: set[str] = set()
+        self._refusals: list[BaseException] = []
 
     # --- the connect seam ---------------------------------------------------
 
@@ -77,9 +78,19 @@ class InMemoryBroker:
         Returns:
             A Deferred that has fired with a :class:`MemoryConnection`.
         """
+        if self._refusals:
+            return defer.fail(self._refusals.pop(0))
         connection = MemoryConnection(self)
         self.connections.append(connection)
         return defer.succeed(connection)
+
+    def refuse_connections(self, error: BaseException, times: int = 1) -> None:
+        """Fail the next ``times`` connection attempts with ``error``.
+
+        For instance ``ConnectionFailed(...)``, which a consumer retries with
+        backoff on its clock, or ``AuthenticationFailed(...)``, which ends it.
+        """
+        self._refusals.extend([error] * times)
 
     def drop_connections(self, reason: str = "CONNECTION_FORCED") -> None:
         """End every connection from the broker's side, as a broker restart does.

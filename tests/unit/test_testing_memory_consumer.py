@@ -12,11 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from twisted.internet import defer
 
 import fedmq
 from fedmq import Drop, HaltConsumer, Message, Nack, Retry
 from fedmq.config import config_from_mapping
 from fedmq.consumer import Consumer
+from fedmq.exceptions import AuthenticationFailed, ConnectionFailed
 from fedmq.testing import InMemoryBroker, ThreadedClock
 
 
@@ -191,3 +193,45 @@ def test_prefetch_bounds_what_the_consumer_holds(prefetch: int):
     gate.set()
     h.until(lambda: h.consumer.counts["acked"] == 6)
     h.stop()
+
+
+def test_refused_connections_are_retried_with_backoff_on_the_clock():
+    """Two refused attempts: the consumer tries again after 1 s, then 2 s, then consumes."""
+    clock = ThreadedClock()
+    broker = InMemoryBroker(clock)
+    broker.refuse_connections(ConnectionFailed("refused"), times=2)
+    settings = config_from_mapping(
+        {
+            "amqp_url": "amqp://in-memory/",
+            "queues": {"orders": {}},
+            "reconnect": {"initial_delay": 1, "factor": 2, "jitter": 0},
+        }
+    )
+    consumer = Consumer(settings, lambda m: None, reactor=clock, connect=broker.connect)
+    started: defer.Deferred = consumer.start()
+    assert consumer.state == "connecting" and not started.called
+    clock.advance(0.9)
+    assert not broker.connections
+    clock.advance(0.1)
+    clock.advance(1.9)
+    assert not broker.connections
+    clock.advance(0.1)
+    clock.run_until(lambda: started.called)
+    assert consumer.state == "consuming"
+    assert len(broker.connections) == 1
+    consumer.cancel()
+    clock.run_until(lambda: consumer.state == "stopped")
+
+
+def test_refused_credentials_end_the_consumer_at_once():
+    """AuthenticationFailed is not retried: start() fails with it."""
+    clock = ThreadedClock()
+    broker = InMemoryBroker(clock)
+    broker.refuse_connections(AuthenticationFailed("bad password"))
+    settings = config_from_mapping({"amqp_url": "amqp://in-memory/", "queues": {"orders": {}}})
+    consumer = Consumer(settings, lambda m: None, reactor=clock, connect=broker.connect)
+    failures: list = []
+    consumer.start().addErrback(failures.append)
+    clock.run_until(lambda: bool(failures))
+    assert failures[0].check(AuthenticationFailed)
+    consumer.result.addErrback(lambda _: None)
