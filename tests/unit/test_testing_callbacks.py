@@ -208,3 +208,10 @@ def test_an_unknown_delivery_option_is_refused():
     """A misspelt keyword (redelivred) is an error, not silently ignored."""
     with pytest.raises(TypeError, match="redelivred"):
         run_callback(accept, redelivred=True)
+
+
+def test_a_callback_named_by_its_path_is_loaded_as_the_consumer_loads_it():
+    """A "module:object" path is imported; a bad one is the consumer's CallbackError."""
+    assert run_callback("tests.unit.callbacks_for_tests:sync_callback").outcome is Outcome.ACK
+    with pytest.raises(CallbackError, match="has no attribute 'missing'"):
+        run_callback("tests.unit.callbacks_for_tests:missing")
