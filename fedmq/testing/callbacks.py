@@ -23,7 +23,7 @@ from fedmq._callback import load_callback
 from fedmq._headers import PROCESSING_EXCEPTIONS
 from fedmq._lifecycle import LoopThread, hook
 from fedmq.config import Config
-from fedmq.exceptions import HaltConsumer
+from fedmq.exceptions import CallbackError, HaltConsumer
 from fedmq.message import Message, Properties
 from fedmq.testing.capture import PublishCapture, capture_publishes
 
@@ -37,7 +37,7 @@ class Outcome(enum.Enum):
 
     #: Returned normally: the message is acknowledged.
     ACK = "ack"
-    #: Raised Nack (or ConsumerError's kin from fedora-messaging): requeued.
+    #: Raised Nack (fedmq's or fedora-messaging's): requeued.
     NACK = "nack"
     #: Raised Drop: rejected, to the drop exchange or dead-letter exchange.
     DROP = "drop"
@@ -323,8 +323,6 @@ def _needs_loop(target: Any, is_async: bool) -> bool:
 
 
 def _hook_failed(target: Any, name: str, exc: BaseException) -> BaseException:
-    from fedmq.exceptions import CallbackError
-
     label = getattr(type(target), "__qualname__", "callback")
     error = CallbackError(
         f"{name}() of the callback {label!r} raised {type(exc).__name__}: {exc}",
