@@ -305,12 +305,17 @@ def publish(
     from twisted.python.threadable import isInIOThread
 
     target = _publisher_for(config, reactor)
+    if isinstance(target, Consumer):
+        # A callback publishes on its consumer's connection, so on that consumer's
+        # reactor (a test's Clock, say), which need not be the global one.
+        reactor = target._reactor
+    running = getattr(reactor, "running", True)
 
     def send() -> defer.Deferred[None]:
         return target.publish(message, exchange, routing_key, mandatory=mandatory, timeout=timeout)
 
     in_task = _running_task_loop()
-    if reactor.running and isInIOThread():
+    if running and isInIOThread():
         d = send()
         if in_task is not None:
             return d.asFuture(in_task)
@@ -327,7 +332,7 @@ def publish(
 
         reactor.callFromThread(lambda: send().addBoth(settle))
         return future
-    if not reactor.running:
+    if not running:
         _start_reactor_thread(reactor)
     threads.blockingCallFromThread(reactor, send)  # type: ignore[arg-type]
     return None

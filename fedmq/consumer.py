@@ -60,6 +60,10 @@ class Consumer:
             config's ``callback``. It is resolved here, before connecting,
             so a bad path fails at once with :class:`CallbackError`.
         reactor: the reactor to run on; the global one by default.
+        connect: how a connection is opened: ``(config, reactor, url)`` to a
+            Deferred firing with a connection (for instance
+            :meth:`fedmq.testing.InMemoryBroker.connect`); a real AMQP
+            connection by default.
 
     Attributes:
         result: a Deferred that fires with None when the consumer stops
@@ -82,6 +86,7 @@ class Consumer:
         callback: Any = None,
         *,
         reactor: Any = None,
+        connect: Any = None,
         _connect: Any = AMQPConnection.connect,
     ):
         if reactor is None:
@@ -125,7 +130,7 @@ class Consumer:
         # The last session ended because the broker cancelled the consumer.
         self._broker_cancelled = False
         # How a connection is opened: tests hand in fakes driven by a Clock.
-        self._open_connection = _connect
+        self._open_connection = connect if connect is not None else _connect
 
     # --- state ---------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import pika
 import pika.exceptions
 import pytest
 
-import fedmq.testing
+import fedmq.testing.rabbitmq
 from fedmq.testing import NOT_INSTALLED, RabbitNode
 
 
@@ -206,7 +206,7 @@ def test_missing_rabbitmq_says_how_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Without rabbitmq-server installed, start() says to run `make deps`."""
-    monkeypatch.setattr(fedmq.testing, "find_rabbitmq_server", lambda: None)
+    monkeypatch.setattr(fedmq.testing.rabbitmq, "find_rabbitmq_server", lambda: None)
 
     with pytest.raises(RuntimeError) as missing:
         RabbitNode(tmp_path).start()

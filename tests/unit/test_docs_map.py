@@ -62,6 +62,7 @@ def test_the_map_covers_the_pages_that_make_promises():
         "migrating-fedora-messaging.md",
         "publishing.md",
         "reliability.md",
+        "testing-consumers.md",
     }
 
 

@@ -145,3 +145,53 @@ def test_exactly_one_module_of_fedmq_imports_pika():
         if _imports_pika(path.read_text(encoding="utf-8"), str(path))
     )
     assert importers == [PIKA_SEAM]
+
+
+#: Every public name of fedmq.testing, and the module that defines it.
+EXPECTED_TESTING_EXPORTS = {
+    "CallbackResult": "fedmq.testing.callbacks",
+    "InMemoryBroker": "fedmq.testing.memory",
+    "NOT_INSTALLED": "fedmq.testing.rabbitmq",
+    "Outcome": "fedmq.testing.callbacks",
+    "PublishCapture": "fedmq.testing.capture",
+    "RabbitNode": "fedmq.testing.rabbitmq",
+    "TEST_CLIENT_NAME": "fedmq.testing.certificates",
+    "ThreadedClock": "fedmq.testing.clock",
+    "arun_callback": "fedmq.testing.callbacks",
+    "capture_publishes": "fedmq.testing.capture",
+    "find_rabbitmq_server": "fedmq.testing.rabbitmq",
+    "headers_match": "fedmq.testing.routing",
+    "make_message": "fedmq.testing.callbacks",
+    "make_test_certificates": "fedmq.testing.certificates",
+    "mock_sends": "fedmq.testing.capture",
+    "run_callback": "fedmq.testing.callbacks",
+    "topic_matches": "fedmq.testing.routing",
+}
+
+
+def test_the_testing_toolkit_exports_exactly_the_expected_names():
+    """fedmq.testing.__all__ is the agreed toolkit, no more and no less."""
+    import fedmq.testing
+
+    assert sorted(fedmq.testing.__all__) == sorted(EXPECTED_TESTING_EXPORTS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_TESTING_EXPORTS))
+def test_each_testing_name_is_the_object_of_its_home_module(name: str):
+    """fedmq.testing.<name> is the object its (public) home module defines."""
+    import fedmq.testing
+
+    home = importlib.import_module(EXPECTED_TESTING_EXPORTS[name])
+    assert getattr(fedmq.testing, name) is getattr(home, name)
+    assert name in home.__all__
+
+
+def test_the_in_memory_broker_imports_no_pika():
+    """The in-memory broker and the rest of fedmq.testing never import pika."""
+    testing = PACKAGE_DIR / "testing"
+    importers = [
+        path.name
+        for path in testing.glob("*.py")
+        if _imports_pika(path.read_text(encoding="utf-8"), str(path))
+    ]
+    assert importers == []

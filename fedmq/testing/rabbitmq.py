@@ -1,8 +1,4 @@
-"""Test helpers: :func:`mock_sends`, and a throwaway RabbitMQ node.
-
-:func:`mock_sends` checks what a block of code publishes, sending nothing; it
-takes the same arguments as fedora-messaging's helper of that name and
-checks them the same way.
+"""A throwaway RabbitMQ node for tests, and test certificates for TLS.
 
 :class:`RabbitNode` runs Debian's ``rabbitmq-server`` as the current user with
 every file it writes (database, logs, Erlang cookie, crash dumps) under one
@@ -13,13 +9,12 @@ tests need; several of them sharing an ``epmd_port`` and a ``cookie`` can be
 clustered.
 
 The node is driven through ``rabbitmqctl`` only; this module imports no AMQP
-client (:func:`mock_sends` imports fedmq's publishing code when called).
+client.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import secrets
 import shutil
@@ -27,20 +22,14 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import NoReturn
 from urllib.parse import quote
 
-__all__ = [
-    "NOT_INSTALLED",
-    "TEST_CLIENT_NAME",
-    "RabbitNode",
-    "find_rabbitmq_server",
-    "make_test_certificates",
-    "mock_sends",
-]
+from fedmq.testing.certificates import make_test_certificates
+
+__all__ = ["NOT_INSTALLED", "RabbitNode", "find_rabbitmq_server"]
 
 NOT_INSTALLED = (
     "rabbitmq-server is not installed: run `make deps` (as root: apt-get install rabbitmq-server)"
@@ -187,7 +176,7 @@ class RabbitNode:
     def tls_files(self) -> dict[str, Path]:
         """Paths of the test CA (``ca_cert``), the server's certificate and key, and a
         client certificate and key (``client_cert``, ``client_key``) whose common name,
-        :data:`TEST_CLIENT_NAME`, is the user it logs in as with EXTERNAL."""
+        :data:`~fedmq.testing.TEST_CLIENT_NAME`, is the user it logs in as with EXTERNAL."""
         tls = self.base_dir / "tls"
         return {
             "ca_cert": tls / "ca.pem",
@@ -605,133 +594,3 @@ auth_mechanisms.1 = PLAIN
 auth_mechanisms.2 = AMQPLAIN
 auth_mechanisms.3 = EXTERNAL
 """
-
-#: The common name of the client certificate :func:`make_test_certificates` writes:
-#: the user a client logs in as with it (EXTERNAL).
-TEST_CLIENT_NAME = "fedmq-test-client"
-
-
-def make_test_certificates(directory: Path) -> None:
-    """Write a throwaway CA, a server certificate for ``localhost`` and a client
-    certificate for :data:`TEST_CLIENT_NAME` into ``directory``.
-
-    For tests only: the keys are unencrypted and the CA signs anything asked of it.
-    """
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedmq test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    key_format = serialization.PrivateFormat.TraditionalOpenSSL
-    (directory / "ca.pem").write_bytes(ca_cert.public_bytes(pem))
-    for stem, common_name in (("server", "localhost"), ("client", TEST_CLIENT_NAME)):
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=2))
-        )
-        if stem == "server":
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
-            )
-        cert = builder.sign(ca_key, hashes.SHA256())
-        (directory / f"{stem}.pem").write_bytes(cert.public_bytes(pem))
-        key_bytes = key.private_bytes(pem, key_format, serialization.NoEncryption())
-        (directory / f"{stem}.key").write_bytes(key_bytes)
-
-
-# --- checking what code publishes -------------------------------------------
-
-
-@contextlib.contextmanager
-def mock_sends(*expected: Any) -> Iterator[list[Any]]:
-    """Check that the block publishes exactly the ``expected`` messages, sending none.
-
-    Every :func:`fedmq.publish` made inside the block, from any thread, is
-    recorded instead of sent (through
-    :func:`fedmq.api.intercepting_publishes`). When the block ends without
-    an exception, the recorded messages are checked against ``expected``,
-    in order:
-
-    - there must be as many as expected;
-    - a class matches a message that is an instance of it;
-    - an instance matches a message of the same class with the same topic,
-      body and headers, ``sent-at`` aside (fedora-messaging's equality; a
-      fedmq message is compared the same way);
-    - every fedora-messaging message sent must then pass its schemas.
-
-    Args:
-        *expected: message classes or instances: fedmq's or fedora-messaging's.
-
-    Yields:
-        The list the sent messages are recorded in, in the order sent.
-
-    Raises:
-        AssertionError: the messages sent are not the ones expected.
-        jsonschema.ValidationError: a fedora-messaging message sent fails its schemas.
-    """
-    from fedmq.api import intercepting_publishes
-
-    sent: list[Any] = []
-    with intercepting_publishes(sent.append):
-        yield sent
-    if len(expected) != len(sent):
-        raise AssertionError(
-            f"Expected {len(expected)} messages to be sent, but {len(sent)} were sent"
-        )
-    for message, wanted in zip(sent, expected, strict=True):
-        if inspect.isclass(wanted):
-            if not isinstance(message, wanted):
-                raise AssertionError(
-                    f"Expected message of type {wanted}, but {message.__class__} was sent"
-                )
-        else:
-            _assert_same_message(message, wanted)
-        validate = getattr(message, "validate", None)
-        if validate is not None:
-            validate()
-
-
-def _assert_same_message(message: Any, wanted: Any) -> None:
-    if message.topic != wanted.topic:
-        raise AssertionError(f"Expected topic {wanted.topic!r}, but {message.topic!r} was sent")
-    if message.body != wanted.body:
-        raise AssertionError(f"Expected body {wanted.body!r}, but {message.body!r} was sent")
-    if not isinstance(message, type(wanted)):
-        raise AssertionError(
-            f"Expected message of type {type(wanted)}, but {message.__class__} was sent"
-        )
-    sent_headers, wanted_headers = _headers_of(message), _headers_of(wanted)
-    if sent_headers != wanted_headers:
-        raise AssertionError(f"Expected headers {wanted_headers!r}, but {sent_headers!r} were sent")
-
-
-def _headers_of(message: Any) -> dict[str, Any]:
-    # fedora-messaging keeps them in _headers, fedmq in headers; sent-at never compares.
-    headers = getattr(message, "_headers", None)
-    if headers is None:
-        headers = message.headers
-    return {name: value for name, value in dict(headers).items() if name != "sent-at"}

@@ -1,0 +1,306 @@
+"""An AMQP 0-9-1 broker in memory, routing as RabbitMQ routes, for fedmq's Consumer to run on.
+
+Hand :meth:`InMemoryBroker.connect` to a :class:`~fedmq.Consumer` as its
+``connect=`` and the consumer declares, binds, consumes, settles and
+republishes against it exactly as against RabbitMQ, with no socket. Time in
+the broker (message TTL, so fedmq's retry delays) runs on a
+:class:`twisted.internet.task.Clock` the test advances.
+
+What it models: the default, direct, fanout, topic and headers exchanges
+(``x-match`` ``all``, ``any``, ``all-with-x``, ``any-with-x``), bindings
+between exchanges, alternate exchanges, mandatory returns, dead-letter
+exchanges (on reject without requeue, on expiry, and past a quorum queue's
+``x-delivery-limit``), per-queue and per-message TTL, prefetch, redelivery
+of what is nacked or left unsettled on a closed channel, and inspection of
+all of it. What it does not: durability across restarts, priorities,
+queue length limits, streams, exclusive-queue ownership, or permissions.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from twisted.internet import defer, task
+
+from fedmq.exceptions import PublishReturned
+from fedmq.message import Message, Properties
+from fedmq.testing._memory_channel import MemoryChannel, MemoryConnection, Subscription
+from fedmq.testing._memory_model import DeadLettered, Model, Stored
+
+__all__ = ["DeadLettered", "InMemoryBroker", "MemoryChannel", "MemoryConnection", "Settled"]
+
+
+class Settled(NamedTuple):
+    """A delivery a client settled: ``how`` is "acked", "requeued" or "rejected"."""
+
+    queue: str
+    how: str
+    message: Stored
+
+
+class InMemoryBroker:
+    """One virtual host of a broker, in memory.
+
+    Args:
+        clock: the broker's time, for TTLs; a new
+            :class:`~twisted.internet.task.Clock` by default (see :meth:`advance`).
+
+    Attributes:
+        clock: the broker's clock.
+        settlements: every ack, requeue and reject, in order.
+        returned: ``(exchange, routing_key)`` of each mandatory message no queue took.
+        connections: the connections open now.
+    """
+
+    def __init__(self, clock: Any = None):
+        self.clock = clock if clock is not None else task.Clock()
+        self.model = Model(self.clock.seconds, self.clock.callLater, self._enqueued)
+        self.settlements: list[Settled] = []
+        self.returned: list[tuple[str, str]] = []
+        self.connections: list[MemoryConnection] = []
+        self._subscriptions: dict[str, list[Subscription]] = {}
+        self._turn = itertools.count()
+        self._pumping = False
+        self._waiting: set[str] = set()
+        self._refusals: list[BaseException] = []
+
+    # --- the connect seam ---------------------------------------------------
+
+    def connect(self, config: Any = None, reactor: Any = None, url: str | None = None) -> Any:
+        """Open a connection: the ``connect=`` callable of a Consumer or a publisher.
+
+        Args:
+            config, reactor, url: what fedmq passes to a connect function;
+                the in-memory broker needs none of them.
+
+        Returns:
+            A Deferred that has fired with a :class:`MemoryConnection`.
+        """
+        if self._refusals:
+            return defer.fail(self._refusals.pop(0))
+        connection = MemoryConnection(self)
+        self.connections.append(connection)
+        return defer.succeed(connection)
+
+    def refuse_connections(self, error: BaseException, times: int = 1) -> None:
+        """Fail the next ``times`` connection attempts with ``error``.
+
+        For instance ``ConnectionFailed(...)``, which a consumer retries with
+        backoff on its clock, or ``AuthenticationFailed(...)``, which ends it.
+        """
+        self._refusals.extend([error] * times)
+
+    def drop_connections(self, reason: str = "CONNECTION_FORCED") -> None:
+        """End every connection from the broker's side, as a broker restart does.
+
+        Their unsettled deliveries go back to their queues, redelivered.
+        """
+        for connection in list(self.connections):
+            connection.drop(reason)
+
+    def block(self, reason: str | None) -> None:
+        """Block every connection (with ``reason``) or, with None, unblock them."""
+        for connection in self.connections:
+            connection.blocked(reason)
+
+    # --- setting up, as a test or another application would ---------------
+
+    def declare_exchange(
+        self, name: str, type: str = "topic", arguments: Mapping[str, Any] | None = None
+    ) -> None:
+        """Declare an exchange (``alternate-exchange`` among its arguments, say)."""
+        self.model.declare_exchange(name, type, dict(arguments or {}))
+
+    def declare_queue(self, name: str, arguments: Mapping[str, Any] | None = None) -> str:
+        """Declare a queue; returns its name (the broker's own for ``""``)."""
+        return self.model.declare_queue(name, dict(arguments or {}))
+
+    def bind(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Bind a queue to an exchange."""
+        self.model.bind(queue, exchange, routing_key, dict(arguments or {}))
+
+    def bind_exchange(
+        self,
+        destination: str,
+        source: str,
+        routing_key: str = "",
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Bind exchange ``destination`` to exchange ``source``."""
+        self.model.bind(destination, source, routing_key, dict(arguments or {}), to_exchange=True)
+
+    def delete_queue(self, name: str) -> None:
+        """Delete a queue with its messages; its consumers are cancelled, as RabbitMQ does."""
+        self.model.delete_queue(name)
+        for subscription in self._subscriptions.pop(name, []):
+            subscription.on_cancelled()
+
+    # --- publishing ---------------------------------------------------------
+
+    def publish(
+        self,
+        message: Message,
+        exchange: str = "amq.topic",
+        routing_key: str | None = None,
+        mandatory: bool = False,
+    ) -> set[str]:
+        """Publish a :class:`~fedmq.Message` as it is; returns the queues it went to.
+
+        Raises:
+            PublishReturned: ``mandatory`` and no queue took it.
+            KeyError: no such exchange.
+        """
+        key = message.topic if routing_key is None else routing_key
+        return self.publish_data(exchange, key, message.data, message.properties, mandatory)
+
+    def publish_data(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: Properties,
+        mandatory: bool = False,
+    ) -> set[str]:
+        """Publish an encoded body with its properties; returns the queues it went to."""
+        properties = Properties.from_object(properties)
+        properties.headers = dict(properties.headers) if properties.headers else None
+        queues = self.model.route(exchange, routing_key, properties.headers)
+        if not queues and mandatory:
+            self.returned.append((exchange, routing_key))
+            raise PublishReturned(
+                f"The broker could not route the mandatory message published to exchange "
+                f"{exchange!r} with routing key {routing_key!r} to any queue"
+            )
+        self.model.enqueue(queues, Stored(exchange, routing_key, body, properties))
+        return queues
+
+    def routes(
+        self, exchange: str, routing_key: str, headers: Mapping[str, Any] | None = None
+    ) -> set[str]:
+        """The queues a message would go to, without publishing it."""
+        return self.model.route(exchange, routing_key, headers)
+
+    # --- time ---------------------------------------------------------------
+
+    def advance(self, seconds: float) -> None:
+        """Move the broker's clock on: messages whose TTL ran out are dead-lettered."""
+        self.clock.advance(seconds)
+
+    # --- inspection ---------------------------------------------------------
+
+    @property
+    def queues(self) -> list[str]:
+        """The names of the queues, in the order declared."""
+        return list(self.model.queues)
+
+    @property
+    def exchanges(self) -> list[str]:
+        """The names of the exchanges, the predeclared ones too."""
+        return list(self.model.exchanges)
+
+    @property
+    def dead_lettered(self) -> list[DeadLettered]:
+        """Every message dead-lettered or discarded: its queue, the reason, and where it went."""
+        return list(self.model.dead_lettered)
+
+    def ready(self, queue: str) -> list[Message]:
+        """The messages waiting in ``queue``, as a consumer would receive them."""
+        return [
+            Message._from_delivery(
+                stored.body,
+                stored.properties,
+                topic=stored.routing_key,
+                exchange=stored.exchange,
+                delivery_tag=0,
+                redelivered=stored.redelivered,
+                queue=queue,
+            )
+            for stored in self.model.queues[queue].messages
+        ]
+
+    def unacked(self, queue: str) -> int:
+        """Deliveries from ``queue`` not yet settled, on every open channel."""
+        return sum(
+            1
+            for connection in self.connections
+            for channel in connection.channels
+            for name, _message in channel.unacked.values()
+            if name == queue
+        )
+
+    def queue_depth(self, queue: str) -> int:
+        """Messages in ``queue``: waiting, and delivered but not yet settled."""
+        return len(self.model.queues[queue].messages) + self.unacked(queue)
+
+    def settled(self, queue: str, how: str) -> list[Settled]:
+        """The deliveries from ``queue`` settled so: "acked", "requeued" or "rejected"."""
+        return [s for s in self.settlements if s.queue == queue and s.how == how]
+
+    def consumer_count(self, queue: str) -> int:
+        """Consumers on ``queue`` now."""
+        return len(self._subscriptions.get(queue, []))
+
+    # --- for channels ---------------------------------------------------------
+
+    def record_settlement(self, queue: str, how: str, message: Stored) -> None:
+        self.settlements.append(Settled(queue, how, message))
+
+    def subscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.setdefault(subscription.queue, []).append(subscription)
+        self._enqueued(subscription.queue)
+
+    def unsubscribe(self, tag: str) -> None:
+        for subscriptions in self._subscriptions.values():
+            subscriptions[:] = [s for s in subscriptions if s.tag != tag]
+
+    def channel_closed(self, channel: MemoryChannel) -> None:
+        for subscriptions in self._subscriptions.values():
+            subscriptions[:] = [s for s in subscriptions if s.channel is not channel]
+
+    def connection_closed(self, connection: MemoryConnection) -> None:
+        if connection in self.connections:
+            self.connections.remove(connection)
+
+    def dead_letter(self, queue: str, message: Stored) -> None:
+        if queue in self.model.queues:
+            self.model.dead_letter(self.model.queues[queue], message, "rejected")
+
+    def _enqueued(self, queue: str) -> None:
+        self._waiting.add(queue)
+        self.pump()
+
+    def pump(self) -> None:
+        """Deliver what waits to consumers with room, until nothing more can move.
+
+        Deliveries happen at once, in the caller's turn; a call made while a
+        delivery is under way only adds to the work of the one running.
+        """
+        if self._pumping:
+            return
+        self._pumping = True
+        # A settlement makes room on its channel: every consumed queue may move.
+        self._waiting.update(name for name, subscribed in self._subscriptions.items() if subscribed)
+        try:
+            while self._waiting:
+                queue = self._waiting.pop()
+                self._deliver_from(queue)
+        finally:
+            self._pumping = False
+
+    def _deliver_from(self, name: str) -> None:
+        queue = self.model.queues.get(name)
+        while queue is not None and queue.messages:
+            self.model.expire(name)
+            subscriptions = [s for s in self._subscriptions.get(name, []) if s.channel.has_room()]
+            if not subscriptions or not queue.messages:
+                return
+            subscription = subscriptions[next(self._turn) % len(subscriptions)]
+            subscription.channel.deliver(subscription, queue.messages.popleft())
