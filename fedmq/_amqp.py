@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import pika
 import pika.credentials
 import pika.exceptions
+import pika.spec
 from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConnection
 from twisted.internet import defer, endpoints, error, protocol, ssl
 from twisted.python.failure import Failure
@@ -30,6 +31,7 @@ from fedmq.exceptions import (
     BrokerError,
     ConfigurationError,
     ConnectionFailed,
+    PublishConnectionLost,
     PublishNacked,
     PublishReturned,
 )
@@ -565,6 +567,59 @@ class AMQPChannel:
         d.addCallbacks(lambda _: None, lambda failure: Failure(_publish_error(failure, where)))
         return d  # type: ignore[no-any-return]
 
+    def track_confirms(
+        self,
+        on_confirm: Callable[[bool, int, bool], None],
+        on_return: Callable[[str | None], None],
+    ) -> defer.Deferred[Any]:
+        """Turn on publisher confirms, reported to fedmq's own bookkeeping.
+
+        Unlike :meth:`confirm_select`, no Deferred is made per message: for
+        use with :meth:`send` only.
+
+        Args:
+            on_confirm: called with (acked, delivery tag, multiple) for each
+                basic.ack (acked True) and basic.nack (False).
+            on_return: called with the ``message_id`` of each message the
+                broker returns (mandatory and unroutable), before its confirm.
+        """
+        self._confirming = True
+        ack_class = pika.spec.Basic.Ack
+
+        def on_ack_nack(frame: Any) -> None:
+            method = frame.method
+            on_confirm(isinstance(method, ack_class), method.delivery_tag, method.multiple)
+
+        self._impl.add_on_return_callback(
+            lambda _channel, _method, properties, _body: on_return(properties.message_id)
+        )
+        d: defer.Deferred[Any] = defer.Deferred()
+        self._impl.confirm_delivery(ack_nack_callback=on_ack_nack, callback=d.callback)
+        return d
+
+    def send(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: Properties,
+        mandatory: bool = False,
+    ) -> None:
+        """Write one basic.publish; its confirm goes to :meth:`track_confirms`' callback.
+
+        Raises:
+            PublishConnectionLost: the channel is closed.
+        """
+        props = pika.BasicProperties(
+            **{name: getattr(properties, name) for name in _PROPERTY_NAMES}
+        )
+        try:
+            self._impl.basic_publish(exchange, routing_key, body, props, mandatory)
+        except pika.exceptions.AMQPError as error:
+            raise PublishConnectionLost(
+                f"The channel to publish to exchange {exchange!r} is closed: {error!r}"
+            ) from None
+
     def close(self) -> defer.Deferred[Any]:
         """Close the channel; fires once closed. Unsettled deliveries are requeued."""
         self._closing = True
@@ -580,6 +635,13 @@ def _publish_error(failure: Failure, where: str) -> Exception:
     if isinstance(value, pika.exceptions.ChannelClosed):
         code, text = value.reply_code, value.reply_text
         return BrokerError(f"Publishing to {where} failed: {code} {text}", code, text)
+    if isinstance(value, pika.exceptions.AMQPError) or isinstance(
+        value, (error.ConnectionDone, error.ConnectionLost)
+    ):
+        return PublishConnectionLost(
+            f"The connection closed before the broker confirmed the message published "
+            f"to {where}: {type(value).__name__}"
+        )
     if isinstance(value, Exception):
         return value
     return BrokerError(f"Publishing to {where} failed: {value!r}")

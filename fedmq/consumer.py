@@ -16,7 +16,6 @@ from fedmq._dispatch import Dispatcher
 from fedmq._executors import AsyncioExecutor, Result, ThreadExecutor
 from fedmq._lifecycle import LoopThread, hook, run_hook
 from fedmq._policy import ErrorPolicy, ErrorWindow
-from fedmq._publisher import Publisher
 from fedmq._stats import QUEUE_COUNTERS, ConsumerStats
 from fedmq._topology import declare, declare_error_paths, step
 from fedmq.config import Config, redact_url
@@ -31,6 +30,7 @@ from fedmq.exceptions import (
     StopForced,
 )
 from fedmq.message import Message, Properties
+from fedmq.publisher import Publisher
 
 log = logging.getLogger("fedmq")
 
@@ -346,7 +346,6 @@ class Consumer:
         log.warning("%s; reconnecting", reason)
         self._set_state("reconnecting")
         dispatcher, self._dispatcher = self._dispatcher, None
-        self._publisher = None
         connection = self._connection
         if connection is not None and connection.is_open:
             connection.abort()
@@ -408,14 +407,19 @@ class Consumer:
         self, exchange: str, routing_key: str, data: bytes, properties: Properties
     ) -> defer.Deferred[None]:
         """Publish a retried, parked or dropped copy, confirmed and mandatory."""
-        return self._session_publisher().publish_data(
-            exchange, routing_key, data, properties, mandatory=True
-        )
+        return self.publisher.publish_data(exchange, routing_key, data, properties, mandatory=True)
 
-    def _session_publisher(self) -> Publisher:
-        """The confirm channel on this session's connection, opened on first use."""
+    @property
+    def publisher(self) -> Publisher:
+        """The consumer's :class:`~fedmq.Publisher`, on a connection of its own.
+
+        Its republishes (retry, park, drop) and the callback's publishes go
+        through it, so a broker that blocks publishers (a memory alarm) never
+        stalls the acks on the consuming connection. Opened on first use,
+        closed at the end of the drain.
+        """
         if self._publisher is None:
-            self._publisher = Publisher(self.config, self._reactor, self._connection)
+            self._publisher = Publisher(self.config, reactor=self._reactor)
         return self._publisher
 
     def _make_executor(self, on_results: Any) -> Any:
@@ -443,8 +447,8 @@ class Consumer:
         mandatory: bool = False,
         timeout: float = 30.0,
     ) -> defer.Deferred[None]:
-        """Publish on this consumer's connection, with confirms (reactor thread)."""
-        return self._session_publisher().publish(
+        """Publish through :attr:`publisher`, with confirms; a Deferred (reactor thread)."""
+        return self.publisher.publish_deferred(
             message, exchange, routing_key, mandatory=mandatory, timeout=timeout
         )
 
@@ -584,7 +588,8 @@ class Consumer:
                             StopForced(f"Callbacks still running after {self.drain_timeout:g} s")
                         )
             if self._publisher is not None:
-                await self._publisher.close()
+                # Confirms still due after connect_timeout end CANCELED.
+                await self._publisher.close(self.config.connect_timeout)
             if channel is not None and channel.is_open:
                 await channel.close()
             if self._connection is not None:

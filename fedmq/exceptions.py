@@ -184,3 +184,20 @@ class PublishFormatError(PublishError, ValueError):
     a JSON object; and, whatever the format, a fedora-messaging message that
     fails its class's schemas. Nothing was sent.
     """
+
+
+class PublishConnectionLost(PublishError, ConnectionFailed):
+    """The message could not reach the broker, or its confirm could not.
+
+    The connection was lost (or never opened) before the broker confirmed
+    the message, or the publisher had closed. A message that was sent may
+    still have reached the broker.
+    """
+
+
+class PublishCanceled(PublishError):
+    """The publisher closed before the broker confirmed the message.
+
+    :meth:`fedmq.Publisher.close` waits for outstanding confirms up to its
+    timeout; the messages still unconfirmed then end with this error.
+    """
