@@ -610,8 +610,22 @@ class AMQPChannel:
         Raises:
             PublishConnectionLost: the channel is closed.
         """
+        p = properties
         props = pika.BasicProperties(
-            **{name: getattr(properties, name) for name in _PROPERTY_NAMES}
+            p.content_type,
+            p.content_encoding,
+            p.headers,
+            p.delivery_mode,
+            p.priority,
+            p.correlation_id,
+            p.reply_to,
+            p.expiration,
+            p.message_id,
+            p.timestamp,
+            p.type,
+            p.user_id,
+            p.app_id,
+            p.cluster_id,
         )
         try:
             self._impl.basic_publish(exchange, routing_key, body, props, mandatory)

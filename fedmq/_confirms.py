@@ -130,6 +130,8 @@ class Confirms:
         deadlines, pending = self._deadlines, self._pending
         while deadlines and deadlines[0][1] not in pending:
             heapq.heappop(deadlines)
+        if not pending:
+            self._stop_timer()  # no timer outlives the last message it watches
         if count:
             self._on_settled(count, size)
 

@@ -76,7 +76,7 @@ class Publisher:
         self._link = PublishLink(self.config, self._reactor, self._settled, connect)
         # Shared with other threads, under _room's lock: what is in flight
         # (handed over, sent, unconfirmed), and the batch not yet handed over.
-        self._room = threading.Condition()
+        self._room = threading.Condition(threading.Lock())
         self._count = 0
         self._bytes = 0
         self._outbox: deque[Outgoing] = deque()
