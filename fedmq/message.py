@@ -31,6 +31,7 @@ from fedmq._headers import (
     ORIGINAL_EXCHANGE,
     ORIGINAL_ROUTING_KEY,
     PROCESSING_EXCEPTIONS,
+    checked_headers,
 )
 from fedmq.exceptions import DecodeError
 
@@ -124,7 +125,9 @@ class Message:
     Args:
         body: the body; ``bytes`` are sent as they are.
         topic: the routing key.
-        headers: application headers, copied.
+        headers: application headers, copied: strings, bytes, booleans,
+            integers, ``decimal.Decimal``, ``datetime``, None, and dicts and
+            lists (or tuples) of these.
         properties: properties to start from, copied: arguments that are given
             override them, and ``headers`` are merged over theirs.
         content_type: ``application/json`` when not given, or
@@ -139,6 +142,8 @@ class Message:
         TypeError, ValueError, ModuleNotFoundError: as :func:`encode_body` does.
         DecodeError: a bytes body is not valid for its content type (it is
             decoded so that :attr:`body` is what consumers see).
+        PublishFormatError: a header AMQP cannot carry (a float, say); the
+            error names the header and its type.
     """
 
     __slots__ = (
@@ -204,7 +209,7 @@ class Message:
             props.timestamp = int(time.time())
         if props.delivery_mode is None:
             props.delivery_mode = 2 if persistent else 1
-        props.headers = {**(props.headers or {}), **(headers or {})}
+        props.headers = checked_headers({**(props.headers or {}), **(headers or {})})
 
         if content_encoding is not None:
             props.content_encoding = content_encoding
