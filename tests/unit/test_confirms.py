@@ -98,7 +98,7 @@ def test_single_acks_out_of_order_then_a_multiple_one_settle_each_message_once()
 
 
 def test_a_return_marks_its_own_message_even_when_it_is_not_the_oldest():
-    """A basic.return for the third mandatory message makes that one RETURNED, the others SUCCESS."""
+    """A basic.return for the third mandatory message makes it RETURNED, not the oldest."""
     confirms, recorder, clock = make()
     for n in range(1, 4):
         send(confirms, recorder, clock, f"m{n}", mandatory=True)
@@ -155,7 +155,7 @@ def test_a_late_ack_for_a_timed_out_message_changes_nothing():
 
 
 def test_losing_the_channel_fails_every_pending_message_and_numbers_from_one_again():
-    """fail_all gives each waiting message the status; the next channel's tag 1 is the next message."""
+    """Each waiting message gets the status; the next channel numbers from tag 1 again."""
     confirms, recorder, clock = make()
     send(confirms, recorder, clock, "lost1")
     send(confirms, recorder, clock, "lost2")
