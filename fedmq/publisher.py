@@ -90,6 +90,16 @@ class Publisher:
     def __repr__(self) -> str:
         return f"<fedmq.Publisher for {self.config.source} ({self._count} unconfirmed)>"
 
+    @property
+    def unconfirmed(self) -> int:
+        """Messages posted, within the bound, that have no status yet."""
+        return self._count
+
+    @property
+    def waiting(self) -> int:
+        """Messages posted on the reactor thread over the bound, not yet sent."""
+        return len(self._waiting)
+
     # --- posting ---------------------------------------------------------------
 
     def post(
