@@ -25,8 +25,8 @@ def caller_context(reactor: Any, detects_thread: bool) -> bool:
 
     Args:
         reactor: the reactor in use.
-        detects_thread: False for a reactor other than the global one (a
-            ``Clock`` in tests): always the Twisted form then.
+        detects_thread: False for a reactor handed in by the caller (Twisted
+            code, or a ``Clock`` in tests): always the Twisted form then.
     """
     if not detects_thread:
         return True

@@ -419,7 +419,12 @@ class Consumer:
         closed at the end of the drain.
         """
         if self._publisher is None:
-            self._publisher = Publisher(self.config, reactor=self._reactor)
+            from twisted.internet import reactor as global_reactor
+
+            # On the global reactor, the publisher takes each caller's form:
+            # a callback's worker thread blocks, the reactor gets a Deferred.
+            given = None if self._reactor is global_reactor else self._reactor
+            self._publisher = Publisher(self.config, reactor=given)
         return self._publisher
 
     def _make_executor(self, on_results: Any) -> Any:

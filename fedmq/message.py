@@ -12,6 +12,7 @@ importable from here.
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
 from collections.abc import Mapping
@@ -114,6 +115,16 @@ class Properties:
 # --- messages ---------------------------------------------------------------
 
 
+
+#: Message ids come from the ``random`` module's generator, seeded from the OS
+#: at start and again in a forked child: ``uuid.uuid4()`` reads ``os.urandom``
+#: for each id, a system call that lets go of the GIL, and a script posting
+#: from one thread while the reactor runs in another then waits to get it back
+#: at every message.
+def _new_message_id() -> str:
+    """A random (version 4) UUID as 32 hex digits, as ``uuid.uuid4().hex`` gives."""
+    return uuid.UUID(int=random.getrandbits(128), version=4).hex
+
 class Message:
     """A message: one delivered to a callback, or one built to publish.
 
@@ -204,7 +215,7 @@ class Message:
             if value is not None:
                 setattr(props, name, value)
         if props.message_id is None:
-            props.message_id = uuid.uuid4().hex
+            props.message_id = _new_message_id()
         if props.timestamp is None:
             props.timestamp = int(time.time())
         if props.delivery_mode is None:

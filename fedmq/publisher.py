@@ -46,9 +46,11 @@ class Publisher:
     Args:
         config: a config object or a path; ``$FEDMQ_CONFIG`` or the default
             file when None.
-        reactor: the reactor to run on. The global one by default, which a
-            script's first publish starts in a background thread; given any
-            other (a ``Clock``), every method takes the Twisted form.
+        reactor: the reactor to run on. By default the global one, which a
+            script's first publish starts in a background thread, and each
+            method takes the form of its caller. Given a reactor (even the
+            global one), every method takes the Twisted form, even before the
+            reactor runs (``task.react``): call them on the reactor thread.
         max_unconfirmed: the most messages posted and not yet confirmed;
             ``publish_max_unconfirmed`` from the config by default.
         max_unconfirmed_bytes: the most body bytes posted and not yet
@@ -70,7 +72,7 @@ class Publisher:
 
         self.config = config if isinstance(config, Config) else load_config(config)
         self._reactor: Any = global_reactor if reactor is None else reactor
-        self._detects_thread = self._reactor is global_reactor
+        self._detects_thread = reactor is None
         self._max = max_unconfirmed or self.config.publish_max_unconfirmed
         self._max_bytes = max_unconfirmed_bytes or self.config.publish_max_unconfirmed_bytes
         self._link = PublishLink(self.config, self._reactor, self._settled, connect)
