@@ -194,7 +194,7 @@ class Publisher:
         deadline = self._reactor.seconds() + timeout
         item = Outgoing(exchange, routing_key, body, properties, mandatory, deadline, on_ack)
         if in_reactor:
-            sent = self._admit_here(item)
+            sent = self._admit_here(item, result is None)
             return result if result is not None or sent is None else sent
         self._admit_from_thread(item, timeout)
         return result
@@ -204,8 +204,11 @@ class Publisher:
             self._count >= self._max or self._bytes + size > self._max_bytes
         )
 
-    def _admit_here(self, item: Outgoing) -> defer.Deferred[None] | None:
-        """On the reactor thread: send now, or line up behind the bound (never block)."""
+    def _admit_here(self, item: Outgoing, tell_sent: bool) -> defer.Deferred[None] | None:
+        """On the reactor thread: send now, or line up behind the bound (never block).
+
+        Over the bound, and with ``tell_sent``, returns a Deferred fired once it is sent.
+        """
         size = len(item.body)
         with self._room:
             closing = self._closing
@@ -219,7 +222,7 @@ class Publisher:
         if admitted:
             self._link.submit(item)
             return None
-        sent: defer.Deferred[None] = defer.Deferred()
+        sent: defer.Deferred[None] | None = defer.Deferred() if tell_sent else None
         self._waiting.append((item, sent))
         return sent
 
@@ -265,22 +268,31 @@ class Publisher:
             self._bytes -= size
             self._room.notify_all()
             idle = self._count == 0 and not self._outbox
-        while self._waiting:
-            item, sent = self._waiting[0]
-            with self._room:
-                if self._over_bound(len(item.body)):
-                    break
-                self._count += 1
-                self._bytes += len(item.body)
-            self._waiting.popleft()
+        if self._waiting:
             idle = False
-            self._link.submit(item)
-            if sent is not None:
-                sent.callback(None)
+            self._let_waiting_in()
         if idle and self._flushers:
             flushers, self._flushers = self._flushers, []
             for d in flushers:
                 d.callback(None)
+
+    def _let_waiting_in(self) -> None:
+        """Send the messages waiting on the reactor thread, as long as the bound allows."""
+        admitted: list[tuple[Outgoing, defer.Deferred[None] | None]] = []
+        waiting = self._waiting
+        with self._room:
+            while waiting:
+                size = len(waiting[0][0].body)
+                if self._over_bound(size):
+                    break
+                self._count += 1
+                self._bytes += size
+                admitted.append(waiting.popleft())
+        submit = self._link.submit
+        for item, sent in admitted:
+            submit(item)
+            if sent is not None:
+                sent.callback(None)
 
     # --- waiting ---------------------------------------------------------------
 
@@ -507,9 +519,10 @@ async def _awaitable(future: concurrent.futures.Future[Any]) -> Any:
 
 
 def _running_task_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
+    # Not get_running_loop(): raising RuntimeError at every publish outside
+    # asyncio costs more than the rest of the check.
+    loop = asyncio._get_running_loop()
+    if loop is None:
         return None
     return loop if asyncio.current_task(loop) is not None else None
 
