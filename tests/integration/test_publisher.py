@@ -282,3 +282,38 @@ def test_publish_after_a_blocking_consume_returned_fails_at_once(broker, tmp_pat
     assert "reactor has stopped" in result["text"]
     assert result["seconds"] < 5
     assert time.monotonic() - started < 60
+
+
+# --- a consumer's own publisher ------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_consumer_retries_through_a_connection_apart_from_the_one_it_consumes_on(
+    rabbit_node, vhost, vhost_name
+):
+    """A callback raising Retry: the broker sees two connections, and the message comes back."""
+    runs: list[int] = []
+
+    def callback(message: fedmq.Message) -> None:
+        runs.append(message.attempt)
+        if message.attempt == 1:
+            raise fedmq.Retry("once more")
+
+    config = config_from_mapping(
+        {
+            "amqp_url": vhost,
+            "queues": {"jobs": {"durable": True}},
+            "bindings": [],
+            "retry": {"delays": [0.2], "max_attempts": 3},
+            "connect_timeout": 5,
+        }
+    )
+    consumer = await fedmq.consume(callback, config=config)
+    await fedmq.publish(fedmq.Message({"job": 1}), "", "jobs", config=config)
+    await wait_for(lambda: len(runs) == 2, what="the retried run")
+    listed = rabbit_node.ctl("list_connections", "-q", "vhost")
+    connections = [row.strip() for row in listed.splitlines()].count(vhost_name)
+    await consumer.cancel()
+    assert runs == [1, 2]
+    # The consumer's, its own publisher's, and the one publish() above used.
+    assert connections == 3
