@@ -190,7 +190,7 @@ class _SharedPublishers:
     def get(self, config: Config) -> Publisher:
         with self._lock:
             for known, publisher in self._entries:
-                if known == config:
+                if known is config or known == config:
                     return publisher
             publisher = Publisher(config)
             self._entries.append((config, publisher))

@@ -594,7 +594,7 @@ class Consumer:
                         )
             if self._publisher is not None:
                 # Confirms still due after connect_timeout end CANCELED.
-                await self._publisher.close(self.config.connect_timeout)
+                await self._publisher.close_deferred(self.config.connect_timeout)
             if channel is not None and channel.is_open:
                 await channel.close()
             if self._connection is not None:

@@ -115,7 +115,6 @@ class Properties:
 # --- messages ---------------------------------------------------------------
 
 
-
 #: Message ids come from the ``random`` module's generator, seeded from the OS
 #: at start and again in a forked child: ``uuid.uuid4()`` reads ``os.urandom``
 #: for each id, a system call that lets go of the GIL, and a script posting
@@ -124,6 +123,7 @@ class Properties:
 def _new_message_id() -> str:
     """A random (version 4) UUID as 32 hex digits, as ``uuid.uuid4().hex`` gives."""
     return uuid.UUID(int=random.getrandbits(128), version=4).hex
+
 
 class Message:
     """A message: one delivered to a callback, or one built to publish.

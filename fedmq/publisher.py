@@ -9,7 +9,6 @@ threads hand messages over in batches, one reactor wake-up per batch.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import os
 import threading
@@ -18,14 +17,19 @@ from collections import deque
 from typing import Any
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 
 from fedmq import _intercept
 from fedmq._confirms import Outgoing, settle
 from fedmq._connector import connect as connect_with_failover
 from fedmq._publish_link import PublishLink
 from fedmq._publisher import wire_form
-from fedmq._reactor_thread import caller_context, ensure_reactor_running
+from fedmq._reactor_thread import (
+    caller_context,
+    ensure_reactor_running,
+    in_callers_form,
+    resolve_future,
+    twisted_or_asyncio,
+)
 from fedmq.acks import Ack, AckStatus, OnAck
 from fedmq.config import Config, load_config
 from fedmq.exceptions import PublishError, PublishTimeout
@@ -318,13 +322,13 @@ class Publisher:
                 timed out, connection lost, or canceled.
         """
         if self._in_reactor():
-            return _form(
+            return twisted_or_asyncio(
                 self.publish_deferred(
                     message, exchange, routing_key, mandatory=mandatory, timeout=timeout
                 )
             )
         acked = self.post(message, exchange, routing_key, mandatory=mandatory, timeout=timeout)
-        return _from_future(acked, timeout + self.config.connect_timeout)
+        return in_callers_form(acked, timeout + self.config.connect_timeout)
 
     def publish_data(
         self,
@@ -408,6 +412,10 @@ class Publisher:
             lambda: self._close(timeout), timeout + self.config.connect_timeout
         )
 
+    def close_deferred(self, timeout: float = 30.0) -> defer.Deferred[None]:
+        """:meth:`close`'s Twisted form, whatever the caller; call it on the reactor thread."""
+        return self._close(timeout)
+
     def _close(self, timeout: float) -> defer.Deferred[None]:
         if self._closed is None:
             self._closed = defer.ensureDeferred(self._drain_and_close(timeout))
@@ -467,64 +475,20 @@ class Publisher:
     def _in_reactor_form(self, start: Any, timeout: float) -> Any:
         """Run ``start`` (returning a Deferred) on the reactor thread; the caller's form."""
         if self._in_reactor():
-            return _form(start())
+            return twisted_or_asyncio(start())
         ensure_reactor_running(self._reactor, False)
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def go() -> None:
-            start().addBoth(lambda result: _resolve(future, result))
+            start().addBoth(lambda result: resolve_future(future, result))
 
         self._reactor.callFromThread(go)
-        return _from_future(future, timeout + 5.0)
+        return in_callers_form(future, timeout + 5.0)
 
 
 def _raise_unless_success(ack: Ack) -> None:
     if ack.error is not None:
         raise ack.error
-
-
-def _resolve(future: concurrent.futures.Future[Any], result: Any) -> None:
-    if isinstance(result, Failure):
-        future.set_exception(result.value)
-    else:
-        future.set_result(result)
-
-
-def _form(d: defer.Deferred[Any]) -> Any:
-    """A reactor-thread Deferred as an asyncio future when the caller is an asyncio task."""
-    loop = _running_task_loop()
-    return d.asFuture(loop) if loop is not None else d
-
-
-def _from_future(future: concurrent.futures.Future[Any], timeout: float) -> Any:
-    """From another thread: an awaitable in an asyncio task, else block for the result."""
-    if _running_task_loop() is not None:
-        return _awaitable(future)
-    try:
-        result = future.result(timeout)
-    except concurrent.futures.TimeoutError:
-        raise PublishTimeout(f"No answer from the reactor thread within {timeout:g} s") from None
-    if isinstance(result, Ack):
-        _raise_unless_success(result)
-        return None
-    return result
-
-
-async def _awaitable(future: concurrent.futures.Future[Any]) -> Any:
-    result = await asyncio.wrap_future(future)
-    if isinstance(result, Ack):
-        _raise_unless_success(result)
-        return None
-    return result
-
-
-def _running_task_loop() -> asyncio.AbstractEventLoop | None:
-    # Not get_running_loop(): raising RuntimeError at every publish outside
-    # asyncio costs more than the rest of the check.
-    loop = asyncio._get_running_loop()
-    if loop is None:
-        return None
-    return loop if asyncio.current_task(loop) is not None else None
 
 
 __all__ = ["Publisher"]
