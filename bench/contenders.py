@@ -18,6 +18,8 @@ FEDORA_MESSAGING_CAP = 5_000
 SLEEP_SCALE_FROM = 10_000
 #: Prefetch for every contender, so that they differ only in the client.
 PREFETCH = 100
+#: A publisher waiting for each confirm manages about 1,000 msg/s; more only take longer.
+BLOCKING_PUBLISH_CAP = 5_000
 #: The batched raw contender acks with ``multiple=True`` this often.
 ACK_BATCH = 50
 
@@ -33,12 +35,19 @@ class Contender:
             the queue, messages the consumer takes before it stops).
         schema: the fedora-messaging schema its messages name; None for the
             base schema.
+        kind: ``"consume"``, or ``"publish"`` for a contender that publishes
+            its messages into an empty queue (``bench.publish_child``).
     """
 
     name: str
     summary: str
     sizes: Callable[[int, int], tuple[int, int]]
     schema: str | None = None
+    kind: str = "consume"
+
+    @property
+    def publishes(self) -> bool:
+        return self.kind == "publish"
 
 
 def _all(messages: int, _backlog: int) -> tuple[int, int]:
@@ -55,6 +64,14 @@ def _fedora_messaging_cap(messages: int, _backlog: int) -> tuple[int, int]:
     return count, count
 
 
+def _publish_all(messages: int, _backlog: int) -> tuple[int, int]:
+    return 0, messages
+
+
+def _publish_one_by_one(messages: int, _backlog: int) -> tuple[int, int]:
+    return 0, min(messages, BLOCKING_PUBLISH_CAP)
+
+
 def _backlog(_messages: int, backlog: int) -> tuple[int, int]:
     return backlog, min(BACKLOG_CONSUMED, backlog)
 
@@ -67,6 +84,11 @@ FEDORA_MESSAGING_SCHEMA = "fedora-messaging-schema"
 #: validate every message against; ``tests/fedora_schemas`` provides it.
 SCHEMA = "fedmqtest.build.finished.v1"
 SCHEMA_PACKAGE = "fedmq_test_schemas"
+PUBLISH_RAW = "publish-pika-twisted-raw"
+PUBLISH_FEDMQ_TWISTED = "publish-fedmq-twisted"
+PUBLISH_FEDMQ_POST = "publish-fedmq-post-flush"
+PUBLISH_FEDMQ_BLOCKING = "publish-fedmq-blocking"
+PUBLISH_FEDORA_MESSAGING = "publish-fedora-messaging"
 
 CONTENDERS: tuple[Contender, ...] = (
     Contender(
@@ -120,6 +142,36 @@ CONTENDERS: tuple[Contender, ...] = (
         "rss-backlog",
         f"fedmq-sync consuming {BACKLOG_CONSUMED:,} messages of a large backlog (RSS)",
         _backlog,
+    ),
+    Contender(
+        PUBLISH_RAW,
+        "raw pika TwistedProtocolConnection, confirms on, every message issued at once",
+        _publish_all,
+        kind="publish",
+    ),
+    Contender(
+        PUBLISH_FEDMQ_TWISTED,
+        "fedmq.Publisher.publish() from Twisted, every message issued at once",
+        _publish_all,
+        kind="publish",
+    ),
+    Contender(
+        PUBLISH_FEDMQ_POST,
+        "fedmq.Publisher.post() with on_ack from a script's thread, then flush()",
+        _publish_all,
+        kind="publish",
+    ),
+    Contender(
+        PUBLISH_FEDMQ_BLOCKING,
+        "blocking fedmq.publish() in a script's loop, one confirm at a time",
+        _publish_one_by_one,
+        kind="publish",
+    ),
+    Contender(
+        PUBLISH_FEDORA_MESSAGING,
+        "blocking fedora_messaging.api.publish() in a script's loop",
+        _publish_one_by_one,
+        kind="publish",
     ),
 )
 

@@ -14,6 +14,11 @@ from bench.contenders import (
     FEDORA_MESSAGING,
     FEDORA_MESSAGING_CAP,
     FEDORA_MESSAGING_SCHEMA,
+    PUBLISH_FEDMQ_BLOCKING,
+    PUBLISH_FEDMQ_POST,
+    PUBLISH_FEDMQ_TWISTED,
+    PUBLISH_FEDORA_MESSAGING,
+    PUBLISH_RAW,
     RAW,
 )
 
@@ -84,8 +89,18 @@ def _ratio(value: float | None, base: float | None) -> float | None:
 NOT_COMPARABLE = frozenset({"rss-backlog"})
 
 
+#: A publishing contender is compared with the publishing counterpart of a base.
+_PUBLISHING_BASE = {RAW: PUBLISH_RAW, FEDORA_MESSAGING: PUBLISH_FEDORA_MESSAGING}
+
+
 def ratio_to(summaries: Mapping[str, Summary], name: str, base: str) -> float | None:
-    """``name``'s median msg/s over ``base``'s, or None if either did not run."""
+    """``name``'s median msg/s over ``base``'s, or None if either did not run.
+
+    For a publishing contender, ``base`` is the publishing contender of the
+    same client (consuming and publishing rates are not comparable).
+    """
+    if name in BY_NAME and BY_NAME[name].publishes:
+        base = _PUBLISHING_BASE.get(base, base)
     if name not in summaries or base not in summaries or name in NOT_COMPARABLE:
         return None
     return _ratio(summaries[name].rate, summaries[base].rate)
@@ -148,6 +163,27 @@ TARGETS: tuple[Target, ...] = (
         lambda s: s["fedmq-c16-sleep1ms"].rate,
         lambda value: value >= 8000,
         "msg/s",
+    ),
+    Target(
+        f"{PUBLISH_FEDMQ_TWISTED} >= 0.9x {PUBLISH_RAW}",
+        (PUBLISH_FEDMQ_TWISTED, PUBLISH_RAW),
+        lambda s: ratio_to(s, PUBLISH_FEDMQ_TWISTED, PUBLISH_RAW),
+        lambda value: value >= 0.9,
+        "x",
+    ),
+    Target(
+        f"{PUBLISH_FEDMQ_POST} >= 0.9x {PUBLISH_RAW}",
+        (PUBLISH_FEDMQ_POST, PUBLISH_RAW),
+        lambda s: ratio_to(s, PUBLISH_FEDMQ_POST, PUBLISH_RAW),
+        lambda value: value >= 0.9,
+        "x",
+    ),
+    Target(
+        f"{PUBLISH_FEDMQ_BLOCKING} >= 3x {PUBLISH_FEDORA_MESSAGING}",
+        (PUBLISH_FEDMQ_BLOCKING, PUBLISH_FEDORA_MESSAGING),
+        lambda s: ratio_to(s, PUBLISH_FEDMQ_BLOCKING, PUBLISH_FEDORA_MESSAGING),
+        lambda value: value >= 3,
+        "x",
     ),
     Target(
         "fedmq peak RSS < 100 MB with a 100k-message backlog",
@@ -222,6 +258,13 @@ def notes(summaries: Mapping[str, Summary]) -> list[str]:
         found.append(
             "fedmq-c16-sleep1ms consumes a fifth of --messages when that is 10,000 or more "
             f"(here {summaries['fedmq-c16-sleep1ms'].messages:,})."
+        )
+    if any(BY_NAME[name].publishes for name in summaries):
+        found.append(
+            "publish-* contenders publish persistent JSON messages with confirms into an "
+            "empty durable queue; their ratios are to publish-pika-twisted-raw and "
+            "publish-fedora-messaging. The blocking ones publish at most "
+            "5,000 a round; their CPU µs/msg includes connecting."
         )
     if "rss-backlog" in summaries:
         backlog = summaries["rss-backlog"]

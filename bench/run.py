@@ -31,6 +31,7 @@ from bench.contenders import (
     FEDORA_MESSAGING,
     FEDORA_MESSAGING_SCHEMA,
     PREFETCH,
+    PUBLISH_FEDORA_MESSAGING,
     Contender,
 )
 from fedmq.testing import RabbitNode
@@ -52,7 +53,7 @@ EXIT_OK, EXIT_MISSED, EXIT_USAGE = 0, 1, 2
 
 
 #: The contenders that are fedora-messaging itself.
-FEDORA_MESSAGING_CONTENDERS = (FEDORA_MESSAGING, FEDORA_MESSAGING_SCHEMA)
+FEDORA_MESSAGING_CONTENDERS = (FEDORA_MESSAGING, FEDORA_MESSAGING_SCHEMA, PUBLISH_FEDORA_MESSAGING)
 
 
 def _say(text: str) -> None:
@@ -63,7 +64,8 @@ def _say(text: str) -> None:
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark fedmq's consumer against raw pika and fedora-messaging "
+        description="Benchmark fedmq's consumer and publisher against raw pika and "
+        "fedora-messaging "
         "on a throwaway RabbitMQ node.",
     )
     parser.add_argument(
@@ -206,7 +208,7 @@ def run_one(
     command = [
         sys.executable,
         "-m",
-        "bench.child",
+        "bench.publish_child" if contender.publishes else "bench.child",
         contender.name,
         "--url",
         node.url,
@@ -237,7 +239,9 @@ def run_one(
             )
         result = _child_result(contender, messages, round_number, completed)
         if result["ok"]:
-            problem = _check_queue(node, queue, in_queue - int(result.get("acked", 0)))
+            # A publisher leaves its messages in the queue; a consumer, what it did not ack.
+            expected = messages if contender.publishes else in_queue - int(result.get("acked", 0))
+            problem = _check_queue(node, queue, expected)
             if problem is not None:
                 result["ok"] = False
                 result["error"] = problem
@@ -311,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
 
     outcomes = report.evaluate(summaries)
     print(
-        f"fedmq consumer benchmark, {started:%Y-%m-%d %H:%M} UTC: "
+        f"fedmq benchmark, {started:%Y-%m-%d %H:%M} UTC: "
         f"--messages {args.messages:,}, --rounds {args.rounds}, median of the rounds\n"
     )
     print(report.table(summaries))

@@ -4,6 +4,7 @@ The public API is what this module exports; everything in ``_``-prefixed
 modules is internal.
 """
 
+from fedmq.acks import Ack, AckStatus
 from fedmq.api import consume, publish
 from fedmq.config import Config, load_config
 from fedmq.consumer import Consumer, ConsumerHandle
@@ -20,6 +21,7 @@ from fedmq.exceptions import (
     FedmqError,
     HaltConsumer,
     Nack,
+    PublishCanceled,
     PublishConnectionLost,
     PublishError,
     PublishFormatError,
@@ -30,10 +32,13 @@ from fedmq.exceptions import (
     StopForced,
 )
 from fedmq.message import DecodeError, Message, Properties
+from fedmq.publisher import Publisher
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Ack",
+    "AckStatus",
     "AuthenticationFailed",
     "BrokerError",
     "CallbackError",
@@ -52,12 +57,14 @@ __all__ = [
     "Message",
     "Nack",
     "Properties",
+    "PublishCanceled",
     "PublishConnectionLost",
     "PublishError",
     "PublishFormatError",
     "PublishNacked",
     "PublishReturned",
     "PublishTimeout",
+    "Publisher",
     "Retry",
     "StopForced",
     "__version__",

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import pika
 import pika.credentials
 import pika.exceptions
+import pika.spec
 from OpenSSL.SSL import Error as TLSError
 from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConnection
 from twisted.internet import defer, endpoints, error, protocol, ssl
@@ -32,6 +33,7 @@ from fedmq.exceptions import (
     BrokerError,
     ConfigurationError,
     ConnectionFailed,
+    PublishConnectionLost,
     PublishNacked,
     PublishReturned,
 )
@@ -657,6 +659,73 @@ class AMQPChannel:
         d.addCallbacks(lambda _: None, lambda failure: Failure(_publish_error(failure, where)))
         return d  # type: ignore[no-any-return]
 
+    def track_confirms(
+        self,
+        on_confirm: Callable[[bool, int, bool], None],
+        on_return: Callable[[str | None], None],
+    ) -> defer.Deferred[Any]:
+        """Turn on publisher confirms, reported to fedmq's own bookkeeping.
+
+        Unlike :meth:`confirm_select`, no Deferred is made per message: for
+        use with :meth:`send` only.
+
+        Args:
+            on_confirm: called with (acked, delivery tag, multiple) for each
+                basic.ack (acked True) and basic.nack (False).
+            on_return: called with the ``message_id`` of each message the
+                broker returns (mandatory and unroutable), before its confirm.
+        """
+        self._confirming = True
+        ack_class = pika.spec.Basic.Ack
+
+        def on_ack_nack(frame: Any) -> None:
+            method = frame.method
+            on_confirm(isinstance(method, ack_class), method.delivery_tag, method.multiple)
+
+        self._impl.add_on_return_callback(
+            lambda _channel, _method, properties, _body: on_return(properties.message_id)
+        )
+        d: defer.Deferred[Any] = defer.Deferred()
+        self._impl.confirm_delivery(ack_nack_callback=on_ack_nack, callback=d.callback)
+        return d
+
+    def send(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: Properties,
+        mandatory: bool = False,
+    ) -> None:
+        """Write one basic.publish; its confirm goes to :meth:`track_confirms`' callback.
+
+        Raises:
+            PublishConnectionLost: the channel is closed.
+        """
+        p = properties
+        props = pika.BasicProperties(
+            p.content_type,
+            p.content_encoding,
+            p.headers,
+            p.delivery_mode,
+            p.priority,
+            p.correlation_id,
+            p.reply_to,
+            p.expiration,
+            p.message_id,
+            p.timestamp,
+            p.type,
+            p.user_id,
+            p.app_id,
+            p.cluster_id,
+        )
+        try:
+            self._impl.basic_publish(exchange, routing_key, body, props, mandatory)
+        except pika.exceptions.AMQPError as error:
+            raise PublishConnectionLost(
+                f"The channel to publish to exchange {exchange!r} is closed: {error!r}"
+            ) from None
+
     def close(self) -> defer.Deferred[Any]:
         """Close the channel; fires once closed. Unsettled deliveries are requeued."""
         self._closing = True
@@ -672,6 +741,13 @@ def _publish_error(failure: Failure, where: str) -> Exception:
     if isinstance(value, pika.exceptions.ChannelClosed):
         code, text = value.reply_code, value.reply_text
         return BrokerError(f"Publishing to {where} failed: {code} {text}", code, text)
+    if isinstance(value, pika.exceptions.AMQPError) or isinstance(
+        value, (error.ConnectionDone, error.ConnectionLost)
+    ):
+        return PublishConnectionLost(
+            f"The connection closed before the broker confirmed the message published "
+            f"to {where}: {type(value).__name__}"
+        )
     if isinstance(value, Exception):
         return value
     return BrokerError(f"Publishing to {where} failed: {value!r}")

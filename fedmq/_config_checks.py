@@ -56,6 +56,8 @@ _PLAIN_FIELDS: dict[str, _Kind] = {
     "log_config": _TABLE,
     "publish_priority": _INT,
     "publish_format": _STR,
+    "publish_max_unconfirmed": _INT,
+    "publish_max_unconfirmed_bytes": _INT,
 }
 
 # The keys of each table, and what each must be.
@@ -216,6 +218,9 @@ def _check_config(config: Config) -> None:
             raise fail(f"amqp_urls[{index}] {problem}")
     if not config.drain_timeout > 0:
         raise fail(f"drain_timeout must be more than 0 seconds, got {config.drain_timeout}")
+    for key in ("publish_max_unconfirmed", "publish_max_unconfirmed_bytes"):
+        if getattr(config, key) < 1:
+            raise fail(f"{key} must be at least 1, got {getattr(config, key)}")
     if config.publish_format not in ("fedmq", "fedora-messaging"):
         raise fail(
             f'publish_format must be "fedmq" or "fedora-messaging", got {config.publish_format!r}'

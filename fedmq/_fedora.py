@@ -25,6 +25,7 @@ import importlib.util
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -469,9 +470,18 @@ def add_compatibility_headers(message: Message) -> Properties | None:
     return added
 
 
+#: (second, its ISO 8601 form): ``sent-at`` has whole seconds, so one formatting a second does.
+_sent_at: tuple[int, str] = (0, "")
+
+
 def _now() -> str:
-    now = datetime.datetime.now(tz=datetime.timezone.utc).replace(microsecond=0)
-    return now.isoformat()
+    global _sent_at  # a one-entry cache, replaced whole: safe across threads
+    second = int(time.time())
+    cached = _sent_at
+    if cached[0] != second:
+        when = datetime.datetime.fromtimestamp(second, tz=datetime.timezone.utc)
+        cached = _sent_at = (second, when.isoformat())
+    return cached[1]
 
 
 def format_problem(message: Message) -> str | None:

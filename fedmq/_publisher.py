@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from fedmq import _fedora
 from fedmq._amqp import AMQPChannel, AMQPConnection
+from fedmq._connector import connect_any
 from fedmq.config import Config
 from fedmq.exceptions import PublishConnectionLost, PublishFormatError, PublishTimeout
 from fedmq.message import Message, Properties
@@ -107,7 +108,7 @@ class Publisher:
                 raise PublishConnectionLost(
                     "The consumer's connection to the broker is closed; nothing was published"
                 )
-            self._connection = await AMQPConnection.connect(self._config, self._reactor)
+            self._connection = await connect_any(self._config, self._reactor)
         channel = await self._connection.channel()
         await channel.confirm_select()
         self._channel = channel

@@ -22,7 +22,8 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from fedmq import _headers
-from fedmq._amqp import AMQPChannel, AMQPConnection, translate_error
+from fedmq._amqp import AMQPChannel, translate_error
+from fedmq._connector import connect_any
 from fedmq.config import Config
 from fedmq.exceptions import (
     BrokerError,
@@ -111,7 +112,7 @@ async def requeue_dead(config: Config, reactor: Any, queue: str, limit: int | No
     """
     dead = dead_queue_name(queue)
     moved = 0
-    connection = await AMQPConnection.connect(config, reactor)
+    connection = await connect_any(config, reactor)
     try:
         channel = await connection.channel()
         await _check_queue(channel, queue)

@@ -7,24 +7,25 @@ blocking form, an async callback an awaitable).
 
 from __future__ import annotations
 
-import asyncio
+import atexit
 import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.error import ReactorNotRunning
 from twisted.python.failure import Failure
 
 from fedmq._callback import load_callback
 from fedmq._executors import current_consumer
-from fedmq._publisher import Publisher
+from fedmq._intercept import intercepting_publishes
 from fedmq.config import Config, load_config, parse_bindings, parse_queues
 from fedmq.consumer import Consumer
 from fedmq.message import Message
+from fedmq.publisher import Publisher
 
 ConfigArg = Config | str | os.PathLike[str] | None
 
@@ -178,86 +179,48 @@ def _wait_in_caller_thread(consumer: Consumer, reactor: Any) -> None:
 # --- publishing ------------------------------------------------------------
 
 
-class _Publishers:
-    """Publishers by config for code outside a consumer, one connection each."""
+class _SharedPublishers:
+    """One :class:`~fedmq.Publisher` per distinct configuration (by value), closed at exit."""
 
     def __init__(self) -> None:
-        self._by_config: dict[int, tuple[Config, Publisher]] = {}
+        self._entries: list[tuple[Config, Publisher]] = []
+        self._lock = threading.Lock()
+        self._registered = False
 
-    def get(self, config: Config, reactor: Any) -> Publisher:
-        entry = self._by_config.get(id(config))
-        if entry is None:
-            entry = (config, Publisher(config, reactor))
-            self._by_config[id(config)] = entry
-        return entry[1]
+    def get(self, config: Config) -> Publisher:
+        with self._lock:
+            for known, publisher in self._entries:
+                if known is config or known == config:
+                    return publisher
+            publisher = Publisher(config)
+            self._entries.append((config, publisher))
+            if not self._registered:
+                atexit.register(self.close_all)
+                self._registered = True
+            return publisher
+
+    def close_all(self, timeout: float = 5.0) -> None:
+        """Flush and close every shared publisher, each waiting at most ``timeout`` seconds."""
+        with self._lock:
+            entries, self._entries = self._entries, []
+        for _config, publisher in entries:
+            with contextlib.suppress(Exception):
+                publisher.close(timeout)
 
 
-_publishers = _Publishers()
+_shared = _SharedPublishers()
 _default_config: list[Config] = []
 
 
-def _publisher_for(config: ConfigArg, reactor: Any) -> Publisher | Consumer:
+def _publisher_for(config: ConfigArg) -> Publisher:
     if config is None:
         consumer = current_consumer.get()
         if consumer is not None:
-            return consumer  # type: ignore[no-any-return]
+            return consumer.publisher  # type: ignore[no-any-return]
         if not _default_config:
             _default_config.append(load_config())
         config = _default_config[0]
-    return _publishers.get(_resolve_config(config), reactor)
-
-
-#: The handlers of intercepting_publishes() blocks, innermost last; shared by all threads.
-_interceptors: list[Callable[[Any], None]] = []
-_interceptors_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def intercepting_publishes(handler: Callable[[Any], None]) -> Iterator[None]:
-    """Hand every :func:`publish` made inside the block to ``handler``, and send nothing.
-
-    This is the seam test doubles stand on (:func:`fedmq.testing.mock_sends`
-    is one). It holds in every thread while the block runs: a callback in a
-    worker thread is intercepted too. Blocks nest; the innermost handler
-    gets the message. Inside, :func:`publish` returns what it would once
-    the broker confirmed: None, a fired Deferred or a done awaitable.
-
-    Args:
-        handler: called with each message passed to :func:`publish`, in the
-            thread that called it.
-    """
-    with _interceptors_lock:
-        _interceptors.append(handler)
-    try:
-        yield
-    finally:
-        with _interceptors_lock:
-            _interceptors.remove(handler)
-
-
-def _intercepted(message: Any, reactor: Any) -> tuple[bool, Any]:
-    """(True, what publish() returns) when a block intercepts publishes; else (False, None)."""
-    with _interceptors_lock:
-        handler = _interceptors[-1] if _interceptors else None
-    if handler is None:
-        return False, None
-    handler(message)
-    from twisted.python.threadable import isInIOThread
-
-    in_task = _running_task_loop()
-    if in_task is not None:
-        future: asyncio.Future[None] = in_task.create_future()
-        future.set_result(None)
-        return True, future
-    if reactor is not None or (_global_reactor_running() and isInIOThread()):
-        return True, defer.succeed(None)
-    return True, None
-
-
-def _global_reactor_running() -> bool:
-    from twisted.internet import reactor
-
-    return bool(reactor.running)
+    return _shared.get(_resolve_config(config))
 
 
 def publish(
@@ -272,6 +235,11 @@ def publish(
 ) -> Any:
     """Publish ``message`` with publisher confirms.
 
+    A :class:`~fedmq.Publisher` per distinct configuration (equal values
+    share one, whether given as an object or a path) sends it, on a
+    connection of its own, kept for the rest of the process and flushed
+    and closed at exit.
+
     Args:
         message: a :class:`~fedmq.Message`, or a fedora-messaging message
             (sent as fedora-messaging sends it, validated first); its
@@ -279,7 +247,8 @@ def publish(
         exchange: the exchange; the config's ``publish_exchange`` by default.
         routing_key: overrides the message's topic.
         config: a config object or path. Inside a callback, the default is
-            the consumer's own connection.
+            the consumer's own publisher (a connection apart from the one it
+            consumes on).
         mandatory: fail with :class:`~fedmq.PublishReturned` when no queue
             matches.
         timeout: seconds to wait for the broker's confirm.
@@ -287,93 +256,24 @@ def publish(
 
     Returns:
         Given a reactor, or on the reactor thread: a Deferred fired on the
-        broker's ack. Inside
-        an ``async def`` callback: an awaitable. Anywhere else (a sync
-        callback's thread, a plain script): None, once confirmed.
+        broker's ack. Inside an ``async def`` callback: an awaitable.
+        Anywhere else (a sync callback's thread, a plain script): None,
+        once confirmed.
 
     Raises:
         PublishFormatError: the message was refused before sending (see
             ``publish_format``); nothing was sent.
-        PublishNacked, PublishReturned, PublishTimeout: the broker refused,
-            could not route, or did not confirm in time.
+        PublishNacked, PublishReturned, PublishTimeout, PublishConnectionLost,
+        PublishCanceled: the broker refused, could not route, or did not
+            confirm in time; the connection was lost; the publisher closed.
+        PublishError: no reactor can run (a blocking ``consume()`` returned).
     """
-    if _interceptors:
-        intercepted, result = _intercepted(message, reactor)
-        if intercepted:
-            return result
-    from twisted.internet import reactor
-    from twisted.python.threadable import isInIOThread
-
-    target = _publisher_for(config, reactor)
-    if isinstance(target, Consumer):
-        # A callback publishes on its consumer's connection, so on that consumer's
-        # reactor (a test's Clock, say), which need not be the global one.
-        reactor = target._reactor
-    running = getattr(reactor, "running", True)
-
-    def send() -> defer.Deferred[None]:
-        return target.publish(message, exchange, routing_key, mandatory=mandatory, timeout=timeout)
-
-    in_task = _running_task_loop()
-    if running and isInIOThread():
-        d = send()
-        if in_task is not None:
-            return d.asFuture(in_task)
-        return d
-    if in_task is not None:
-        # An async callback on fedmq's own loop thread: hop to the reactor.
-        future: asyncio.Future[None] = in_task.create_future()
-
-        def settle(result: Any) -> None:
-            if isinstance(result, Failure):
-                in_task.call_soon_threadsafe(_set_exception, future, result.value)
-            else:
-                in_task.call_soon_threadsafe(_set_result, future, None)
-
-        reactor.callFromThread(lambda: send().addBoth(settle))
-        return future
-    if not running:
-        _start_reactor_thread(reactor)
-    threads.blockingCallFromThread(reactor, send)  # type: ignore[arg-type]
-    return None
-
-
-def _running_task_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-    return loop if asyncio.current_task(loop) is not None else None
-
-
-def _set_result(future: asyncio.Future[None], value: None) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _set_exception(future: asyncio.Future[None], exc: BaseException | None) -> None:
-    if exc is not None and not future.done():
-        future.set_exception(exc)
-
-
-_reactor_thread: list[threading.Thread] = []
-
-
-def _start_reactor_thread(reactor: Any) -> None:
-    """Run the reactor in a daemon thread, for blocking publishes from scripts."""
-    if _reactor_thread:
-        return
-    thread = threading.Thread(
-        target=reactor.run,
-        kwargs={"installSignalHandlers": False},
-        name="fedmq-reactor",
-        daemon=True,
-    )
-    _reactor_thread.append(thread)
-    thread.start()
-    started = threading.Event()
-    reactor.callFromThread(started.set)
-    started.wait(30)
+    target = _publisher_for(config)
+    if reactor is not None:
+        return target.publish_deferred(
+            message, exchange, routing_key, mandatory=mandatory, timeout=timeout
+        )
+    return target.publish(message, exchange, routing_key, mandatory=mandatory, timeout=timeout)
 
 
 __all__ = ["consume", "intercepting_publishes", "publish"]

@@ -97,13 +97,13 @@ async def _refusable(d: defer.Deferred[Any], what: str) -> Any:
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
-    from fedmq._amqp import AMQPConnection
+    from fedmq._connector import connect_any
 
     config = load(args)
     quiet_logging()
 
     async def get(reactor: Any) -> int:
-        connection = await AMQPConnection.connect(config, reactor)
+        connection = await connect_any(config, reactor)
         got = 0
         try:
             channel = await connection.channel()

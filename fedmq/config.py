@@ -249,6 +249,9 @@ class Config:
         publish_format: ``"fedmq"``, or ``"fedora-messaging"`` when the
             messages published go to fedora-messaging consumers, which accept
             only a JSON object body: another body is then refused at publish.
+        publish_max_unconfirmed: the most messages a :class:`~fedmq.Publisher`
+            has posted and the broker not yet confirmed; more wait for room.
+        publish_max_unconfirmed_bytes: the same bound in body bytes.
         source: the file it came from, or ``"<defaults>"`` / ``"<arguments>"``.
     """
 
@@ -284,6 +287,8 @@ class Config:
     retry: RetryConfig = RetryConfig()
     publish_priority: int | None = None
     publish_format: str = "fedmq"
+    publish_max_unconfirmed: int = 1000
+    publish_max_unconfirmed_bytes: int = 16 * 1024 * 1024
     source: str = "<defaults>"
 
     def __post_init__(self) -> None:
@@ -482,6 +487,9 @@ def config_from_mapping(data: Mapping[str, Any], source: str = "<arguments>") ->
 
     Args:
         data: the top-level table.
+        publish_max_unconfirmed: the most messages a :class:`~fedmq.Publisher`
+            has posted and the broker not yet confirmed; more wait for room.
+        publish_max_unconfirmed_bytes: the same bound in body bytes.
         source: the file it came from, named in error messages.
 
     Returns:

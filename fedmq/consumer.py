@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 from typing import Any
 
 from twisted.internet import defer
@@ -11,12 +13,12 @@ from twisted.python.failure import Failure
 from fedmq._amqp import AMQPChannel, AMQPConnection
 from fedmq._backoff import reconnect_delay
 from fedmq._callback import load_callback
+from fedmq._connector import connect as connect_with_failover
 from fedmq._deferreds import chain
 from fedmq._dispatch import Dispatcher
 from fedmq._executors import AsyncioExecutor, Result, ThreadExecutor
 from fedmq._lifecycle import LoopThread, hook, run_hook
 from fedmq._policy import ErrorPolicy, ErrorWindow
-from fedmq._publisher import Publisher
 from fedmq._stats import QUEUE_COUNTERS, ConsumerStats
 from fedmq._topology import declare, declare_error_paths, step
 from fedmq.config import Config, redact_url
@@ -29,10 +31,10 @@ from fedmq.exceptions import (
     ConsumerError,
     DeclarationError,
     HaltConsumer,
-    PublishConnectionLost,
     StopForced,
 )
 from fedmq.message import Message, Properties
+from fedmq.publisher import Publisher
 
 log = logging.getLogger("fedmq")
 
@@ -120,6 +122,8 @@ class Consumer:
         self._channel: AMQPChannel | None = None
         self._dispatcher: Dispatcher | None = None
         self._publisher: Publisher | None = None
+        # The thread start() ran on: the reactor's, for a reactor handed in.
+        self._reactor_thread: int | None = None
         self._consumer_tags: list[str] = []
         self._stopping: defer.Deferred[None] | None = None
         self._outcome: Failure | None = None
@@ -168,6 +172,7 @@ class Consumer:
             :class:`DeclarationError`, :class:`CallbackError`, or
             :class:`ConnectionFailed` once ``reconnect.max_attempts`` is spent.
         """
+        self._reactor_thread = threading.get_ident()
         started = chain(self._started)
         if self._setup is None:
             self._lifecycle = "running"
@@ -366,7 +371,6 @@ class Consumer:
         log.warning("%s; reconnecting", reason)
         self._set_state("reconnecting")
         dispatcher, self._dispatcher = self._dispatcher, None
-        self._publisher = None
         connection = self._connection
         if connection is not None and connection.is_open:
             connection.abort()
@@ -430,14 +434,30 @@ class Consumer:
         self, exchange: str, routing_key: str, data: bytes, properties: Properties
     ) -> defer.Deferred[None]:
         """Publish a retried, parked or dropped copy, confirmed and mandatory."""
-        return self._session_publisher().publish_data(
-            exchange, routing_key, data, properties, mandatory=True
-        )
+        return self.publisher.publish_data(exchange, routing_key, data, properties, mandatory=True)
 
-    def _session_publisher(self) -> Publisher:
-        """The confirm channel on this session's connection, opened on first use."""
+    @property
+    def publisher(self) -> Publisher:
+        """The consumer's :class:`~fedmq.Publisher`, on a connection of its own.
+
+        Its republishes (retry, park, drop) and the callback's publishes go
+        through it, so a broker that blocks publishers (a memory alarm) never
+        stalls the acks on the consuming connection. Opened on first use,
+        closed at the end of the drain.
+        """
         if self._publisher is None:
-            self._publisher = Publisher(self.config, self._reactor, self._connection)
+            from twisted.internet import reactor as global_reactor
+
+            # On the global reactor, the publisher takes each caller's form:
+            # a callback's worker thread blocks, the reactor gets a Deferred.
+            given = None if self._reactor is global_reactor else self._reactor
+            connect = functools.partial(connect_with_failover, opener=self._open_connection)
+            self._publisher = Publisher(
+                self.config,
+                reactor=given,
+                connect=connect,
+                reactor_thread=None if given is None else self._reactor_thread,
+            )
         return self._publisher
 
     def _make_executor(self, on_results: Any) -> Any:
@@ -465,18 +485,8 @@ class Consumer:
         mandatory: bool = False,
         timeout: float = 30.0,
     ) -> defer.Deferred[None]:
-        """Publish on this consumer's connection, with confirms (reactor thread).
-
-        Fails with :class:`PublishConnectionLost` when that connection is
-        closed (the consumer stopped, or is reconnecting): nothing is published.
-        """
-        if self._connection is None or not self._connection.is_open:
-            return defer.fail(
-                PublishConnectionLost(
-                    "The consumer's connection to the broker is closed; nothing was published"
-                )
-            )
-        return self._session_publisher().publish(
+        """Publish through :attr:`publisher`, with confirms; a Deferred (reactor thread)."""
+        return self.publisher.publish_deferred(
             message, exchange, routing_key, mandatory=mandatory, timeout=timeout
         )
 
@@ -616,7 +626,8 @@ class Consumer:
                             StopForced(f"Callbacks still running after {self.drain_timeout:g} s")
                         )
             if self._publisher is not None:
-                await self._publisher.close()
+                # Confirms still due after connect_timeout end CANCELED.
+                await self._publisher.close_deferred(self.config.connect_timeout)
             if channel is not None and channel.is_open:
                 await channel.close()
             if self._connection is not None:

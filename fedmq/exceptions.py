@@ -193,9 +193,19 @@ class PublishFormatError(PublishError, ValueError):
 
 
 class PublishConnectionLost(PublishError, ConnectionFailed):
-    """The connection to publish on is closed: nothing was published.
+    """The connection to publish on was lost, or closed: the message may not have arrived.
 
     Raised when a callback publishes after its consumer's connection has
-    closed (the consumer stopped, or is reconnecting). It is a
+    closed (the consumer stopped, or is reconnecting), and when a connection
+    is lost (or never opened) before the broker confirmed a message: one
+    that was sent may still have reached the broker. It is a
     :class:`ConnectionFailed` too, so code that catches that still works.
+    """
+
+
+class PublishCanceled(PublishError):
+    """The publisher closed before the broker confirmed the message.
+
+    :meth:`fedmq.Publisher.close` waits for outstanding confirms up to its
+    timeout; the messages still unconfirmed then end with this error.
     """

@@ -12,6 +12,7 @@ importable from here.
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from fedmq._headers import (
     ORIGINAL_EXCHANGE,
     ORIGINAL_ROUTING_KEY,
     PROCESSING_EXCEPTIONS,
+    checked_headers,
 )
 from fedmq.exceptions import DecodeError
 
@@ -113,6 +115,16 @@ class Properties:
 # --- messages ---------------------------------------------------------------
 
 
+#: Message ids come from the ``random`` module's generator, seeded from the OS
+#: at start and again in a forked child: ``uuid.uuid4()`` reads ``os.urandom``
+#: for each id, a system call that lets go of the GIL, and a script posting
+#: from one thread while the reactor runs in another then waits to get it back
+#: at every message.
+def _new_message_id() -> str:
+    """A random (version 4) UUID as 32 hex digits, as ``uuid.uuid4().hex`` gives."""
+    return uuid.UUID(int=random.getrandbits(128), version=4).hex
+
+
 class Message:
     """A message: one delivered to a callback, or one built to publish.
 
@@ -124,7 +136,9 @@ class Message:
     Args:
         body: the body; ``bytes`` are sent as they are.
         topic: the routing key.
-        headers: application headers, copied.
+        headers: application headers, copied: strings, bytes, booleans,
+            integers, ``decimal.Decimal``, ``datetime``, None, and dicts and
+            lists (or tuples) of these.
         properties: properties to start from, copied: arguments that are given
             override them, and ``headers`` are merged over theirs.
         content_type: ``application/json`` when not given, or
@@ -139,6 +153,8 @@ class Message:
         TypeError, ValueError, ModuleNotFoundError: as :func:`encode_body` does.
         DecodeError: a bytes body is not valid for its content type (it is
             decoded so that :attr:`body` is what consumers see).
+        PublishFormatError: a header AMQP cannot carry (a float, say); the
+            error names the header and its type.
     """
 
     __slots__ = (
@@ -199,12 +215,12 @@ class Message:
             if value is not None:
                 setattr(props, name, value)
         if props.message_id is None:
-            props.message_id = uuid.uuid4().hex
+            props.message_id = _new_message_id()
         if props.timestamp is None:
             props.timestamp = int(time.time())
         if props.delivery_mode is None:
             props.delivery_mode = 2 if persistent else 1
-        props.headers = {**(props.headers or {}), **(headers or {})}
+        props.headers = checked_headers({**(props.headers or {}), **(headers or {})})
 
         if content_encoding is not None:
             props.content_encoding = content_encoding

@@ -12,9 +12,15 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from fedmq.config import ExchangeConfig, QueueConfig
-from fedmq.exceptions import BrokerError, ConnectionFailed, PublishReturned
+from fedmq.exceptions import (
+    BrokerError,
+    ConnectionFailed,
+    PublishConnectionLost,
+    PublishReturned,
+)
 from fedmq.message import Properties
 from fedmq.testing._memory_model import Stored
 
@@ -208,6 +214,54 @@ class MemoryChannel:
         except PublishReturned as returned:
             return defer.fail(returned)
         return defer.succeed(None)
+
+    def track_confirms(
+        self,
+        on_confirm: Callable[[bool, int, bool], None],
+        on_return: Callable[[str | None], None],
+    ) -> defer.Deferred[Any]:
+        """Confirms reported to a publisher's own bookkeeping, as the real channel does."""
+        self._on_confirm, self._on_return = on_confirm, on_return
+        self._publish_tags = itertools.count(1)
+        return defer.succeed(None)
+
+    def send(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: Properties,
+        mandatory: bool = False,
+    ) -> None:
+        """Publish; the return (if any) and the confirm follow on the broker's clock.
+
+        Raises:
+            PublishConnectionLost: the channel is closed.
+        """
+        if not self.is_open:
+            raise PublishConnectionLost(
+                f"The channel to publish to exchange {exchange!r} is closed"
+            )
+        tag = next(self._publish_tags)
+        clock = self._broker.clock
+        # After send() returns, as a broker's frames come: at the clock's next
+        # turn (a ThreadedClock runs such calls without its time moving on).
+        call_from_thread = getattr(clock, "callFromThread", None)
+
+        def later(f: Callable[..., None], *args: Any) -> None:
+            if call_from_thread is not None:
+                call_from_thread(f, *args)
+            else:
+                clock.callLater(0, f, *args)
+
+        def confirm(result: Any) -> None:
+            if isinstance(result, Failure):
+                if not result.check(PublishReturned):
+                    return  # the channel closed (no such exchange): no confirm comes
+                later(self._on_return, properties.message_id)
+            later(self._on_confirm, True, tag, False)
+
+        self.publish(exchange, routing_key, body, properties, mandatory).addBoth(confirm)
 
     # --- closing -------------------------------------------------------------
 

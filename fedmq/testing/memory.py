@@ -191,7 +191,14 @@ class InMemoryBroker:
     # --- time ---------------------------------------------------------------
 
     def advance(self, seconds: float) -> None:
-        """Move the broker's clock on: messages whose TTL ran out are dead-lettered."""
+        """Move the broker's clock on: messages whose TTL ran out are dead-lettered.
+
+        What the broker has already answered (confirms, returns) reaches its
+        clients first, as it would on a real network long before seconds pass.
+        """
+        run_pending = getattr(self.clock, "run_pending", None)
+        if run_pending is not None:
+            run_pending()
         self.clock.advance(seconds)
 
     # --- inspection ---------------------------------------------------------

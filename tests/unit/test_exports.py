@@ -20,6 +20,11 @@ REPO_ROOT = PACKAGE_DIR.parent
 
 #: Every public name, and the module that defines it.
 EXPECTED_EXPORTS = {
+    "Ack": "fedmq.acks",
+    "AckStatus": "fedmq.acks",
+    "PublishCanceled": "fedmq.exceptions",
+    "PublishConnectionLost": "fedmq.exceptions",
+    "Publisher": "fedmq.publisher",
     "AuthenticationFailed": "fedmq.exceptions",
     "BrokerError": "fedmq.exceptions",
     "CallbackError": "fedmq.exceptions",
@@ -39,7 +44,6 @@ EXPECTED_EXPORTS = {
     "Message": "fedmq.message",
     "Nack": "fedmq.exceptions",
     "Properties": "fedmq.message",
-    "PublishConnectionLost": "fedmq.exceptions",
     "PublishError": "fedmq.exceptions",
     "PublishFormatError": "fedmq.exceptions",
     "PublishNacked": "fedmq.exceptions",

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import fedmq
 from fedmq import _codecs
 from fedmq.exceptions import FedmqError
 from fedmq.message import (
@@ -572,3 +573,21 @@ def test_an_unknown_content_encoding_cannot_be_published():
     """Publishing with an encoding fedmq cannot apply fails before anything is sent."""
     with pytest.raises(ValueError, match="content encoding 'br'"):
         Message([1], content_encoding="br")
+
+
+def test_a_float_header_is_refused_when_the_message_is_built_naming_header_and_type():
+    """Message(headers={"ratio": 0.5}) fails at once, saying which header and that it is a float."""
+    with pytest.raises(fedmq.PublishFormatError, match=r"'ratio' is a float"):
+        fedmq.Message({}, topic="t", headers={"ratio": 0.5})
+
+
+def test_a_nested_header_value_amqp_cannot_carry_is_named_by_its_path():
+    """A bad value inside a table header names its path (``outer.inner``)."""
+    with pytest.raises(fedmq.PublishFormatError, match=r"'outer\.inner' is a set"):
+        fedmq.Message({}, topic="t", headers={"outer": {"inner": {1}}})
+
+
+def test_a_tuple_header_is_sent_as_an_array():
+    """A tuple header becomes a list, which AMQP carries as an array."""
+    message = fedmq.Message({}, topic="t", headers={"ids": (1, "two")})
+    assert message.headers["ids"] == [1, "two"]

@@ -1,0 +1,197 @@
+"""A publisher's own connection and confirm channel, reopened when lost.
+
+Runs on the reactor thread only. Messages handed to :meth:`PublishLink.submit`
+are written at once when the channel is open, and held (in order) while it
+is being opened. The connection is opened on first use, through the
+config's ``broker_urls`` in turn; after a failure the next attempt waits the
+config's reconnect backoff, and is only made when there is something to send.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from fedmq._amqp import AMQPChannel, AMQPConnection
+from fedmq._backoff import reconnect_delay
+from fedmq._confirms import Confirms, Outgoing, settle
+from fedmq._connector import connect
+from fedmq.acks import AckStatus
+from fedmq.config import Config
+from fedmq.exceptions import PublishConnectionLost
+
+log = logging.getLogger("fedmq")
+
+
+class PublishLink:
+    """One connection, one confirm channel, and the messages on their way through it.
+
+    Args:
+        config: the brokers, connection settings and reconnect policy.
+        reactor: the reactor (an ``IReactorTime`` and ``IReactorTCP``).
+        on_settled: called with (messages, bytes) whenever messages get their
+            status, to free room in the publisher's bound.
+        open_connection: how to connect, ``(config, reactor, first_url_index)``
+            to ``(connection, index)``; tests hand in fakes.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any,
+        on_settled: Callable[[int, int], None],
+        open_connection: Any = connect,
+    ):
+        self._config = config
+        self._reactor = reactor
+        self._on_settled = on_settled
+        self._open_connection = open_connection
+        self._confirms = Confirms(reactor, on_settled)
+        self._held: deque[Outgoing] = deque()
+        self._connection: AMQPConnection | None = None
+        self._channel: AMQPChannel | None = None
+        self._opening = False
+        self._closed = False
+        self._failures = 0
+        self._url_index = 0
+        self._not_before = 0.0
+        self._retry: Any = None
+
+    @property
+    def is_open(self) -> bool:
+        """True while the confirm channel is open."""
+        return self._channel is not None
+
+    def submit(self, item: Outgoing) -> None:
+        """Send ``item`` now if the channel is open, else once it is."""
+        if self._closed:
+            self._settle_now(item, AckStatus.CANCELED, ": the publisher is closed")
+            return
+        channel = self._channel
+        if channel is None:
+            self._held.append(item)
+            self._open_soon()
+            return
+        try:
+            channel.send(
+                item.exchange, item.routing_key, item.body, item.properties, item.mandatory
+            )
+        except PublishConnectionLost as error:
+            self._lose(channel, error)
+            self._held.append(item)
+            self._open_soon()
+            return
+        self._confirms.sent(item)
+
+    def _settle_now(self, item: Outgoing, status: AckStatus, reason: str) -> None:
+        settle(item, status, reason)
+        self._on_settled(1, len(item.body))
+
+    # --- opening ---------------------------------------------------------------
+
+    def _open_soon(self) -> None:
+        if self._opening or self._retry is not None or self._closed:
+            return
+        delay = self._not_before - self._reactor.seconds()
+        if delay > 0:
+            self._retry = self._reactor.callLater(delay, self._open)
+        else:
+            self._open()
+
+    def _open(self) -> None:
+        self._retry = None
+        if self._closed or not self._held:
+            return
+        self._opening = True
+        defer.ensureDeferred(self._open_channel()).addCallbacks(self._opened, self._open_failed)
+
+    async def _open_channel(self) -> AMQPChannel:
+        connection, self._url_index = await self._open_connection(
+            self._config, self._reactor, self._url_index
+        )
+        try:
+            channel: AMQPChannel = await connection.channel()
+            confirming = channel.track_confirms(self._confirms.confirmed, self._confirms.returned)
+            confirming.addTimeout(self._config.connect_timeout, self._reactor)
+            await confirming
+        except BaseException:
+            connection.abort()
+            raise
+        self._connection = connection
+        connection.closed.addCallback(lambda reason: self._lose(channel, reason))
+        channel.closed.addCallback(lambda reason: self._lose(channel, reason))
+        return channel
+
+    def _opened(self, channel: AMQPChannel) -> None:
+        self._opening = False
+        self._failures = 0
+        if self._closed:
+            self._fail_held(AckStatus.CANCELED, ": the publisher is closed")
+            if self._connection is not None:
+                self._connection.close()
+            return
+        self._channel = channel
+        held, self._held = self._held, deque()
+        for item in held:
+            self.submit(item)
+
+    def _open_failed(self, failure: Failure) -> None:
+        self._opening = False
+        self._failures += 1
+        self._url_index += 1
+        delay = reconnect_delay(self._failures, self._config.reconnect)
+        self._not_before = self._reactor.seconds() + delay
+        error = failure.value
+        log.warning("Could not open a connection to publish: %s", error)
+        self._fail_held(AckStatus.NOT_CONNECTED, str(error))
+
+    def _fail_held(self, status: AckStatus, reason: str) -> None:
+        held, self._held = self._held, deque()
+        for item in held:
+            settle(item, status, reason)
+        if held:
+            self._on_settled(len(held), sum(len(item.body) for item in held))
+
+    def _lose(self, channel: AMQPChannel, reason: Exception | None) -> None:
+        """The channel or its connection closed: fail what waits for a confirm."""
+        if channel is not self._channel:
+            return
+        self._channel = None
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.is_open:
+            connection.abort()
+        if self._closed:
+            return
+        text = str(reason) if reason is not None else "the connection closed"
+        log.warning("The connection to publish on was lost: %s", text)
+        self._confirms.fail_all(AckStatus.NOT_CONNECTED, text)
+        if self._held:
+            self._open_soon()
+
+    # --- closing ---------------------------------------------------------------
+
+    def close(self, reason: str) -> defer.Deferred[Any]:
+        """Fail everything still waiting with CANCELED, and close the connection."""
+        self._closed = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        self._fail_held(AckStatus.CANCELED, reason)
+        self._confirms.fail_all(AckStatus.CANCELED, reason)
+        self._channel = None
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return defer.succeed(None)
+        closing = connection.close()
+        closing.addTimeout(
+            self._config.connect_timeout, self._reactor, lambda *_: connection.abort()
+        )
+        return closing.addErrback(lambda _: None)
+
+
+__all__ = ["PublishLink"]

@@ -1,0 +1,136 @@
+"""Where the caller stands relative to the reactor, answering in its form, and starting
+the reactor for scripts.
+
+A script's first publish runs the global reactor in a daemon thread
+(``fedmq-reactor``) for the rest of the process. A reactor that has run and
+stopped (a blocking ``consume()`` returned) cannot run again: publishing then
+fails at once instead of waiting for a reactor that never comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from fedmq.acks import Ack
+from fedmq.exceptions import PublishError, PublishTimeout
+
+#: How long a script waits for the reactor thread to start.
+START_TIMEOUT = 30.0
+
+_lock = threading.Lock()
+_thread: list[threading.Thread] = []
+
+
+def caller_context(reactor: Any, detects_thread: bool) -> bool:
+    """True when the caller should get the Twisted form (it runs on the reactor thread).
+
+    Args:
+        reactor: the reactor in use.
+        detects_thread: False for a reactor handed in by the caller (Twisted
+            code, or a ``Clock`` in tests): always the Twisted form then.
+    """
+    if not detects_thread:
+        return True
+    from twisted.python.threadable import isInIOThread
+
+    return bool(reactor.running) and isInIOThread()
+
+
+def ensure_reactor_running(reactor: Any, in_reactor: bool) -> None:
+    """Start the global reactor in a daemon thread unless it runs; fail if it cannot.
+
+    Raises:
+        PublishError: the reactor has stopped for good, or did not start in time.
+    """
+    if in_reactor or getattr(reactor, "running", True):
+        return
+    with _lock:
+        if reactor.running:
+            return
+        if getattr(reactor, "_startedBefore", False) and not _thread:
+            raise _stopped_error()
+        if _thread and not _thread[0].is_alive():
+            raise _stopped_error()
+        if not _thread:
+            started = threading.Event()
+            reactor.callWhenRunning(started.set)
+            thread = threading.Thread(
+                target=reactor.run,
+                kwargs={"installSignalHandlers": False},
+                name="fedmq-reactor",
+                daemon=True,
+            )
+            _thread.append(thread)
+            thread.start()
+            if not started.wait(START_TIMEOUT):
+                raise PublishError(f"The Twisted reactor did not start within {START_TIMEOUT:g} s")
+
+
+def _stopped_error() -> PublishError:
+    return PublishError(
+        "Nothing can be published: the Twisted reactor has stopped (a blocking consume() "
+        "returned, or reactor.stop() ran) and cannot run again in this process; publish "
+        "before consume() returns, or from its callback"
+    )
+
+
+def resolve_future(future: concurrent.futures.Future[Any], result: Any) -> None:
+    if isinstance(result, Failure):
+        future.set_exception(result.value)
+    else:
+        future.set_result(result)
+
+
+def twisted_or_asyncio(d: defer.Deferred[Any]) -> Any:
+    """A reactor-thread Deferred as an asyncio future when the caller is an asyncio task."""
+    loop = _running_task_loop()
+    return d.asFuture(loop) if loop is not None else d
+
+
+def in_callers_form(future: concurrent.futures.Future[Any], timeout: float) -> Any:
+    """From another thread: an awaitable in an asyncio task, else block for the result."""
+    if _running_task_loop() is not None:
+        return _awaitable(future)
+    try:
+        result = future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        raise PublishTimeout(f"No answer from the reactor thread within {timeout:g} s") from None
+    if isinstance(result, Ack):
+        if result.error is not None:
+            raise result.error
+        return None
+    return result
+
+
+async def _awaitable(future: concurrent.futures.Future[Any]) -> Any:
+    result = await asyncio.wrap_future(future)
+    if isinstance(result, Ack):
+        if result.error is not None:
+            raise result.error
+        return None
+    return result
+
+
+def _running_task_loop() -> asyncio.AbstractEventLoop | None:
+    # Not get_running_loop(): raising RuntimeError at every publish outside
+    # asyncio costs more than the rest of the check.
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        return None
+    return loop if asyncio.current_task(loop) is not None else None
+
+
+__all__ = [
+    "START_TIMEOUT",
+    "caller_context",
+    "ensure_reactor_running",
+    "in_callers_form",
+    "resolve_future",
+    "twisted_or_asyncio",
+]
