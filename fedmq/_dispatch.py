@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from fedmq._deferreds import chain
+from fedmq._error_window import ErrorCount, ErrorWindow
 from fedmq._executors import (
     ACK,
     DROP,
@@ -59,12 +61,16 @@ class Dispatcher:
         on_halt: called once with the callback's :class:`HaltConsumer`.
         on_error: called with each consumer error (a :class:`ConsumerError`,
             an unexpected exception, or a message of a type not accepted), the
-            message (or None) and the seconds the callback ran.
+            message (or None), the seconds the callback ran, and how the error
+            window counted it.
         stats: the consumer's counters.
         policy: where retried, parked and dropped messages go.
         on_queue_missing: called when a retry queue or dead queue turned out
             to be gone (deleted while fedmq ran): the consumer reconnects,
             which declares them again.
+        errors: the consumer's error window, shared with its executors; it
+            counts the consumer errors the dispatcher finds itself (a message
+            of a type not accepted).
     """
 
     def __init__(
@@ -72,13 +78,15 @@ class Dispatcher:
         channel: Any,
         executor_factory: Callable[[Callable[[list[Result]], None]], Any],
         on_halt: Callable[[HaltConsumer], None],
-        on_error: Callable[[BaseException, Message | None, float], None],
+        on_error: Callable[[BaseException, Message | None, float, ErrorCount], None],
         stats: ConsumerStats | None = None,
         policy: ErrorPolicy | None = None,
         on_queue_missing: Callable[[Exception], None] | None = None,
+        errors: ErrorWindow | None = None,
     ):
         self.stats = stats if stats is not None else ConsumerStats()
         self.policy = policy if policy is not None else ErrorPolicy()
+        self.errors = errors if errors is not None else ErrorWindow(5, 60.0, monotonic)
         self._channel = channel
         self._ack = channel.ack
         self._pending: deque[int] = deque()
@@ -119,7 +127,7 @@ class Dispatcher:
                 invalid = self.policy.invalid_type(properties)
                 if invalid is not None:
                     error = ConsumerError(f"{_describe_delivery(item)}: {invalid}")
-                    self._on_results([(tag, INVALID, error, None, 0.0, item)])
+                    self._on_results([Result(tag, INVALID, error, None, 0.0, item)])
                     return
             self._submit(item)
 
@@ -130,7 +138,7 @@ class Dispatcher:
         record = self.stats.record
         self.stats.batch_done()
         self.in_flight -= len(batch)
-        for tag, outcome, exc, message, duration, item in batch:
+        for tag, outcome, exc, message, duration, item, errors in batch:
             if outcome == ACK:
                 record(item[6], ACK, duration)
                 finished[tag] = True
@@ -156,7 +164,7 @@ class Dispatcher:
                 if self.policy.drop_invalid_messages:
                     self._drop(tag, item, duration, str(exc), level=logging.WARNING)
                 else:
-                    self._consumer_error(tag, item, exc, None, duration)
+                    self._consumer_error(tag, item, exc, None, duration, None)
             elif outcome == HALT:
                 record(item[6], HALT, duration)
                 assert isinstance(exc, HaltConsumer)
@@ -169,7 +177,7 @@ class Dispatcher:
                 self._on_halt(exc)
             else:
                 assert exc is not None
-                self._consumer_error(tag, item, exc, message, duration)
+                self._consumer_error(tag, item, exc, message, duration, errors)
         self._ack_finished_run()
 
     def _consumer_error(
@@ -179,12 +187,14 @@ class Dispatcher:
         exc: BaseException,
         message: Message | None,
         duration: float,
+        errors: ErrorCount | None,
     ) -> None:
         self.stats.record(item[6], ERROR, duration)
         self.counts["failed"] += 1
         self._finished[tag] = False
         self._settle_alone(tag, requeue=True)
-        self._on_error(exc, message, duration)
+        # The executor counted its callback's errors; those found here are counted here.
+        self._on_error(exc, message, duration, errors or self.errors.record())
 
     def _drop(
         self, tag: int, item: Delivery, duration: float, reason: str, level: int = logging.INFO

@@ -15,20 +15,20 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from time import monotonic
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet import defer
 
 from fedmq import _fedora
 from fedmq._deferreds import chain
+from fedmq._error_window import ErrorCount, ErrorWindow
 from fedmq._headers import FEDORA_SCHEMA
 from fedmq._lifecycle import LoopThread
 from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, Retry
 from fedmq.message import DEFAULT_MAX_BODY_SIZE, DecodeError, Message
 
 # Outcomes, as the executors report them (PARKED only as the dispatcher counts them).
-# The order is fedmq._stats._OUTCOME_NAMES' too; those from CONSUMER_ERROR on
-# may stop a worker (see _Executor._stops_work).
+# The order is fedmq._stats._OUTCOME_NAMES' too.
 (
     ACK,
     NACK,
@@ -45,8 +45,23 @@ from fedmq.message import DEFAULT_MAX_BODY_SIZE, DecodeError, Message
 
 #: (delivery_tag, redelivered, exchange, routing_key, properties, body, queue)
 Delivery = tuple[int, bool, str, str, Any, bytes, str]
-#: (delivery_tag, outcome, exception or None, message or None, seconds in the callback, delivery)
-Result = tuple[int, int, BaseException | None, Message | None, float, Delivery]
+
+
+class Result(NamedTuple):
+    """What became of one delivery, as an executor reports it to the dispatcher."""
+
+    delivery_tag: int
+    outcome: int
+    #: What the callback raised (or why the delivery was refused), or None.
+    error: BaseException | None
+    #: The message the callback was given, or None when there was none.
+    message: Message | None
+    #: Seconds in the callback.
+    duration: float
+    delivery: Delivery
+    #: How the error window counted a consumer error, once it was counted.
+    errors: ErrorCount | None = None
+
 
 #: The consumer whose callback is running in this thread or asyncio task;
 #: :func:`fedmq.publish` uses its connection.
@@ -79,7 +94,7 @@ def _failed(item: Delivery, exc: BaseException, message: Any, duration: float) -
         translated = _fedora.translate_exception(exc)
         if translated is not None:
             exc, outcome = translated, _settle_outcome(translated)
-    return (item[0], outcome, exc, message, duration, item)
+    return Result(item[0], outcome, exc, message, duration, item)
 
 
 def _message(item: Delivery, max_body_size: int, decode: bool, schemas: bool = False) -> Any:
@@ -109,7 +124,7 @@ def _undecodable(item: Delivery, exc: DecodeError) -> Result:
     tag, _redelivered, _exchange, routing_key, properties, _body, queue = item
     message_id = getattr(properties, "message_id", None)
     exc.args = (f"message {message_id} (topic {routing_key!r}, queue {queue!r}): {exc}",)
-    return (tag, UNDECODABLE, exc, None, 0.0, item)
+    return Result(tag, UNDECODABLE, exc, None, 0.0, item)
 
 
 def run_sync(
@@ -129,7 +144,7 @@ def run_sync(
     except DecodeError as exc:
         return _undecodable(item, exc)
     except _fedora.SchemaInvalid as exc:
-        return (item[0], DROP, exc, None, 0.0, item)
+        return Result(item[0], DROP, exc, None, 0.0, item)
     started = monotonic()
     try:
         callback(message)
@@ -137,7 +152,7 @@ def run_sync(
     # delivery it took, or that delivery is never settled and the stop hangs.
     except BaseException as exc:
         return _failed(item, exc, message, monotonic() - started)
-    return (item[0], ACK, None, message, monotonic() - started, item)
+    return Result(item[0], ACK, None, message, monotonic() - started, item)
 
 
 async def run_async(
@@ -153,14 +168,14 @@ async def run_async(
     except DecodeError as exc:
         return _undecodable(item, exc)
     except _fedora.SchemaInvalid as exc:
-        return (item[0], DROP, exc, None, 0.0, item)
+        return Result(item[0], DROP, exc, None, 0.0, item)
     started = monotonic()
     try:
         await callback(message)
     # CancelledError (a BaseException) escaping the callback is its failure too.
     except BaseException as exc:
         return _failed(item, exc, message, monotonic() - started)
-    return (item[0], ACK, None, message, monotonic() - started, item)
+    return Result(item[0], ACK, None, message, monotonic() - started, item)
 
 
 class _ResultQueue:
@@ -195,7 +210,7 @@ class _ResultQueue:
 
 
 class _Executor:
-    """What both executors share: their workers' count, the halt flag, the join."""
+    """What both executors share: their workers' count, the gate, the join."""
 
     def __init__(
         self,
@@ -203,6 +218,7 @@ class _Executor:
         size: int,
         reactor: Any,
         consumer: Any,
+        errors: ErrorWindow | None,
     ):
         self._callback = callback
         self._reactor = reactor
@@ -213,15 +229,35 @@ class _Executor:
         self._decode: bool = getattr(config, "decode", True)
         # Schema classes need decoded bodies, and fedora-messaging to define them.
         self._schemas = self._decode and _fedora.installed()
-        # Start no more callbacks after a halt; after any consumer error too
-        # when one is enough to stop the consumer (max_errors = 1).
-        self._stops_work = CONSUMER_ERROR if getattr(config, "max_errors", 5) == 1 else HALT
+        if errors is None:
+            errors = ErrorWindow(
+                getattr(config, "max_errors", 5), getattr(config, "error_window", 60.0), monotonic
+            )
+        #: Where workers count consumer errors; once it closes, no callback starts.
+        self.errors = errors
         self._size = size
         self._running = size
-        #: Set by the worker whose callback halted or failed: start nothing more.
+        #: Set by the worker whose callback halted: start nothing more.
         self.halted = False
         self._joined: defer.Deferred[None] = defer.Deferred()
         self._results: _ResultQueue
+
+    def _settled(self, result: Result) -> Result:
+        """Close the gate on a halt or on the error that reaches ``max_errors``.
+
+        Called by the worker before it reports ``result`` or takes another
+        delivery, so no callback starts after the consumer must stop.
+        """
+        outcome = result.outcome
+        if outcome == HALT:
+            self.halted = True
+        elif outcome == ERROR or outcome == CONSUMER_ERROR:
+            return result._replace(errors=self.errors.record())
+        return result
+
+    def _closed(self) -> bool:
+        """No callback may start: the callback halted, or there were too many errors."""
+        return self.halted or self.errors.closed
 
     def _worker_exited(self) -> None:
         """On the reactor thread, once per worker, after its last result was queued."""
@@ -249,8 +285,10 @@ class ThreadExecutor(_Executor):
         reactor: Any,
         on_results: Callable[[list[Result]], None],
         consumer: Any = None,
+        *,
+        errors: ErrorWindow | None = None,
     ):
-        super().__init__(callback, size, reactor, consumer)
+        super().__init__(callback, size, reactor, consumer, errors)
         self._inbox: queue_module.SimpleQueue[Delivery] = queue_module.SimpleQueue()
         self._results = _ResultQueue(reactor.callFromThread, on_results)
         self._threads = [
@@ -270,14 +308,11 @@ class ThreadExecutor(_Executor):
             item = get()
             if item is _STOP:
                 break
-            if self.halted:
-                put((item[0], RETURNED, None, None, 0.0, item))
+            if self._closed():
+                put(Result(item[0], RETURNED, None, None, 0.0, item))
                 continue
             result = run_sync(callback, item, self._max_body_size, self._decode, self._schemas)
-            if result[1] >= self._stops_work:
-                # The consumer is stopping: start nothing more.
-                self.halted = True
-            put(result)
+            put(self._settled(result))
         self._reactor.callFromThread(self._worker_exited)
 
     def stop_intake(self) -> defer.Deferred[list[Delivery]]:
@@ -311,8 +346,10 @@ class AsyncioExecutor(_Executor):
         on_results: Callable[[list[Result]], None],
         consumer: Any = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        errors: ErrorWindow | None = None,
     ):
-        super().__init__(callback, size, reactor, consumer)
+        super().__init__(callback, size, reactor, consumer, errors)
         self._pending: deque[Delivery] = deque()
         self._pump_scheduled = False
         reactor_loop = getattr(reactor, "_asyncioEventloop", None)
@@ -365,15 +402,13 @@ class AsyncioExecutor(_Executor):
             item = await get()
             if item is _STOP:
                 break
-            if self.halted:
-                put((item[0], RETURNED, None, None, 0.0, item))
+            if self._closed():
+                put(Result(item[0], RETURNED, None, None, 0.0, item))
                 continue
             result = await run_async(
                 callback, item, self._max_body_size, self._decode, self._schemas
             )
-            if result[1] >= self._stops_work:
-                self.halted = True
-            put(result)
+            put(self._settled(result))
         if self._same_thread:
             self._worker_exited()
         else:

@@ -4,13 +4,11 @@ The dispatcher decides *that* a message is retried, parked or dropped; this
 module decides *where* it goes and with which headers, and owns the queues
 that make retries wait (one per delay, since a classic queue expires
 messages only from its head) and the dead queue where messages are parked.
-It also holds the sliding window of consumer errors.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, TypeGuard
 
@@ -102,31 +100,6 @@ def _text(value: object) -> str:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-class ErrorWindow:
-    """Counts consumer errors over the last ``window`` seconds.
-
-    Args:
-        limit: how many errors within the window are too many.
-        window: the window's length in seconds.
-        now: returns the time in seconds (the reactor's ``seconds``).
-    """
-
-    def __init__(self, limit: int, window: float, now: Callable[[], float]):
-        self.limit = limit
-        self.window = window
-        self._now = now
-        self._times: deque[float] = deque()
-
-    def add(self) -> int:
-        """Record an error now; return how many the window holds, this one included."""
-        now = self._now()
-        times = self._times
-        times.append(now)
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        return len(times)
 
 
 class ErrorPolicy:

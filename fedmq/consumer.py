@@ -13,9 +13,10 @@ from fedmq._backoff import reconnect_delay
 from fedmq._callback import load_callback
 from fedmq._deferreds import chain
 from fedmq._dispatch import Dispatcher
+from fedmq._error_window import ErrorCount, ErrorWindow
 from fedmq._executors import AsyncioExecutor, Result, ThreadExecutor
 from fedmq._lifecycle import LoopThread, hook, run_hook
-from fedmq._policy import ErrorPolicy, ErrorWindow
+from fedmq._policy import ErrorPolicy
 from fedmq._publisher import Publisher
 from fedmq._stats import QUEUE_COUNTERS, ConsumerStats
 from fedmq._topology import declare, declare_error_paths, step
@@ -263,6 +264,7 @@ class Consumer:
                 self.stats,
                 policy,
                 on_queue_missing=self._lose_session,
+                errors=self._errors,
             )
             self._consumer_tags = []
             for name in names:
@@ -444,9 +446,15 @@ class Consumer:
                 on_results,
                 self,
                 loop=self._event_loop(),
+                errors=self._errors,
             )
         return ThreadExecutor(
-            self._callback, self.config.concurrency, self._reactor, on_results, self
+            self._callback,
+            self.config.concurrency,
+            self._reactor,
+            on_results,
+            self,
+            errors=self._errors,
         )
 
     # --- publishing from a callback ------------------------------------------
@@ -526,16 +534,17 @@ class Consumer:
         log.info("The callback halted the consumer: %s", halt)
         self._stop(None if halt.exit_code == 0 else Failure(halt))
 
-    def _failed(self, exc: BaseException, message: Message | None, duration: float) -> None:
-        """A consumer error: log it, count it, and stop once there are too many."""
-        window = self._errors
-        count = window.add()
+    def _failed(
+        self, exc: BaseException, message: Message | None, duration: float, errors: ErrorCount
+    ) -> None:
+        """A consumer error: log it; stop when the error window decided it was one too many."""
+        count = errors.in_window
         where = (
             f"message {message.id} (topic {message.topic!r}, queue {message.queue!r})"
             if message is not None
             else "a message"
         )
-        tally = f"consumer error {count} of max_errors {window.limit} within {window.window:g} s"
+        tally = f"consumer error {count} of max_errors {errors.limit} within {errors.window:g} s"
         # The same facts as fields, for log_format = "json".
         fields: dict[str, object] = {"errors_in_window": count, "duration": round(duration, 3)}
         if message is not None:
@@ -554,14 +563,14 @@ class Consumer:
                 exc_info=(type(exc), exc, exc.__traceback__),
                 extra=fields,
             )
-        if count < window.limit or self._stopping is not None:
+        if not errors.stops or self._stopping is not None:
             return
-        if window.limit == 1:
+        if errors.limit == 1:
             text = f"The callback raised {type(exc).__name__}: {exc}"
         else:
             text = (
-                f"{count} consumer errors within {window.window:g} s (max_errors is "
-                f"{window.limit}); the last: {type(exc).__name__}: {exc}"
+                f"{count} consumer errors within {errors.window:g} s (max_errors is "
+                f"{errors.limit}); the last: {type(exc).__name__}: {exc}"
             )
         error = CallbackError(
             text,

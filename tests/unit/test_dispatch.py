@@ -91,7 +91,7 @@ class FakeExecutor:
     def return_unrun(self, *tags: int) -> None:
         """Report deliveries a halted worker took but did not run."""
         self._on_results(
-            [(item[0], RETURNED, None, None, 0.0, item) for item in map(self._take, tags)]
+            [Result(item[0], RETURNED, None, None, 0.0, item) for item in map(self._take, tags)]
         )
 
     def stop_intake(self) -> defer.Deferred[list[Delivery]]:
@@ -134,7 +134,7 @@ class Harness:
             self.channel,
             self._make_executor,
             self.halts.append,
-            lambda exc, message, _duration: self.errors.append((exc, message)),
+            lambda exc, message, _duration, _errors: self.errors.append((exc, message)),
         )
         self._deliver = {QUEUE: self.dispatcher.deliver_for(QUEUE)}
 

@@ -18,6 +18,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 
 from fedmq._dispatch import Dispatcher
+from fedmq._error_window import ErrorWindow
 from fedmq._executors import (
     ACK,
     CONSUMER_ERROR,
@@ -215,6 +216,48 @@ async def test_thread_executor_starts_nothing_after_a_halt_or_error(
     await results.when(3)
     assert results.outcomes == {1: outcome, 2: RETURNED, 3: RETURNED}
     assert seen == [1]
+
+
+@pytest.mark.parametrize("size", [1, 4])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest_twisted.ensureDeferred
+async def test_no_callback_starts_once_the_error_window_stops_the_consumer(
+    kind: str, size: int, executors: Executors
+):
+    """With max_errors 3 and 100 failing deliveries, callbacks stop at the third error.
+
+    Only those already running when the third error is counted may still
+    finish (one per other worker); every other delivery comes back unrun.
+    """
+    seen: list[int | None] = []
+    lock = threading.Lock()
+
+    def fail(message: Message) -> None:
+        with lock:
+            seen.append(message.delivery_tag)
+        raise RuntimeError("database is down")
+
+    async def fail_async(message: Message) -> None:
+        fail(message)
+
+    window = ErrorWindow(3, 60, reactor.seconds)
+    results = Results()
+    executor: Any
+    if kind == "sync":
+        executor = ThreadExecutor(fail, size, reactor, results, errors=window)
+    else:
+        executor = AsyncioExecutor(fail_async, size, reactor, results, errors=window)
+    executors.append(executor)
+    for tag in range(1, 101):
+        executor.submit(delivery(tag))
+    await results.when(100)
+    ran = sorted(tag for tag, outcome in results.outcomes.items() if outcome == ERROR)
+    unrun = [tag for tag, outcome in results.outcomes.items() if outcome == RETURNED]
+    assert len(seen) <= 3 + size - 1
+    assert sorted(seen) == ran
+    assert len(ran) + len(unrun) == 100
+    if size == 1:
+        assert seen == [1, 2, 3]
 
 
 @pytest_twisted.ensureDeferred
