@@ -20,8 +20,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from fedmq._deferreds import chain
-from fedmq._error_window import ErrorCount, ErrorWindow
-from fedmq._executors import (
+from fedmq._delivery import (
     ACK,
     DROP,
     ERROR,
@@ -34,10 +33,12 @@ from fedmq._executors import (
     UNDECODABLE,
     Delivery,
     Result,
+    Route,
 )
+from fedmq._error_window import ErrorCount, ErrorWindow
 from fedmq._fedora import SchemaInvalid
 from fedmq._headers import DROPPED_REASON
-from fedmq._policy import ErrorPolicy, Route
+from fedmq._policy import ErrorPolicy
 from fedmq._stats import ConsumerStats
 from fedmq.exceptions import BrokerError, ConsumerError, HaltConsumer, PublishReturned
 from fedmq.message import Message
@@ -122,7 +123,7 @@ class Dispatcher:
             counts["received"] += 1
             queue_counts["received"] += 1
             self.in_flight += 1
-            item = (tag, redelivered, exchange, routing_key, properties, body, queue)
+            item = Delivery(tag, redelivered, exchange, routing_key, properties, body, queue)
             if checks_type:
                 invalid = self.policy.invalid_type(properties)
                 if invalid is not None:
@@ -140,11 +141,11 @@ class Dispatcher:
         self.in_flight -= len(batch)
         for tag, outcome, exc, message, duration, item, errors in batch:
             if outcome == ACK:
-                record(item[6], ACK, duration)
+                record(item.queue, ACK, duration)
                 finished[tag] = True
                 continue
             if outcome == NACK or outcome == RETURNED:
-                record(item[6], outcome, duration)
+                record(item.queue, outcome, duration)
                 finished[tag] = False
                 counts["requeued"] += 1
                 self._settle_alone(tag, requeue=True)
@@ -166,7 +167,7 @@ class Dispatcher:
                 else:
                     self._consumer_error(tag, item, exc, None, duration, None)
             elif outcome == HALT:
-                record(item[6], HALT, duration)
+                record(item.queue, HALT, duration)
                 assert isinstance(exc, HaltConsumer)
                 finished[tag] = False
                 if exc.requeue:
@@ -189,7 +190,7 @@ class Dispatcher:
         duration: float,
         errors: ErrorCount | None,
     ) -> None:
-        self.stats.record(item[6], ERROR, duration)
+        self.stats.record(item.queue, ERROR, duration)
         self.counts["failed"] += 1
         self._finished[tag] = False
         self._settle_alone(tag, requeue=True)
@@ -203,7 +204,7 @@ class Dispatcher:
         log.log(level, "%s dropped: %s", _describe_delivery(item), reason)
         route = self.policy.drop_route(item, reason) if self._live else None
         if route is None:
-            self.stats.record(item[6], DROP, duration)
+            self.stats.record(item.queue, DROP, duration)
             self.counts["dropped"] += 1
             self._finished[tag] = False
             self._settle_alone(tag, requeue=False)
@@ -222,7 +223,7 @@ class Dispatcher:
             "%s cannot be retried (queue %r has no retry queues: retry is disabled, or the "
             "queue is server-named, exclusive or auto-delete); dropping it instead",
             _describe_delivery(item),
-            item[6],
+            item.queue,
         )
         self._drop(tag, item, duration, f"the callback raised Retry: {exc}")
 
@@ -233,12 +234,12 @@ class Dispatcher:
                 "Rejected (to the queue's dead-letter exchange, if it has one) an %s",
                 reason,
             )
-            self.stats.record(item[6], UNDECODABLE, 0.0)
+            self.stats.record(item.queue, UNDECODABLE, 0.0)
             self.counts["dropped"] += 1
             self._finished[tag] = False
             self._settle_alone(tag, requeue=False)
             return
-        log.error("Parking in %r an %s", route[1], reason)
+        log.error("Parking in %r an %s", route.routing_key, reason)
         self._republish(tag, item, route, 0.0, then_ack=True)
 
     def _republish(
@@ -252,7 +253,7 @@ class Dispatcher:
         """
         self._republishing += 1
         self.in_flight += 1
-        queue = item[6]
+        queue = item.queue
 
         def published(result: object) -> None:
             self._republishing -= 1
@@ -271,7 +272,7 @@ class Dispatcher:
                 self._finished[tag] = False
                 self._settle_alone(tag, requeue=True)
             else:
-                what = route[3]
+                what = route.what
                 self.stats.record(
                     queue,
                     RETRY if what == "retried" else PARKED if what == "parked" else DROP,
@@ -289,27 +290,28 @@ class Dispatcher:
                 done, self._republished = self._republished, None
                 done.callback(None)
 
-        self.policy.publish(route, item[5]).addBoth(published)
+        self.policy.publish(route, item.body).addBoth(published)
 
     def _unroutable(
         self, tag: int, item: Delivery, route: Route, duration: float, then_ack: bool
     ) -> None:
         """The broker routed a copy to no queue: a missing queue, or a drop exchange unbound."""
-        if route[0]:
+        if route.exchange:
             # The drop exchange has no queue bound for this routing key. Requeueing
             # would loop; the message goes where a Drop goes without the exchange.
             log.error(
                 "The drop_exchange %r routed %s to no queue (bind a queue to it); "
                 "dropping the message without the copy",
-                route[0],
+                route.exchange,
                 _describe_delivery(item),
             )
-            reason = route[2].headers.get(DROPPED_REASON, "dropped") if route[2].headers else ""
+            headers = route.properties.headers
+            reason = headers.get(DROPPED_REASON, "dropped") if headers else ""
             park = self.policy.park_route(item, str(reason)) if self._live else None
             if park is not None:
                 self._republish(tag, item, park, duration, then_ack=False)
                 return
-            self.stats.record(item[6], DROP, duration)
+            self.stats.record(item.queue, DROP, duration)
             self.counts["dropped"] += 1
             self._finished[tag] = False
             self._settle_alone(tag, requeue=False)
@@ -369,7 +371,7 @@ class Dispatcher:
     def _return_unstarted(self, unstarted: list[Delivery]) -> None:
         self.in_flight -= len(unstarted)
         for item in unstarted:
-            tag = item[0]
+            tag = item.delivery_tag
             self._finished[tag] = False
             self.counts["requeued"] += 1
             self._settle_alone(tag, requeue=True)
@@ -385,12 +387,11 @@ class Dispatcher:
 
 
 def _describe_delivery(item: Delivery) -> str:
-    message_id = getattr(item[4], "message_id", None)
-    return f"message {message_id} (topic {item[3]!r}, queue {item[6]!r})"
+    message_id = getattr(item.properties, "message_id", None)
+    return f"message {message_id} (topic {item.routing_key!r}, queue {item.queue!r})"
 
 
 def _describe_route(route: Route) -> str:
-    exchange, routing_key, _properties, _what = route
-    if exchange:
-        return f"exchange {exchange!r} (routing key {routing_key!r})"
-    return f"queue {routing_key!r}"
+    if route.exchange:
+        return f"exchange {route.exchange!r} (routing key {route.routing_key!r})"
+    return f"queue {route.routing_key!r}"

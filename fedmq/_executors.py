@@ -15,53 +15,31 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from time import monotonic
-from typing import Any, NamedTuple
+from typing import Any
 
 from twisted.internet import defer
 
 from fedmq import _fedora
 from fedmq._deferreds import chain
-from fedmq._error_window import ErrorCount, ErrorWindow
+from fedmq._delivery import (
+    ACK,
+    CONSUMER_ERROR,
+    DROP,
+    ERROR,
+    HALT,
+    NACK,
+    RETRY,
+    RETURNED,
+    UNDECODABLE,
+    Delivery,
+    Outcome,
+    Result,
+)
+from fedmq._error_window import ErrorWindow
 from fedmq._headers import FEDORA_SCHEMA
 from fedmq._lifecycle import LoopThread
 from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, Retry
 from fedmq.message import DEFAULT_MAX_BODY_SIZE, DecodeError, Message
-
-# Outcomes, as the executors report them (PARKED only as the dispatcher counts them).
-# The order is fedmq._stats._OUTCOME_NAMES' too.
-(
-    ACK,
-    NACK,
-    DROP,
-    UNDECODABLE,
-    RETURNED,
-    RETRY,
-    INVALID,
-    PARKED,
-    CONSUMER_ERROR,
-    ERROR,
-    HALT,
-) = range(11)
-
-#: (delivery_tag, redelivered, exchange, routing_key, properties, body, queue)
-Delivery = tuple[int, bool, str, str, Any, bytes, str]
-
-
-class Result(NamedTuple):
-    """What became of one delivery, as an executor reports it to the dispatcher."""
-
-    delivery_tag: int
-    outcome: int
-    #: What the callback raised (or why the delivery was refused), or None.
-    error: BaseException | None
-    #: The message the callback was given, or None when there was none.
-    message: Message | None
-    #: Seconds in the callback.
-    duration: float
-    delivery: Delivery
-    #: How the error window counted a consumer error, once it was counted.
-    errors: ErrorCount | None = None
-
 
 #: The consumer whose callback is running in this thread or asyncio task;
 #: :func:`fedmq.publish` uses its connection.
@@ -72,7 +50,7 @@ current_consumer: contextvars.ContextVar[Any] = contextvars.ContextVar(
 _STOP: Any = object()
 
 
-def _settle_outcome(exc: BaseException) -> int:
+def _settle_outcome(exc: BaseException) -> Outcome:
     if isinstance(exc, Nack):
         return NACK
     if isinstance(exc, Drop):
@@ -94,17 +72,17 @@ def _failed(item: Delivery, exc: BaseException, message: Any, duration: float) -
         translated = _fedora.translate_exception(exc)
         if translated is not None:
             exc, outcome = translated, _settle_outcome(translated)
-    return Result(item[0], outcome, exc, message, duration, item)
+    return Result(item.delivery_tag, outcome, exc, message, duration, item)
 
 
 def _message(item: Delivery, max_body_size: int, decode: bool, schemas: bool = False) -> Any:
-    tag, redelivered, exchange, routing_key, properties, body, queue = item
+    _tag, redelivered, exchange, routing_key, properties, body, queue = item
     message = Message._from_delivery(
         body,
         properties,
         topic=routing_key,
         exchange=exchange,
-        delivery_tag=tag,
+        delivery_tag=item.delivery_tag,
         redelivered=redelivered,
         queue=queue,
         max_body_size=max_body_size,
@@ -121,10 +99,10 @@ def _message(item: Delivery, max_body_size: int, decode: bool, schemas: bool = F
 
 def _undecodable(item: Delivery, exc: DecodeError) -> Result:
     # No Message exists for a body that cannot be decoded; say which delivery it was.
-    tag, _redelivered, _exchange, routing_key, properties, _body, queue = item
-    message_id = getattr(properties, "message_id", None)
-    exc.args = (f"message {message_id} (topic {routing_key!r}, queue {queue!r}): {exc}",)
-    return Result(tag, UNDECODABLE, exc, None, 0.0, item)
+    message_id = getattr(item.properties, "message_id", None)
+    where = f"topic {item.routing_key!r}, queue {item.queue!r}"
+    exc.args = (f"message {message_id} ({where}): {exc}",)
+    return Result(item.delivery_tag, UNDECODABLE, exc, None, 0.0, item)
 
 
 def run_sync(
@@ -144,7 +122,7 @@ def run_sync(
     except DecodeError as exc:
         return _undecodable(item, exc)
     except _fedora.SchemaInvalid as exc:
-        return Result(item[0], DROP, exc, None, 0.0, item)
+        return Result(item.delivery_tag, DROP, exc, None, 0.0, item)
     started = monotonic()
     try:
         callback(message)
@@ -152,7 +130,7 @@ def run_sync(
     # delivery it took, or that delivery is never settled and the stop hangs.
     except BaseException as exc:
         return _failed(item, exc, message, monotonic() - started)
-    return Result(item[0], ACK, None, message, monotonic() - started, item)
+    return Result(item.delivery_tag, ACK, None, message, monotonic() - started, item)
 
 
 async def run_async(
@@ -168,14 +146,14 @@ async def run_async(
     except DecodeError as exc:
         return _undecodable(item, exc)
     except _fedora.SchemaInvalid as exc:
-        return Result(item[0], DROP, exc, None, 0.0, item)
+        return Result(item.delivery_tag, DROP, exc, None, 0.0, item)
     started = monotonic()
     try:
         await callback(message)
     # CancelledError (a BaseException) escaping the callback is its failure too.
     except BaseException as exc:
         return _failed(item, exc, message, monotonic() - started)
-    return Result(item[0], ACK, None, message, monotonic() - started, item)
+    return Result(item.delivery_tag, ACK, None, message, monotonic() - started, item)
 
 
 class _ResultQueue:
@@ -309,7 +287,7 @@ class ThreadExecutor(_Executor):
             if item is _STOP:
                 break
             if self._closed():
-                put(Result(item[0], RETURNED, None, None, 0.0, item))
+                put(Result(item.delivery_tag, RETURNED, None, None, 0.0, item))
                 continue
             result = run_sync(callback, item, self._max_body_size, self._decode, self._schemas)
             put(self._settled(result))
@@ -403,7 +381,7 @@ class AsyncioExecutor(_Executor):
             if item is _STOP:
                 break
             if self._closed():
-                put(Result(item[0], RETURNED, None, None, 0.0, item))
+                put(Result(item.delivery_tag, RETURNED, None, None, 0.0, item))
                 continue
             result = await run_async(
                 callback, item, self._max_body_size, self._decode, self._schemas

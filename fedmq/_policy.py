@@ -14,6 +14,7 @@ from typing import Any, TypeGuard
 
 from twisted.internet import defer
 
+from fedmq._delivery import Delivery, Route
 from fedmq._headers import (
     DROPPED_BY,
     DROPPED_REASON,
@@ -30,8 +31,6 @@ from fedmq.message import Properties
 #: Header values longer than this are cut: an exception's text can be huge.
 _MAX_TEXT = 2000
 
-#: (exchange, routing key, properties, what it is: "retried", "parked" or "dropped")
-Route = tuple[str, str, Properties, str]
 #: Publishes (exchange, routing_key, body, properties) with confirms and mandatory.
 PublishFunction = Callable[[str, str, bytes, Properties], "defer.Deferred[None]"]
 
@@ -137,15 +136,14 @@ class ErrorPolicy:
         """Republish ``body`` along ``route``; fires once the broker confirms it."""
         if self._publish is None:
             return defer.fail(RuntimeError("this consumer cannot republish messages"))
-        exchange, routing_key, properties, _what = route
-        return self._publish(exchange, routing_key, body, properties)
+        return self._publish(route.exchange, route.routing_key, body, route.properties)
 
-    def retry_route(self, delivery: tuple[Any, ...], exc: BaseException) -> Route | None:
+    def retry_route(self, delivery: Delivery, exc: BaseException) -> Route | None:
         """The wait queue for a delivery whose callback raised Retry, or its dead queue.
 
         None when its queue has no wait queues.
         """
-        queue = delivery[6]
+        queue = delivery.queue
         if queue not in self.retry_queues:
             return None
         properties, headers = self._copy(delivery)
@@ -157,27 +155,27 @@ class ErrorPolicy:
             self._mark_dropped(
                 headers, f"Retry raised on each of {failed} attempts; the last: {_text(exc)}"
             )
-            return ("", dead_queue_name(queue), properties, "parked")
+            return Route("", dead_queue_name(queue), properties, "parked")
         delays = self.retry.delays
         delay = delays[min(failed, len(delays)) - 1]
-        return ("", wait_queue_name(queue, delay), properties, "retried")
+        return Route("", wait_queue_name(queue, delay), properties, "retried")
 
-    def park_route(self, delivery: tuple[Any, ...], reason: str) -> Route | None:
+    def park_route(self, delivery: Delivery, reason: str) -> Route | None:
         """The dead queue of the delivery's queue, or None when it has none."""
-        queue = delivery[6]
+        queue = delivery.queue
         if queue not in self.retry_queues:
             return None
         properties, headers = self._copy(delivery)
         self._mark_dropped(headers, reason)
-        return ("", dead_queue_name(queue), properties, "parked")
+        return Route("", dead_queue_name(queue), properties, "parked")
 
-    def drop_route(self, delivery: tuple[Any, ...], reason: str) -> Route | None:
+    def drop_route(self, delivery: Delivery, reason: str) -> Route | None:
         """The drop exchange, with the routing key the message was first published with."""
         if not self.drop_exchange:
             return None
         properties, headers = self._copy(delivery)
         self._mark_dropped(headers, reason)
-        return (self.drop_exchange, headers[ORIGINAL_ROUTING_KEY], properties, "dropped")
+        return Route(self.drop_exchange, headers[ORIGINAL_ROUTING_KEY], properties, "dropped")
 
     def invalid_type(self, properties: Any) -> str | None:
         """Why a message of this type is not accepted, or None when it is."""
@@ -190,7 +188,7 @@ class ErrorPolicy:
         accepted = ", ".join(map(repr, sorted(types)))
         return f"its type {kind!r} is not one of the accepted message_types ({accepted})"
 
-    def _copy(self, delivery: tuple[Any, ...]) -> tuple[Properties, dict[str, Any]]:
+    def _copy(self, delivery: Delivery) -> tuple[Properties, dict[str, Any]]:
         """The delivery's properties, copied, with the X-Original-* headers set once."""
         _tag, _redelivered, exchange, routing_key, raw_properties, _body, queue = delivery
         properties = Properties.from_object(raw_properties)

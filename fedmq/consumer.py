@@ -12,9 +12,10 @@ from fedmq._amqp import AMQPChannel, AMQPConnection
 from fedmq._backoff import reconnect_delay
 from fedmq._callback import load_callback
 from fedmq._deferreds import chain
+from fedmq._delivery import Result
 from fedmq._dispatch import Dispatcher
 from fedmq._error_window import ErrorCount, ErrorWindow
-from fedmq._executors import AsyncioExecutor, Result, ThreadExecutor
+from fedmq._executors import AsyncioExecutor, ThreadExecutor
 from fedmq._lifecycle import LoopThread, hook, run_hook
 from fedmq._policy import ErrorPolicy
 from fedmq._publisher import Publisher

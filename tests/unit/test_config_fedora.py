@@ -24,9 +24,7 @@ from fedmq.testing import make_test_certificates
 def test_without_queues_and_bindings_a_server_named_queue_gets_everything_on_amq_topic() -> None:
     config = config_from_mapping({"callback": "fedmq.example:printer"})
 
-    assert config.queues == (
-        QueueConfig(name="", durable=False, auto_delete=True, exclusive=True),
-    )
+    assert config.queues == (QueueConfig(name="", durable=False, auto_delete=True, exclusive=True),)
     assert config.bindings == (BindingConfig(queue="", exchange="amq.topic", routing_keys=("#",)),)
     assert (config.queues, config.bindings) == ((DEFAULT_QUEUE,), (DEFAULT_BINDING,))
 

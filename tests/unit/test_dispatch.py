@@ -14,13 +14,9 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 
+from fedmq._delivery import RETURNED, Delivery, Result
 from fedmq._dispatch import Dispatcher
-from fedmq._executors import (
-    RETURNED,
-    Delivery,
-    Result,
-    run_sync,
-)
+from fedmq._executors import run_sync
 from fedmq._policy import ErrorPolicy
 from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, PublishReturned, Retry
 from fedmq.message import Message, Properties
@@ -37,7 +33,7 @@ def delivery(
 ) -> Delivery:
     """One delivery as the dispatcher hands it to an executor."""
     properties = Properties(content_type=content_type, message_id=f"msg-{tag}")
-    return (tag, False, EXCHANGE, TOPIC, properties, body, queue)
+    return Delivery(tag, False, EXCHANGE, TOPIC, properties, body, queue)
 
 
 # --- fakes for the Dispatcher ----------------------------------------------

@@ -17,19 +17,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
+from fedmq._delivery import ACK, CONSUMER_ERROR, ERROR, HALT, RETURNED, Result
 from fedmq._dispatch import Dispatcher
 from fedmq._error_window import ErrorWindow
-from fedmq._executors import (
-    ACK,
-    CONSUMER_ERROR,
-    ERROR,
-    HALT,
-    RETURNED,
-    AsyncioExecutor,
-    Result,
-    ThreadExecutor,
-    current_consumer,
-)
+from fedmq._executors import AsyncioExecutor, ThreadExecutor, current_consumer
 from fedmq.config import Config
 from fedmq.exceptions import ConsumerError, HaltConsumer
 from fedmq.message import Message

@@ -24,7 +24,8 @@ from twisted.internet import reactor
 
 import fedmq
 from fedmq._callback import load_callback
-from fedmq._executors import DROP, HALT, NACK, ThreadExecutor, run_async, run_sync
+from fedmq._delivery import DROP, HALT, NACK, Delivery
+from fedmq._executors import ThreadExecutor, run_async, run_sync
 from fedmq.config import Config, config_from_mapping
 from fedmq.message import Properties
 from tests.unit.test_executors import Results
@@ -37,7 +38,7 @@ def delivery(
     headers: dict[str, Any] | None = None,
     topic: str = "fedmqtest.build.finished",
     tag: int = 1,
-) -> tuple[Any, ...]:
+) -> Delivery:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     properties = Properties(
         content_type="application/json",
@@ -45,7 +46,7 @@ def delivery(
         message_id=f"id-{tag}",
         headers=headers,
     )
-    return (tag, True, "amq.topic", topic, properties, data, "builds")
+    return Delivery(tag, True, "amq.topic", topic, properties, data, "builds")
 
 
 def schema_headers(name: str = "fedmqtest.build.finished.v1", **more: Any) -> dict[str, Any]:
@@ -327,7 +328,8 @@ sys.modules["fedora_messaging"] = None  # as if it were not installed: importing
 import fedmq
 from fedmq import _fedora
 from fedmq._callback import load_callback
-from fedmq._executors import DROP, run_sync
+from fedmq._delivery import DROP, Delivery
+from fedmq._executors import run_sync
 from fedmq._publisher import wire_form
 from fedmq.config import config_from_mapping
 from fedmq.message import Properties
@@ -343,7 +345,7 @@ class Callback:
 callback, _ = load_callback(Callback, config.consumer_config, config=config)
 headers = {"fedora_messaging_schema": "fedmqtest.build.finished.v1"}
 properties = Properties(content_type="application/json", headers=headers, message_id="m")
-item = (1, False, "", "t", properties, json.dumps({"build_id": "x"}).encode(), "q")
+item = Delivery(1, False, "", "t", properties, json.dumps({"build_id": "x"}).encode(), "q")
 seen = []
 run_sync(seen.append, item, schemas=False)
 result = run_sync(callback, item)

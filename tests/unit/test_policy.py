@@ -7,6 +7,7 @@ import datetime
 import pytest
 from twisted.internet import defer
 
+from fedmq._delivery import Delivery
 from fedmq._policy import (
     ErrorPolicy,
     dead_queue_name,
@@ -23,7 +24,7 @@ QUEUE = "orders"
 
 def delivery(headers: dict | None = None, exchange: str = "amq.topic", routing_key: str = "o.new"):
     properties = Properties(message_id="m-1", content_type="application/json", headers=headers)
-    return (1, False, exchange, routing_key, properties, b"{}", QUEUE)
+    return Delivery(1, False, exchange, routing_key, properties, b"{}", QUEUE)
 
 
 def policy(**keys) -> ErrorPolicy:
