@@ -4,6 +4,7 @@ The public API is what this module exports; everything in ``_``-prefixed
 modules is internal.
 """
 
+from fedmq._version import __version__
 from fedmq.api import consume, publish
 from fedmq.config import Config, load_config
 from fedmq.consumer import Consumer, ConsumerHandle
@@ -30,8 +31,6 @@ from fedmq.exceptions import (
     StopForced,
 )
 from fedmq.message import DecodeError, Message, Properties
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "AuthenticationFailed",
