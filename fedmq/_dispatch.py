@@ -40,6 +40,7 @@ from fedmq._fedora import SchemaInvalid
 from fedmq._headers import DROPPED_REASON
 from fedmq._policy import ErrorPolicy
 from fedmq._stats import ConsumerStats
+from fedmq.config import Config
 from fedmq.exceptions import BrokerError, ConsumerError, HaltConsumer, PublishReturned
 from fedmq.message import Message
 
@@ -87,7 +88,7 @@ class Dispatcher:
     ):
         self.stats = stats if stats is not None else ConsumerStats()
         self.policy = policy if policy is not None else ErrorPolicy()
-        self.errors = errors if errors is not None else ErrorWindow(5, 60.0, monotonic)
+        self.errors = errors if errors is not None else ErrorWindow.of(Config(), monotonic)
         self._channel = channel
         self._ack = channel.ack
         self._pending: deque[int] = deque()

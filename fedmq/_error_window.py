@@ -16,6 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
 
+from fedmq.config import Config
+
 
 class ErrorCount(NamedTuple):
     """One consumer error, as the window counted it."""
@@ -39,6 +41,11 @@ class ErrorWindow:
         now: returns the time in seconds (the reactor's ``seconds``); it is
             called from worker threads.
     """
+
+    @classmethod
+    def of(cls, config: Config, now: Callable[[], float]) -> ErrorWindow:
+        """The window of a consumer with ``config`` (its ``max_errors`` and ``error_window``)."""
+        return cls(config.max_errors, config.error_window, now)
 
     def __init__(self, limit: int, window: float, now: Callable[[], float]):
         self.limit = limit

@@ -37,7 +37,8 @@ from fedmq._delivery import (
 )
 from fedmq._error_window import ErrorWindow
 from fedmq._headers import FEDORA_SCHEMA
-from fedmq._lifecycle import LoopThread
+from fedmq._lifecycle import LoopThread, reactor_event_loop
+from fedmq.config import Config
 from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, Retry
 from fedmq.message import DEFAULT_MAX_BODY_SIZE, DecodeError, Message
 
@@ -197,20 +198,19 @@ class _Executor:
         reactor: Any,
         consumer: Any,
         errors: ErrorWindow | None,
+        max_body_size: int,
+        decode: bool,
     ):
         self._callback = callback
         self._reactor = reactor
+        # What fedmq.publish() finds as the current consumer in a callback.
         self._consumer = consumer
-        # The consumer's config keys for decoding; the defaults without a consumer.
-        config = getattr(consumer, "config", None)
-        self._max_body_size: int = getattr(config, "max_body_size", DEFAULT_MAX_BODY_SIZE)
-        self._decode: bool = getattr(config, "decode", True)
+        self._max_body_size = max_body_size
+        self._decode = decode
         # Schema classes need decoded bodies, and fedora-messaging to define them.
-        self._schemas = self._decode and _fedora.installed()
+        self._schemas = decode and _fedora.installed()
         if errors is None:
-            errors = ErrorWindow(
-                getattr(config, "max_errors", 5), getattr(config, "error_window", 60.0), monotonic
-            )
+            errors = ErrorWindow.of(Config(), monotonic)
         #: Where workers count consumer errors; once it closes, no callback starts.
         self.errors = errors
         self._size = size
@@ -265,8 +265,10 @@ class ThreadExecutor(_Executor):
         consumer: Any = None,
         *,
         errors: ErrorWindow | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        decode: bool = True,
     ):
-        super().__init__(callback, size, reactor, consumer, errors)
+        super().__init__(callback, size, reactor, consumer, errors, max_body_size, decode)
         self._inbox: queue_module.SimpleQueue[Delivery] = queue_module.SimpleQueue()
         self._results = _ResultQueue(reactor.callFromThread, on_results)
         self._threads = [
@@ -326,11 +328,13 @@ class AsyncioExecutor(_Executor):
         loop: asyncio.AbstractEventLoop | None = None,
         *,
         errors: ErrorWindow | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        decode: bool = True,
     ):
-        super().__init__(callback, size, reactor, consumer, errors)
+        super().__init__(callback, size, reactor, consumer, errors, max_body_size, decode)
         self._pending: deque[Delivery] = deque()
         self._pump_scheduled = False
-        reactor_loop = getattr(reactor, "_asyncioEventloop", None)
+        reactor_loop = reactor_event_loop(reactor)
         self._own_loop: LoopThread | None = None
         if reactor_loop is not None:
             self._loop = reactor_loop

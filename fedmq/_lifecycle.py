@@ -38,6 +38,16 @@ class LoopThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
 
 
+def reactor_event_loop(reactor: Any) -> asyncio.AbstractEventLoop | None:
+    """The event loop of Twisted's asyncio reactor, or None under any other reactor.
+
+    The one place fedmq reads it: async callbacks and hooks run on this loop
+    when there is one, on a :class:`LoopThread` otherwise.
+    """
+    loop: asyncio.AbstractEventLoop | None = getattr(reactor, "_asyncioEventloop", None)
+    return loop
+
+
 def hook(callback: Any, name: str) -> Callable[[], Any] | None:
     """The callback object's ``setup`` or ``teardown`` method, or None."""
     method = getattr(callback, name, None)
@@ -64,8 +74,7 @@ def run_hook(
 
     if inspect.iscoroutinefunction(method):
         event_loop = loop()
-        reactor_loop = getattr(reactor, "_asyncioEventloop", None)
-        if event_loop is reactor_loop:
+        if event_loop is reactor_event_loop(reactor):
             return defer.Deferred.fromFuture(asyncio.ensure_future(method(), loop=event_loop))
 
         def finished(future: Any) -> None:

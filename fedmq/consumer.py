@@ -16,7 +16,7 @@ from fedmq._delivery import Result
 from fedmq._dispatch import Dispatcher
 from fedmq._error_window import ErrorCount, ErrorWindow
 from fedmq._executors import AsyncioExecutor, ThreadExecutor
-from fedmq._lifecycle import LoopThread, hook, run_hook
+from fedmq._lifecycle import LoopThread, hook, reactor_event_loop, run_hook
 from fedmq._policy import ErrorPolicy
 from fedmq._publisher import Publisher
 from fedmq._stats import QUEUE_COUNTERS, ConsumerStats
@@ -101,7 +101,7 @@ class Consumer:
         self._message_types: tuple[str, ...] = config.message_types or (
             (declared,) if isinstance(declared, str) else tuple(declared)
         )
-        self._errors = ErrorWindow(config.max_errors, config.error_window, reactor.seconds)
+        self._errors = ErrorWindow.of(config, reactor.seconds)
         self._setup = hook(self._callback, "setup")
         self._teardown = hook(self._callback, "teardown")
         # "not started", "running" (setup() ran, or there is none), "done".
@@ -203,7 +203,7 @@ class Consumer:
 
     def _event_loop(self) -> Any:
         """The event loop async callbacks and hooks run on: the reactor's, or one of ours."""
-        reactor_loop = getattr(self._reactor, "_asyncioEventloop", None)
+        reactor_loop = reactor_event_loop(self._reactor)
         if reactor_loop is not None:
             return reactor_loop
         if self._loop_thread is None:
@@ -439,23 +439,28 @@ class Consumer:
         return self._publisher
 
     def _make_executor(self, on_results: Any) -> Any:
+        config = self.config
         if self.is_async:
             return AsyncioExecutor(
                 self._callback,
-                self.config.concurrency,
+                config.concurrency,
                 self._reactor,
                 on_results,
                 self,
                 loop=self._event_loop(),
                 errors=self._errors,
+                max_body_size=config.max_body_size,
+                decode=config.decode,
             )
         return ThreadExecutor(
             self._callback,
-            self.config.concurrency,
+            config.concurrency,
             self._reactor,
             on_results,
             self,
             errors=self._errors,
+            max_body_size=config.max_body_size,
+            decode=config.decode,
         )
 
     # --- publishing from a callback ------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -110,9 +109,9 @@ class Executors:
                 executor.stop_intake()
 
 
-def _consumer_with(max_errors: int) -> Any:
-    """Stands in for the Consumer an executor reads its config from."""
-    return SimpleNamespace(config=Config(max_errors=max_errors))
+def _window(max_errors: int) -> ErrorWindow:
+    """The error window of a consumer with ``max_errors``."""
+    return ErrorWindow.of(Config(max_errors=max_errors), reactor.seconds)
 
 
 @pytest.fixture
@@ -200,7 +199,7 @@ async def test_thread_executor_starts_nothing_after_a_halt_or_error(
             raise raised
 
     results = Results()
-    executor = ThreadExecutor(callback, 1, reactor, results, _consumer_with(max_errors))
+    executor = ThreadExecutor(callback, 1, reactor, results, errors=_window(max_errors))
     executors.append(executor)
     for tag in (1, 2, 3):
         executor.submit(delivery(tag))
@@ -262,7 +261,7 @@ async def test_thread_executor_goes_on_after_an_error_while_max_errors_allows(
             raise RuntimeError("database is down")
 
     results = Results()
-    executor = ThreadExecutor(callback, 1, reactor, results, _consumer_with(5))
+    executor = ThreadExecutor(callback, 1, reactor, results, errors=_window(5))
     executors.append(executor)
     for tag in (1, 2, 3):
         executor.submit(delivery(tag))
@@ -449,7 +448,7 @@ async def test_asyncio_executor_starts_nothing_after_a_halt_or_error(
             raise raised
 
     results = Results()
-    executor = AsyncioExecutor(callback, 1, reactor, results, _consumer_with(max_errors))
+    executor = AsyncioExecutor(callback, 1, reactor, results, errors=_window(max_errors))
     executors.append(executor)
     for tag in (1, 2, 3):
         executor.submit(delivery(tag))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from types import SimpleNamespace
 from typing import Any
 
 import jsonschema
@@ -313,8 +312,7 @@ async def test_a_consumers_executor_hands_over_classes_only_with_decoding_on(
 ):
     seen: list[Any] = []
     results = Results()
-    consumer = SimpleNamespace(config=Config(decode=decode))
-    executor = ThreadExecutor(seen.append, 1, reactor, results, consumer=consumer)
+    executor = ThreadExecutor(seen.append, 1, reactor, results, decode=Config(decode=decode).decode)
     executor.submit(delivery(BUILD, schema_headers()))  # type: ignore[arg-type]
     await results.when(1)
     await executor.stop_intake()
