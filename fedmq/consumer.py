@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 from fedmq._amqp import AMQPChannel, AMQPConnection
 from fedmq._backoff import reconnect_delay
 from fedmq._callback import load_callback
+from fedmq._connection import Clock, Connect
 from fedmq._deferreds import chain
 from fedmq._delivery import Result
 from fedmq._dispatch import Dispatcher
@@ -62,6 +63,13 @@ class Consumer:
             config's ``callback``. It is resolved here, before connecting,
             so a bad path fails at once with :class:`CallbackError`.
         reactor: the reactor to run on; the global one by default.
+        clock: what the consumer's timers run on (backoff between connection
+            attempts, the timeouts of broker operations, of the drain and of
+            ``teardown()``, the error window); the reactor by default.
+        connect: how a connection is opened: called with ``(config, reactor,
+            url)``, it returns a Deferred firing with a connection that has
+            the interface of :class:`fedmq._connection.Connection`. fedmq's own
+            AMQP connection by default; tests hand in an in-memory broker.
 
     Attributes:
         result: a Deferred that fires with None when the consumer stops
@@ -84,7 +92,8 @@ class Consumer:
         callback: Any = None,
         *,
         reactor: Any = None,
-        _connect: Any = AMQPConnection.connect,
+        clock: Clock | None = None,
+        connect: Connect = AMQPConnection.connect,
     ):
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -92,6 +101,8 @@ class Consumer:
             reactor = global_reactor
         self.config = config
         self._reactor = reactor
+        # Any: Deferred.addTimeout wants Twisted's IReactorTime, which a Clock provides.
+        self._clock: Any = clock if clock is not None else reactor
         self.drain_timeout = config.drain_timeout
         target = callback if callback is not None else config.callback
         self._callback, self.is_async = load_callback(target, config.consumer_config, config=config)
@@ -101,7 +112,7 @@ class Consumer:
         self._message_types: tuple[str, ...] = config.message_types or (
             (declared,) if isinstance(declared, str) else tuple(declared)
         )
-        self._errors = ErrorWindow.of(config, reactor.seconds)
+        self._errors = ErrorWindow.of(config, self._clock.seconds)
         self._setup = hook(self._callback, "setup")
         self._teardown = hook(self._callback, "teardown")
         # "not started", "running" (setup() ran, or there is none), "done".
@@ -126,8 +137,7 @@ class Consumer:
         self._retry: Any = None
         # The last session ended because the broker cancelled the consumer.
         self._broker_cancelled = False
-        # How a connection is opened: tests hand in fakes driven by a Clock.
-        self._open_connection = _connect
+        self._open_connection = connect
 
     # --- state ---------------------------------------------------------------
 
@@ -218,7 +228,7 @@ class Consumer:
         if self._teardown is None:
             return
         done = run_hook(self._teardown, self._reactor, self._event_loop)
-        done.addTimeout(self.drain_timeout, self._reactor)
+        done.addTimeout(self.drain_timeout, self._clock)
         try:
             await done
         except defer.TimeoutError:
@@ -251,7 +261,7 @@ class Consumer:
         self._connection = connection = await self._open_connection(config, self._reactor, url)
         try:
             self._channel = channel = await self._step(connection.channel(), "opening a channel")
-            names = await declare(channel, self.config, self._reactor)
+            names = await declare(channel, self.config, self._clock)
             policy = await self._declare_error_paths(channel, connection)
             await self._step(
                 channel.qos(config.qos.prefetch_count, config.qos.prefetch_size),
@@ -334,7 +344,7 @@ class Consumer:
         self._url_index += 1
         delay = reconnect_delay(self._failures, policy)
         log.warning("%s; trying again in %.1f s", error, delay)
-        self._retry = self._reactor.callLater(delay, self._connect)
+        self._retry = self._clock.callLater(delay, self._connect)
 
     def _give_up(self, failure: Failure) -> None:
         if self._started.called:
@@ -405,7 +415,7 @@ class Consumer:
 
     async def _step(self, d: defer.Deferred[Any], what: str) -> Any:
         """Await one channel operation with a timeout, naming it if it fails."""
-        return await step(d, what, self.config.connect_timeout, self._reactor)
+        return await step(d, what, self.config.connect_timeout, self._clock)
 
     async def _declare_error_paths(
         self, channel: AMQPChannel, connection: AMQPConnection
@@ -416,7 +426,7 @@ class Consumer:
             name=self.name,
             retry=config.retry,
             retry_queues=await declare_error_paths(
-                channel, connection.channel, config, self._reactor
+                channel, connection.channel, config, self._clock
             ),
             drop_exchange=config.drop_exchange,
             message_types=self._message_types,
@@ -604,14 +614,14 @@ class Consumer:
             if channel is not None and channel.is_open:
                 for tag in self._consumer_tags:
                     cancelled = channel.cancel(tag)
-                    cancelled.addTimeout(self.config.connect_timeout, self._reactor)
+                    cancelled.addTimeout(self.config.connect_timeout, self._clock)
                     try:
                         await cancelled
                     except defer.TimeoutError:
                         log.warning("The broker did not confirm basic.cancel in time")
             if dispatcher is not None:
                 drained = dispatcher.stop()
-                drained.addTimeout(self.drain_timeout, self._reactor)
+                drained.addTimeout(self.drain_timeout, self._clock)
                 try:
                     await drained
                 except defer.TimeoutError:
