@@ -15,6 +15,7 @@ from twisted.internet import defer, task
 from fedmq.config import config_from_mapping
 from fedmq.consumer import Consumer
 from fedmq.exceptions import AuthenticationFailed, ConnectionFailed
+from tests.unit.fakes import FakeConnection
 
 
 class ThreadCallClock(task.Clock):
@@ -32,83 +33,6 @@ class ThreadCallClock(task.Clock):
         while not until():
             f, args = self.thread_calls.get(timeout=timeout)
             f(*args)
-
-
-class FakeChannel:
-    def __init__(self) -> None:
-        self.closed: defer.Deferred[Any] = defer.Deferred()
-        self.is_open = True
-        self.consumed: list[str] = []
-        self.sent: list[tuple[Any, ...]] = []
-
-    def ack(self, tag: int, multiple: bool = False) -> None:
-        self.sent.append(("ack", tag, multiple))
-
-    def nack(self, tag: int, requeue: bool = True) -> None:
-        self.sent.append(("nack", tag))
-
-    def reject(self, tag: int) -> None:
-        self.sent.append(("reject", tag))
-
-    def declare_exchange(self, exchange: Any, passive: bool = False) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def declare_queue(self, queue: Any, passive: bool = False) -> defer.Deferred[str]:
-        return defer.succeed(queue.name)
-
-    def bind(self, *args: Any) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def qos(self, *args: Any) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def consume(self, queue: str, on_delivery: Any, on_cancelled: Any) -> defer.Deferred[str]:
-        self.consumed.append(queue)
-        self.on_delivery, self.on_cancelled = on_delivery, on_cancelled
-        return defer.succeed(f"ctag-{queue}")
-
-    def cancel(self, tag: str) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def close(self) -> defer.Deferred[None]:
-        self.is_open = False
-        return defer.succeed(None)
-
-
-class FakeConnection:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.address = url
-        self.is_open = True
-        self.closed: defer.Deferred[Any] = defer.Deferred()
-        self.channels: list[FakeChannel] = []
-
-    def channel(self) -> defer.Deferred[FakeChannel]:
-        channel = FakeChannel()
-        self.channels.append(channel)
-        return defer.succeed(channel)
-
-    def add_blocked_callbacks(self, on_blocked: Any, on_unblocked: Any) -> None:
-        self.on_blocked, self.on_unblocked = on_blocked, on_unblocked
-
-    on_blocked: Any
-    on_unblocked: Any
-
-    def lose(self, reason: Exception) -> None:
-        """The broker or the network drops this connection."""
-        self.is_open = False
-        for channel in self.channels:
-            channel.is_open = False
-        self.closed.callback(reason)
-
-    def close(self) -> defer.Deferred[None]:
-        if self.is_open:
-            self.is_open = False
-            self.closed.callback(None)
-        return defer.succeed(None)
-
-    def abort(self) -> None:
-        self.close()
 
 
 class FakeBroker:

@@ -20,6 +20,7 @@ from fedmq._executors import run_sync
 from fedmq._policy import ErrorPolicy
 from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, PublishReturned, Retry
 from fedmq.message import Message, Properties
+from tests.unit.fakes import FakeChannel
 
 QUEUE = "things"
 TOPIC = "org.example.thing"
@@ -37,22 +38,6 @@ def delivery(
 
 
 # --- fakes for the Dispatcher ----------------------------------------------
-
-
-class FakeChannel:
-    """Records settlements, with the signatures of fedmq._amqp.AMQPChannel's."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[Any, ...]] = []
-
-    def ack(self, delivery_tag: int, multiple: bool) -> None:
-        self.sent.append(("ack", delivery_tag, multiple))
-
-    def nack(self, delivery_tag: int, requeue: bool = True) -> None:
-        self.sent.append(("nack", delivery_tag, requeue))
-
-    def reject(self, delivery_tag: int) -> None:
-        self.sent.append(("reject", delivery_tag))
 
 
 class FakeExecutor:

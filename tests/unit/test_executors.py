@@ -23,7 +23,8 @@ from fedmq._executors import AsyncioExecutor, ThreadExecutor, current_consumer
 from fedmq.config import Config
 from fedmq.exceptions import ConsumerError, HaltConsumer
 from fedmq.message import Message
-from tests.unit.test_dispatch import QUEUE, WAIT, FakeChannel, counts, delivery
+from tests.unit.fakes import FakeChannel
+from tests.unit.test_dispatch import QUEUE, WAIT, counts, delivery
 
 # --- the real executors ---------------------------------------------------------
 
