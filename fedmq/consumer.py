@@ -15,9 +15,9 @@ from fedmq._connection import Clock, Connect
 from fedmq._deferreds import chain
 from fedmq._delivery import Result
 from fedmq._dispatch import Dispatcher
-from fedmq._error_window import ErrorCount, ErrorWindow
+from fedmq._error_window import ErrorCount, ErrorWindow, log_consumer_error, too_many_errors
 from fedmq._executors import AsyncioExecutor, ThreadExecutor
-from fedmq._lifecycle import LoopThread, hook, reactor_event_loop, run_hook
+from fedmq._lifecycle import Hooks
 from fedmq._policy import ErrorPolicy
 from fedmq._publisher import Publisher
 from fedmq._stats import QUEUE_COUNTERS, ConsumerStats
@@ -26,10 +26,8 @@ from fedmq.config import Config, redact_url
 from fedmq.exceptions import (
     AuthenticationFailed,
     BrokerError,
-    CallbackError,
     ConnectionFailed,
     ConsumerCancelled,
-    ConsumerError,
     DeclarationError,
     HaltConsumer,
     PublishConnectionLost,
@@ -113,11 +111,7 @@ class Consumer:
             (declared,) if isinstance(declared, str) else tuple(declared)
         )
         self._errors = ErrorWindow.of(config, self._clock.seconds)
-        self._setup = hook(self._callback, "setup")
-        self._teardown = hook(self._callback, "teardown")
-        # "not started", "running" (setup() ran, or there is none), "done".
-        self._lifecycle = "not started"
-        self._loop_thread: LoopThread | None = None
+        self._hooks = Hooks(self._callback, self.name, reactor, self._clock, self.drain_timeout)
         self.result: defer.Deferred[None] = defer.Deferred()
         self.queues: tuple[str, ...] = ()
         self.stats = ConsumerStats()
@@ -176,13 +170,7 @@ class Consumer:
             :class:`ConnectionFailed` once ``reconnect.max_attempts`` is spent.
         """
         started = chain(self._started)
-        if self._setup is None:
-            self._lifecycle = "running"
-            self._connect()
-        else:
-            run_hook(self._setup, self._reactor, self._event_loop).addCallbacks(
-                self._set_up, self._setup_failed
-            )
+        self._hooks.set_up().addCallbacks(self._set_up, self._setup_failed)
 
         def reported(failure: Failure) -> Failure:
             # The caller of start() gets the reason; :attr:`result`, which
@@ -193,58 +181,15 @@ class Consumer:
         return started.addErrback(reported)
 
     def _set_up(self, _: None) -> None:
-        self._lifecycle = "running"
         if self._stopping is None:
             self._connect()
-        elif self._state == "stopped":
+        elif self._state == "stopped" and self._hooks.has_setup:
             # Stopped while setup() ran: nothing else will call teardown().
-            defer.ensureDeferred(self._run_teardown())
+            defer.ensureDeferred(self._hooks.tear_down())
 
     def _setup_failed(self, failure: Failure) -> None:
-        exc = failure.value
-        error = CallbackError(
-            f"setup() of the callback {self.name!r} raised {type(exc).__name__}: {exc}",
-            raised_by_callback=True,
-        )
-        error.__cause__ = exc
-        self._lifecycle = "done"
         if self._stopping is None:
-            self._give_up(Failure(error))
-
-    def _event_loop(self) -> Any:
-        """The event loop async callbacks and hooks run on: the reactor's, or one of ours."""
-        reactor_loop = reactor_event_loop(self._reactor)
-        if reactor_loop is not None:
-            return reactor_loop
-        if self._loop_thread is None:
-            self._loop_thread = LoopThread()
-        return self._loop_thread.loop
-
-    async def _run_teardown(self) -> None:
-        """Call the callback's teardown(), once, if setup() ran (or there is none)."""
-        if self._lifecycle != "running":
-            return
-        self._lifecycle = "done"
-        if self._teardown is None:
-            return
-        done = run_hook(self._teardown, self._reactor, self._event_loop)
-        done.addTimeout(self.drain_timeout, self._clock)
-        try:
-            await done
-        except defer.TimeoutError:
-            log.error(
-                "teardown() of the callback %r did not return within %g s",
-                self.name,
-                self.drain_timeout,
-            )
-        except Exception as exc:
-            log.error(
-                "teardown() of the callback %r raised %s: %s",
-                self.name,
-                type(exc).__name__,
-                exc,
-                exc_info=(type(exc), exc, exc.__traceback__),
-            )
+            self._give_up(failure)
 
     def _connect(self) -> None:
         self._retry = None
@@ -354,7 +299,7 @@ class Consumer:
         self._stopping = defer.succeed(None)
         self._set_state("stopped")
         self._fail_start(failure)
-        defer.ensureDeferred(self._run_teardown()).addBoth(lambda _: self._finish())
+        defer.ensureDeferred(self._hooks.tear_down()).addBoth(lambda _: self._finish())
 
     def _fail_start(self, failure: Failure) -> None:
         """Fail start()'s Deferreds, which have already passed the failure on."""
@@ -457,7 +402,7 @@ class Consumer:
                 self._reactor,
                 on_results,
                 self,
-                loop=self._event_loop(),
+                loop=self._hooks.event_loop(),
                 errors=self._errors,
                 max_body_size=config.max_body_size,
                 decode=config.decode,
@@ -554,49 +499,9 @@ class Consumer:
         self, exc: BaseException, message: Message | None, duration: float, errors: ErrorCount
     ) -> None:
         """A consumer error: log it; stop when the error window decided it was one too many."""
-        count = errors.in_window
-        where = (
-            f"message {message.id} (topic {message.topic!r}, queue {message.queue!r})"
-            if message is not None
-            else "a message"
-        )
-        tally = f"consumer error {count} of max_errors {errors.limit} within {errors.window:g} s"
-        # The same facts as fields, for log_format = "json".
-        fields: dict[str, object] = {"errors_in_window": count, "duration": round(duration, 3)}
-        if message is not None:
-            fields.update(message_id=message.id, topic=message.topic, queue=message.queue)
-        if isinstance(exc, ConsumerError):
-            log.error("ConsumerError on %s: %s; requeued (%s)", where, exc, tally, extra=fields)
-        elif message is None:
-            log.error("%s; requeued (%s)", exc, tally, extra=fields)
-        else:
-            log.error(
-                "The callback raised %s on %s after %.3f s; requeued (%s)",
-                type(exc).__name__,
-                where,
-                duration,
-                tally,
-                exc_info=(type(exc), exc, exc.__traceback__),
-                extra=fields,
-            )
-        if not errors.stops or self._stopping is not None:
-            return
-        if errors.limit == 1:
-            text = f"The callback raised {type(exc).__name__}: {exc}"
-        else:
-            text = (
-                f"{count} consumer errors within {errors.window:g} s (max_errors is "
-                f"{errors.limit}); the last: {type(exc).__name__}: {exc}"
-            )
-        error = CallbackError(
-            text,
-            message_id=message.id if message is not None else None,
-            topic=message.topic if message is not None else None,
-            queue=message.queue if message is not None else None,
-            raised_by_callback=True,
-        )
-        error.__cause__ = exc
-        self._stop(Failure(error))
+        log_consumer_error(exc, message, duration, errors)
+        if errors.stops and self._stopping is None:
+            self._stop(Failure(too_many_errors(exc, message, errors)))
 
     def _stop(self, outcome: Failure | None) -> defer.Deferred[None]:
         if self._stopping is None:
@@ -642,17 +547,16 @@ class Consumer:
             if self._connection is not None:
                 await self._connection.close()
             if self._outcome is not None and isinstance(self._outcome.value, StopForced):
-                if self._teardown is not None and self._lifecycle == "running":
+                if self._hooks.tears_down:
                     log.error("teardown() not called: callbacks are still running")
             else:
-                await self._run_teardown()
+                await self._hooks.tear_down()
         finally:
             self._finish()
 
     def _finish(self) -> None:
         self._set_state("stopped")
-        if self._loop_thread is not None:
-            self._loop_thread.stop()
+        self._hooks.stop_loop()
         if self.result.called:
             return
         if self._outcome is None:
