@@ -9,7 +9,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from fedmq._amqp import AMQPChannel, AMQPConnection
-from fedmq._backoff import reconnect_delay
+from fedmq._backoff import Attempts
 from fedmq._callback import load_callback
 from fedmq._connection import Clock, Connect
 from fedmq._deferreds import chain
@@ -125,9 +125,7 @@ class Consumer:
         self._consumer_tags: list[str] = []
         self._stopping: defer.Deferred[None] | None = None
         self._outcome: Failure | None = None
-        self._failures = 0
-        self._url_index = 0
-        self._sessions = 0
+        self._attempts = Attempts(config.broker_urls, config.reconnect)
         self._retry: Any = None
         # The last session ended because the broker cancelled the consumer.
         self._broker_cancelled = False
@@ -195,10 +193,8 @@ class Consumer:
         self._retry = None
         if self._stopping is not None:
             return
-        self._set_state("reconnecting" if self._sessions else "connecting")
-        urls = self.config.broker_urls
-        url = urls[self._url_index % len(urls)]
-        d = defer.ensureDeferred(self._open_session(url))
+        self._set_state("reconnecting" if self._attempts.sessions else "connecting")
+        d = defer.ensureDeferred(self._open_session(self._attempts.url))
         d.addCallbacks(self._session_opened, self._session_failed)
 
     async def _open_session(self, url: str) -> None:
@@ -241,11 +237,10 @@ class Consumer:
         log.info("Consuming from %s on %s", ", ".join(map(repr, names)), redact_url(url))
 
     def _session_opened(self, _: None) -> None:
-        self._failures = 0
         self._broker_cancelled = False
-        if self._sessions:
+        if self._attempts.sessions:
             self.stats.reconnects += 1
-        self._sessions += 1
+        self._attempts.opened()
         if self._stopping is not None:
             # Stopped while this session was being set up: the drain did not
             # see it, so close it here; the broker requeues what it delivered.
@@ -274,20 +269,17 @@ class Consumer:
         if isinstance(error, _FATAL) or not isinstance(error, _TRANSIENT):
             self._give_up(failure)
             return
-        self._failures += 1
-        policy = self.config.reconnect
-        if policy.max_attempts and self._failures >= policy.max_attempts:
+        delay = self._attempts.failed()
+        if delay is None:
             self._give_up(
                 Failure(
                     ConnectionFailed(
-                        f"Gave up after {self._failures} failed connection attempts; "
+                        f"Gave up after {self._attempts.failures} failed connection attempts; "
                         f"the last: {error}"
                     )
                 )
             )
             return
-        self._url_index += 1
-        delay = reconnect_delay(self._failures, policy)
         log.warning("%s; trying again in %.1f s", error, delay)
         self._retry = self._clock.callLater(delay, self._connect)
 
