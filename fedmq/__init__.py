@@ -4,6 +4,7 @@ The public API is what this module exports; everything in ``_``-prefixed
 modules is internal.
 """
 
+from fedmq._version import __version__
 from fedmq.acks import Ack, AckStatus
 from fedmq.api import consume, publish
 from fedmq.config import Config, load_config
@@ -33,8 +34,6 @@ from fedmq.exceptions import (
 )
 from fedmq.message import DecodeError, Message, Properties
 from fedmq.publisher import Publisher
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "Ack",

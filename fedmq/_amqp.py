@@ -37,7 +37,7 @@ from fedmq.exceptions import (
     PublishNacked,
     PublishReturned,
 )
-from fedmq.message import Properties
+from fedmq.message import PROPERTY_NAMES, Properties
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +45,6 @@ log = logging.getLogger(__name__)
 #: (delivery_tag, redelivered, exchange, routing_key, properties, body).
 #: ``properties`` carries the attributes of :class:`fedmq.message.Properties`.
 DeliveryHandler = Callable[[int, bool, str, str, Any, bytes], None]
-
-_PROPERTY_NAMES = (
-    "content_type",
-    "content_encoding",
-    "headers",
-    "delivery_mode",
-    "priority",
-    "correlation_id",
-    "reply_to",
-    "expiration",
-    "message_id",
-    "timestamp",
-    "type",
-    "user_id",
-    "app_id",
-    "cluster_id",
-)
 
 
 class BrokerSilent(error.ConnectionLost):
@@ -645,9 +628,7 @@ class AMQPChannel:
 
         Fails with :class:`PublishNacked` or :class:`PublishReturned`.
         """
-        props = pika.BasicProperties(
-            **{name: getattr(properties, name) for name in _PROPERTY_NAMES}
-        )
+        props = pika.BasicProperties(**{name: getattr(properties, name) for name in PROPERTY_NAMES})
         where = f"exchange {exchange!r} with routing key {routing_key!r}"
         d = self._twisted.basic_publish(
             exchange=exchange,

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from fedmq._deferreds import chain
-from fedmq._executors import (
+from fedmq._delivery import (
     ACK,
     DROP,
     ERROR,
@@ -32,11 +33,14 @@ from fedmq._executors import (
     UNDECODABLE,
     Delivery,
     Result,
+    Route,
 )
+from fedmq._error_window import ErrorCount, ErrorWindow
 from fedmq._fedora import SchemaInvalid
 from fedmq._headers import DROPPED_REASON
-from fedmq._policy import ErrorPolicy, Route
+from fedmq._policy import ErrorPolicy
 from fedmq._stats import ConsumerStats
+from fedmq.config import Config
 from fedmq.exceptions import BrokerError, ConsumerError, HaltConsumer, PublishReturned
 from fedmq.message import Message
 
@@ -59,12 +63,16 @@ class Dispatcher:
         on_halt: called once with the callback's :class:`HaltConsumer`.
         on_error: called with each consumer error (a :class:`ConsumerError`,
             an unexpected exception, or a message of a type not accepted), the
-            message (or None) and the seconds the callback ran.
+            message (or None), the seconds the callback ran, and how the error
+            window counted it.
         stats: the consumer's counters.
         policy: where retried, parked and dropped messages go.
         on_queue_missing: called when a retry queue or dead queue turned out
             to be gone (deleted while fedmq ran): the consumer reconnects,
             which declares them again.
+        errors: the consumer's error window, shared with its executors; it
+            counts the consumer errors the dispatcher finds itself (a message
+            of a type not accepted).
     """
 
     def __init__(
@@ -72,13 +80,15 @@ class Dispatcher:
         channel: Any,
         executor_factory: Callable[[Callable[[list[Result]], None]], Any],
         on_halt: Callable[[HaltConsumer], None],
-        on_error: Callable[[BaseException, Message | None, float], None],
+        on_error: Callable[[BaseException, Message | None, float, ErrorCount], None],
         stats: ConsumerStats | None = None,
         policy: ErrorPolicy | None = None,
         on_queue_missing: Callable[[Exception], None] | None = None,
+        errors: ErrorWindow | None = None,
     ):
         self.stats = stats if stats is not None else ConsumerStats()
         self.policy = policy if policy is not None else ErrorPolicy()
+        self.errors = errors if errors is not None else ErrorWindow.of(Config(), monotonic)
         self._channel = channel
         self._ack = channel.ack
         self._pending: deque[int] = deque()
@@ -114,12 +124,12 @@ class Dispatcher:
             counts["received"] += 1
             queue_counts["received"] += 1
             self.in_flight += 1
-            item = (tag, redelivered, exchange, routing_key, properties, body, queue)
+            item = Delivery(tag, redelivered, exchange, routing_key, properties, body, queue)
             if checks_type:
                 invalid = self.policy.invalid_type(properties)
                 if invalid is not None:
                     error = ConsumerError(f"{_describe_delivery(item)}: {invalid}")
-                    self._on_results([(tag, INVALID, error, None, 0.0, item)])
+                    self._on_results([Result(tag, INVALID, error, None, 0.0, item)])
                     return
             self._submit(item)
 
@@ -130,13 +140,13 @@ class Dispatcher:
         record = self.stats.record
         self.stats.batch_done()
         self.in_flight -= len(batch)
-        for tag, outcome, exc, message, duration, item in batch:
+        for tag, outcome, exc, message, duration, item, errors in batch:
             if outcome == ACK:
-                record(item[6], ACK, duration)
+                record(item.queue, ACK, duration)
                 finished[tag] = True
                 continue
             if outcome == NACK or outcome == RETURNED:
-                record(item[6], outcome, duration)
+                record(item.queue, outcome, duration)
                 finished[tag] = False
                 counts["requeued"] += 1
                 self._settle_alone(tag, requeue=True)
@@ -156,9 +166,9 @@ class Dispatcher:
                 if self.policy.drop_invalid_messages:
                     self._drop(tag, item, duration, str(exc), level=logging.WARNING)
                 else:
-                    self._consumer_error(tag, item, exc, None, duration)
+                    self._consumer_error(tag, item, exc, None, duration, None)
             elif outcome == HALT:
-                record(item[6], HALT, duration)
+                record(item.queue, HALT, duration)
                 assert isinstance(exc, HaltConsumer)
                 finished[tag] = False
                 if exc.requeue:
@@ -169,7 +179,7 @@ class Dispatcher:
                 self._on_halt(exc)
             else:
                 assert exc is not None
-                self._consumer_error(tag, item, exc, message, duration)
+                self._consumer_error(tag, item, exc, message, duration, errors)
         self._ack_finished_run()
 
     def _consumer_error(
@@ -179,12 +189,14 @@ class Dispatcher:
         exc: BaseException,
         message: Message | None,
         duration: float,
+        errors: ErrorCount | None,
     ) -> None:
-        self.stats.record(item[6], ERROR, duration)
+        self.stats.record(item.queue, ERROR, duration)
         self.counts["failed"] += 1
         self._finished[tag] = False
         self._settle_alone(tag, requeue=True)
-        self._on_error(exc, message, duration)
+        # The executor counted its callback's errors; those found here are counted here.
+        self._on_error(exc, message, duration, errors or self.errors.record())
 
     def _drop(
         self, tag: int, item: Delivery, duration: float, reason: str, level: int = logging.INFO
@@ -193,7 +205,7 @@ class Dispatcher:
         log.log(level, "%s dropped: %s", _describe_delivery(item), reason)
         route = self.policy.drop_route(item, reason) if self._live else None
         if route is None:
-            self.stats.record(item[6], DROP, duration)
+            self.stats.record(item.queue, DROP, duration)
             self.counts["dropped"] += 1
             self._finished[tag] = False
             self._settle_alone(tag, requeue=False)
@@ -212,7 +224,7 @@ class Dispatcher:
             "%s cannot be retried (queue %r has no retry queues: retry is disabled, or the "
             "queue is server-named, exclusive or auto-delete); dropping it instead",
             _describe_delivery(item),
-            item[6],
+            item.queue,
         )
         self._drop(tag, item, duration, f"the callback raised Retry: {exc}")
 
@@ -223,12 +235,12 @@ class Dispatcher:
                 "Rejected (to the queue's dead-letter exchange, if it has one) an %s",
                 reason,
             )
-            self.stats.record(item[6], UNDECODABLE, 0.0)
+            self.stats.record(item.queue, UNDECODABLE, 0.0)
             self.counts["dropped"] += 1
             self._finished[tag] = False
             self._settle_alone(tag, requeue=False)
             return
-        log.error("Parking in %r an %s", route[1], reason)
+        log.error("Parking in %r an %s", route.routing_key, reason)
         self._republish(tag, item, route, 0.0, then_ack=True)
 
     def _republish(
@@ -242,7 +254,7 @@ class Dispatcher:
         """
         self._republishing += 1
         self.in_flight += 1
-        queue = item[6]
+        queue = item.queue
 
         def published(result: object) -> None:
             self._republishing -= 1
@@ -261,7 +273,7 @@ class Dispatcher:
                 self._finished[tag] = False
                 self._settle_alone(tag, requeue=True)
             else:
-                what = route[3]
+                what = route.what
                 self.stats.record(
                     queue,
                     RETRY if what == "retried" else PARKED if what == "parked" else DROP,
@@ -279,27 +291,28 @@ class Dispatcher:
                 done, self._republished = self._republished, None
                 done.callback(None)
 
-        self.policy.publish(route, item[5]).addBoth(published)
+        self.policy.publish(route, item.body).addBoth(published)
 
     def _unroutable(
         self, tag: int, item: Delivery, route: Route, duration: float, then_ack: bool
     ) -> None:
         """The broker routed a copy to no queue: a missing queue, or a drop exchange unbound."""
-        if route[0]:
+        if route.exchange:
             # The drop exchange has no queue bound for this routing key. Requeueing
             # would loop; the message goes where a Drop goes without the exchange.
             log.error(
                 "The drop_exchange %r routed %s to no queue (bind a queue to it); "
                 "dropping the message without the copy",
-                route[0],
+                route.exchange,
                 _describe_delivery(item),
             )
-            reason = route[2].headers.get(DROPPED_REASON, "dropped") if route[2].headers else ""
+            headers = route.properties.headers
+            reason = headers.get(DROPPED_REASON, "dropped") if headers else ""
             park = self.policy.park_route(item, str(reason)) if self._live else None
             if park is not None:
                 self._republish(tag, item, park, duration, then_ack=False)
                 return
-            self.stats.record(item[6], DROP, duration)
+            self.stats.record(item.queue, DROP, duration)
             self.counts["dropped"] += 1
             self._finished[tag] = False
             self._settle_alone(tag, requeue=False)
@@ -359,7 +372,7 @@ class Dispatcher:
     def _return_unstarted(self, unstarted: list[Delivery]) -> None:
         self.in_flight -= len(unstarted)
         for item in unstarted:
-            tag = item[0]
+            tag = item.delivery_tag
             self._finished[tag] = False
             self.counts["requeued"] += 1
             self._settle_alone(tag, requeue=True)
@@ -375,12 +388,11 @@ class Dispatcher:
 
 
 def _describe_delivery(item: Delivery) -> str:
-    message_id = getattr(item[4], "message_id", None)
-    return f"message {message_id} (topic {item[3]!r}, queue {item[6]!r})"
+    message_id = getattr(item.properties, "message_id", None)
+    return f"message {message_id} (topic {item.routing_key!r}, queue {item.queue!r})"
 
 
 def _describe_route(route: Route) -> str:
-    exchange, routing_key, _properties, _what = route
-    if exchange:
-        return f"exchange {exchange!r} (routing key {routing_key!r})"
-    return f"queue {routing_key!r}"
+    if route.exchange:
+        return f"exchange {route.exchange!r} (routing key {route.routing_key!r})"
+    return f"queue {route.routing_key!r}"

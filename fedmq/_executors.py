@@ -21,32 +21,26 @@ from twisted.internet import defer
 
 from fedmq import _fedora
 from fedmq._deferreds import chain
-from fedmq._headers import FEDORA_SCHEMA
-from fedmq._lifecycle import LoopThread
-from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, Retry
-from fedmq.message import DEFAULT_MAX_BODY_SIZE, DecodeError, Message
-
-# Outcomes, as the executors report them (PARKED only as the dispatcher counts them).
-# The order is fedmq._stats._OUTCOME_NAMES' too; those from CONSUMER_ERROR on
-# may stop a worker (see _Executor._stops_work).
-(
+from fedmq._delivery import (
     ACK,
-    NACK,
-    DROP,
-    UNDECODABLE,
-    RETURNED,
-    RETRY,
-    INVALID,
-    PARKED,
     CONSUMER_ERROR,
+    DROP,
     ERROR,
     HALT,
-) = range(11)
-
-#: (delivery_tag, redelivered, exchange, routing_key, properties, body, queue)
-Delivery = tuple[int, bool, str, str, Any, bytes, str]
-#: (delivery_tag, outcome, exception or None, message or None, seconds in the callback, delivery)
-Result = tuple[int, int, BaseException | None, Message | None, float, Delivery]
+    NACK,
+    RETRY,
+    RETURNED,
+    UNDECODABLE,
+    Delivery,
+    Outcome,
+    Result,
+)
+from fedmq._error_window import ErrorWindow
+from fedmq._headers import FEDORA_SCHEMA
+from fedmq._lifecycle import LoopThread, reactor_event_loop
+from fedmq.config import Config
+from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, Retry
+from fedmq.message import DEFAULT_MAX_BODY_SIZE, DecodeError, Message
 
 #: The consumer whose callback is running in this thread or asyncio task;
 #: :func:`fedmq.publish` uses its connection.
@@ -57,7 +51,7 @@ current_consumer: contextvars.ContextVar[Any] = contextvars.ContextVar(
 _STOP: Any = object()
 
 
-def _settle_outcome(exc: BaseException) -> int:
+def _settle_outcome(exc: BaseException) -> Outcome:
     if isinstance(exc, Nack):
         return NACK
     if isinstance(exc, Drop):
@@ -79,17 +73,17 @@ def _failed(item: Delivery, exc: BaseException, message: Any, duration: float) -
         translated = _fedora.translate_exception(exc)
         if translated is not None:
             exc, outcome = translated, _settle_outcome(translated)
-    return (item[0], outcome, exc, message, duration, item)
+    return Result(item.delivery_tag, outcome, exc, message, duration, item)
 
 
 def _message(item: Delivery, max_body_size: int, decode: bool, schemas: bool = False) -> Any:
-    tag, redelivered, exchange, routing_key, properties, body, queue = item
+    _tag, redelivered, exchange, routing_key, properties, body, queue = item
     message = Message._from_delivery(
         body,
         properties,
         topic=routing_key,
         exchange=exchange,
-        delivery_tag=tag,
+        delivery_tag=item.delivery_tag,
         redelivered=redelivered,
         queue=queue,
         max_body_size=max_body_size,
@@ -106,10 +100,10 @@ def _message(item: Delivery, max_body_size: int, decode: bool, schemas: bool = F
 
 def _undecodable(item: Delivery, exc: DecodeError) -> Result:
     # No Message exists for a body that cannot be decoded; say which delivery it was.
-    tag, _redelivered, _exchange, routing_key, properties, _body, queue = item
-    message_id = getattr(properties, "message_id", None)
-    exc.args = (f"message {message_id} (topic {routing_key!r}, queue {queue!r}): {exc}",)
-    return (tag, UNDECODABLE, exc, None, 0.0, item)
+    message_id = getattr(item.properties, "message_id", None)
+    where = f"topic {item.routing_key!r}, queue {item.queue!r}"
+    exc.args = (f"message {message_id} ({where}): {exc}",)
+    return Result(item.delivery_tag, UNDECODABLE, exc, None, 0.0, item)
 
 
 def run_sync(
@@ -129,7 +123,7 @@ def run_sync(
     except DecodeError as exc:
         return _undecodable(item, exc)
     except _fedora.SchemaInvalid as exc:
-        return (item[0], DROP, exc, None, 0.0, item)
+        return Result(item.delivery_tag, DROP, exc, None, 0.0, item)
     started = monotonic()
     try:
         callback(message)
@@ -137,7 +131,7 @@ def run_sync(
     # delivery it took, or that delivery is never settled and the stop hangs.
     except BaseException as exc:
         return _failed(item, exc, message, monotonic() - started)
-    return (item[0], ACK, None, message, monotonic() - started, item)
+    return Result(item.delivery_tag, ACK, None, message, monotonic() - started, item)
 
 
 async def run_async(
@@ -153,14 +147,14 @@ async def run_async(
     except DecodeError as exc:
         return _undecodable(item, exc)
     except _fedora.SchemaInvalid as exc:
-        return (item[0], DROP, exc, None, 0.0, item)
+        return Result(item.delivery_tag, DROP, exc, None, 0.0, item)
     started = monotonic()
     try:
         await callback(message)
     # CancelledError (a BaseException) escaping the callback is its failure too.
     except BaseException as exc:
         return _failed(item, exc, message, monotonic() - started)
-    return (item[0], ACK, None, message, monotonic() - started, item)
+    return Result(item.delivery_tag, ACK, None, message, monotonic() - started, item)
 
 
 class _ResultQueue:
@@ -195,7 +189,7 @@ class _ResultQueue:
 
 
 class _Executor:
-    """What both executors share: their workers' count, the halt flag, the join."""
+    """What both executors share: their workers' count, the gate, the join."""
 
     def __init__(
         self,
@@ -203,25 +197,45 @@ class _Executor:
         size: int,
         reactor: Any,
         consumer: Any,
+        errors: ErrorWindow | None,
+        max_body_size: int,
+        decode: bool,
     ):
         self._callback = callback
         self._reactor = reactor
+        # What fedmq.publish() finds as the current consumer in a callback.
         self._consumer = consumer
-        # The consumer's config keys for decoding; the defaults without a consumer.
-        config = getattr(consumer, "config", None)
-        self._max_body_size: int = getattr(config, "max_body_size", DEFAULT_MAX_BODY_SIZE)
-        self._decode: bool = getattr(config, "decode", True)
+        self._max_body_size = max_body_size
+        self._decode = decode
         # Schema classes need decoded bodies, and fedora-messaging to define them.
-        self._schemas = self._decode and _fedora.installed()
-        # Start no more callbacks after a halt; after any consumer error too
-        # when one is enough to stop the consumer (max_errors = 1).
-        self._stops_work = CONSUMER_ERROR if getattr(config, "max_errors", 5) == 1 else HALT
+        self._schemas = decode and _fedora.installed()
+        if errors is None:
+            errors = ErrorWindow.of(Config(), monotonic)
+        #: Where workers count consumer errors; once it closes, no callback starts.
+        self.errors = errors
         self._size = size
         self._running = size
-        #: Set by the worker whose callback halted or failed: start nothing more.
+        #: Set by the worker whose callback halted: start nothing more.
         self.halted = False
         self._joined: defer.Deferred[None] = defer.Deferred()
         self._results: _ResultQueue
+
+    def _settled(self, result: Result) -> Result:
+        """Close the gate on a halt or on the error that reaches ``max_errors``.
+
+        Called by the worker before it reports ``result`` or takes another
+        delivery, so no callback starts after the consumer must stop.
+        """
+        outcome = result.outcome
+        if outcome == HALT:
+            self.halted = True
+        elif outcome == ERROR or outcome == CONSUMER_ERROR:
+            return result._replace(errors=self.errors.record())
+        return result
+
+    def _closed(self) -> bool:
+        """No callback may start: the callback halted, or there were too many errors."""
+        return self.halted or self.errors.closed
 
     def _worker_exited(self) -> None:
         """On the reactor thread, once per worker, after its last result was queued."""
@@ -249,8 +263,12 @@ class ThreadExecutor(_Executor):
         reactor: Any,
         on_results: Callable[[list[Result]], None],
         consumer: Any = None,
+        *,
+        errors: ErrorWindow | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        decode: bool = True,
     ):
-        super().__init__(callback, size, reactor, consumer)
+        super().__init__(callback, size, reactor, consumer, errors, max_body_size, decode)
         self._inbox: queue_module.SimpleQueue[Delivery] = queue_module.SimpleQueue()
         self._results = _ResultQueue(reactor.callFromThread, on_results)
         self._threads = [
@@ -270,14 +288,11 @@ class ThreadExecutor(_Executor):
             item = get()
             if item is _STOP:
                 break
-            if self.halted:
-                put((item[0], RETURNED, None, None, 0.0, item))
+            if self._closed():
+                put(Result(item.delivery_tag, RETURNED, None, None, 0.0, item))
                 continue
             result = run_sync(callback, item, self._max_body_size, self._decode, self._schemas)
-            if result[1] >= self._stops_work:
-                # The consumer is stopping: start nothing more.
-                self.halted = True
-            put(result)
+            put(self._settled(result))
         self._reactor.callFromThread(self._worker_exited)
 
     def stop_intake(self) -> defer.Deferred[list[Delivery]]:
@@ -311,11 +326,15 @@ class AsyncioExecutor(_Executor):
         on_results: Callable[[list[Result]], None],
         consumer: Any = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        errors: ErrorWindow | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        decode: bool = True,
     ):
-        super().__init__(callback, size, reactor, consumer)
+        super().__init__(callback, size, reactor, consumer, errors, max_body_size, decode)
         self._pending: deque[Delivery] = deque()
         self._pump_scheduled = False
-        reactor_loop = getattr(reactor, "_asyncioEventloop", None)
+        reactor_loop = reactor_event_loop(reactor)
         self._own_loop: LoopThread | None = None
         if reactor_loop is not None:
             self._loop = reactor_loop
@@ -365,15 +384,13 @@ class AsyncioExecutor(_Executor):
             item = await get()
             if item is _STOP:
                 break
-            if self.halted:
-                put((item[0], RETURNED, None, None, 0.0, item))
+            if self._closed():
+                put(Result(item.delivery_tag, RETURNED, None, None, 0.0, item))
                 continue
             result = await run_async(
                 callback, item, self._max_body_size, self._decode, self._schemas
             )
-            if result[1] >= self._stops_work:
-                self.halted = True
-            put(result)
+            put(self._settled(result))
         if self._same_thread:
             self._worker_exited()
         else:

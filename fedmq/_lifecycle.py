@@ -1,4 +1,4 @@
-"""A class callback's ``setup()`` and ``teardown()``, and the loop async code runs on.
+"""A class callback's ``setup()`` and ``teardown()``, and the event loop async code runs on.
 
 Both hooks are optional and may be sync or ``async def``. A sync hook runs
 in a thread of its own, so that connecting to a database, say, never blocks
@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from fedmq.exceptions import CallbackError
+
+log = logging.getLogger("fedmq")
 
 
 class LoopThread:
@@ -36,6 +42,16 @@ class LoopThread:
         """Stop the loop; its thread closes it and ends."""
         if not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def reactor_event_loop(reactor: Any) -> asyncio.AbstractEventLoop | None:
+    """The event loop of Twisted's asyncio reactor, or None under any other reactor.
+
+    The one place fedmq reads it: async callbacks and hooks run on this loop
+    when there is one, on a :class:`LoopThread` otherwise.
+    """
+    loop: asyncio.AbstractEventLoop | None = getattr(reactor, "_asyncioEventloop", None)
+    return loop
 
 
 def hook(callback: Any, name: str) -> Callable[[], Any] | None:
@@ -64,8 +80,7 @@ def run_hook(
 
     if inspect.iscoroutinefunction(method):
         event_loop = loop()
-        reactor_loop = getattr(reactor, "_asyncioEventloop", None)
-        if event_loop is reactor_loop:
+        if event_loop is reactor_event_loop(reactor):
             return defer.Deferred.fromFuture(asyncio.ensure_future(method(), loop=event_loop))
 
         def finished(future: Any) -> None:
@@ -88,3 +103,99 @@ def run_hook(
 
     threading.Thread(target=run, name="fedmq-lifecycle", daemon=True).start()
     return done
+
+
+class Hooks:
+    """One consumer's ``setup()`` and ``teardown()``, each run at most once, and its event loop.
+
+    ``teardown()`` runs only if ``setup()`` ran (or there is none), and only once.
+
+    Args:
+        callback: the loaded callback (a class callback may have the hooks).
+        name: the consumer's name, for messages.
+        reactor: the reactor, to come back to its thread.
+        clock: what the teardown's timeout runs on.
+        timeout: seconds ``teardown()`` may take (the ``drain_timeout``).
+    """
+
+    def __init__(self, callback: Any, name: str, reactor: Any, clock: Any, timeout: float):
+        self._setup = hook(callback, "setup")
+        self._teardown = hook(callback, "teardown")
+        self._name = name
+        self._reactor = reactor
+        self._clock = clock
+        self._timeout = timeout
+        #: "running" once setup() ran (or there is none); "done" once teardown() ran or failed.
+        self.state: Literal["not started", "running", "done"] = "not started"
+        self._loop_thread: LoopThread | None = None
+
+    @property
+    def has_setup(self) -> bool:
+        """The callback has a setup()."""
+        return self._setup is not None
+
+    @property
+    def tears_down(self) -> bool:
+        """A teardown() is still to run."""
+        return self._teardown is not None and self.state == "running"
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop async callbacks and hooks run on: the reactor's, or one of ours."""
+        reactor_loop = reactor_event_loop(self._reactor)
+        if reactor_loop is not None:
+            return reactor_loop
+        if self._loop_thread is None:
+            self._loop_thread = LoopThread()
+        return self._loop_thread.loop
+
+    def set_up(self) -> defer.Deferred[None]:
+        """Run setup(); fails with a :class:`CallbackError` when it raises."""
+        if self._setup is None:
+            self.state = "running"
+            return defer.succeed(None)
+
+        def ran(_: None) -> None:
+            self.state = "running"
+
+        def failed(failure: Failure) -> Failure:
+            exc = failure.value
+            error = CallbackError(
+                f"setup() of the callback {self._name!r} raised {type(exc).__name__}: {exc}",
+                raised_by_callback=True,
+            )
+            error.__cause__ = exc
+            self.state = "done"
+            return Failure(error)
+
+        return run_hook(self._setup, self._reactor, self.event_loop).addCallbacks(ran, failed)
+
+    async def tear_down(self) -> None:
+        """Call teardown(), once, if setup() ran (or there is none); log what goes wrong."""
+        if self.state != "running":
+            return
+        self.state = "done"
+        if self._teardown is None:
+            return
+        done = run_hook(self._teardown, self._reactor, self.event_loop)
+        done.addTimeout(self._timeout, self._clock)
+        try:
+            await done
+        except defer.TimeoutError:
+            log.error(
+                "teardown() of the callback %r did not return within %g s",
+                self._name,
+                self._timeout,
+            )
+        except Exception as exc:
+            log.error(
+                "teardown() of the callback %r raised %s: %s",
+                self._name,
+                type(exc).__name__,
+                exc,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+
+    def stop_loop(self) -> None:
+        """Stop the loop thread, if one was made."""
+        if self._loop_thread is not None:
+            self._loop_thread.stop()

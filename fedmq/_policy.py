@@ -4,18 +4,17 @@ The dispatcher decides *that* a message is retried, parked or dropped; this
 module decides *where* it goes and with which headers, and owns the queues
 that make retries wait (one per delay, since a classic queue expires
 messages only from its head) and the dead queue where messages are parked.
-It also holds the sliding window of consumer errors.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, TypeGuard
 
 from twisted.internet import defer
 
+from fedmq._delivery import Delivery, Route
 from fedmq._headers import (
     DROPPED_BY,
     DROPPED_REASON,
@@ -32,8 +31,6 @@ from fedmq.message import Properties
 #: Header values longer than this are cut: an exception's text can be huge.
 _MAX_TEXT = 2000
 
-#: (exchange, routing key, properties, what it is: "retried", "parked" or "dropped")
-Route = tuple[str, str, Properties, str]
 #: Publishes (exchange, routing_key, body, properties) with confirms and mandatory.
 PublishFunction = Callable[[str, str, bytes, Properties], "defer.Deferred[None]"]
 
@@ -104,31 +101,6 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-class ErrorWindow:
-    """Counts consumer errors over the last ``window`` seconds.
-
-    Args:
-        limit: how many errors within the window are too many.
-        window: the window's length in seconds.
-        now: returns the time in seconds (the reactor's ``seconds``).
-    """
-
-    def __init__(self, limit: int, window: float, now: Callable[[], float]):
-        self.limit = limit
-        self.window = window
-        self._now = now
-        self._times: deque[float] = deque()
-
-    def add(self) -> int:
-        """Record an error now; return how many the window holds, this one included."""
-        now = self._now()
-        times = self._times
-        times.append(now)
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        return len(times)
-
-
 class ErrorPolicy:
     """Where the messages a consumer does not accept go.
 
@@ -164,15 +136,14 @@ class ErrorPolicy:
         """Republish ``body`` along ``route``; fires once the broker confirms it."""
         if self._publish is None:
             return defer.fail(RuntimeError("this consumer cannot republish messages"))
-        exchange, routing_key, properties, _what = route
-        return self._publish(exchange, routing_key, body, properties)
+        return self._publish(route.exchange, route.routing_key, body, route.properties)
 
-    def retry_route(self, delivery: tuple[Any, ...], exc: BaseException) -> Route | None:
+    def retry_route(self, delivery: Delivery, exc: BaseException) -> Route | None:
         """The wait queue for a delivery whose callback raised Retry, or its dead queue.
 
         None when its queue has no wait queues.
         """
-        queue = delivery[6]
+        queue = delivery.queue
         if queue not in self.retry_queues:
             return None
         properties, headers = self._copy(delivery)
@@ -184,27 +155,27 @@ class ErrorPolicy:
             self._mark_dropped(
                 headers, f"Retry raised on each of {failed} attempts; the last: {_text(exc)}"
             )
-            return ("", dead_queue_name(queue), properties, "parked")
+            return Route("", dead_queue_name(queue), properties, "parked")
         delays = self.retry.delays
         delay = delays[min(failed, len(delays)) - 1]
-        return ("", wait_queue_name(queue, delay), properties, "retried")
+        return Route("", wait_queue_name(queue, delay), properties, "retried")
 
-    def park_route(self, delivery: tuple[Any, ...], reason: str) -> Route | None:
+    def park_route(self, delivery: Delivery, reason: str) -> Route | None:
         """The dead queue of the delivery's queue, or None when it has none."""
-        queue = delivery[6]
+        queue = delivery.queue
         if queue not in self.retry_queues:
             return None
         properties, headers = self._copy(delivery)
         self._mark_dropped(headers, reason)
-        return ("", dead_queue_name(queue), properties, "parked")
+        return Route("", dead_queue_name(queue), properties, "parked")
 
-    def drop_route(self, delivery: tuple[Any, ...], reason: str) -> Route | None:
+    def drop_route(self, delivery: Delivery, reason: str) -> Route | None:
         """The drop exchange, with the routing key the message was first published with."""
         if not self.drop_exchange:
             return None
         properties, headers = self._copy(delivery)
         self._mark_dropped(headers, reason)
-        return (self.drop_exchange, headers[ORIGINAL_ROUTING_KEY], properties, "dropped")
+        return Route(self.drop_exchange, headers[ORIGINAL_ROUTING_KEY], properties, "dropped")
 
     def invalid_type(self, properties: Any) -> str | None:
         """Why a message of this type is not accepted, or None when it is."""
@@ -217,7 +188,7 @@ class ErrorPolicy:
         accepted = ", ".join(map(repr, sorted(types)))
         return f"its type {kind!r} is not one of the accepted message_types ({accepted})"
 
-    def _copy(self, delivery: tuple[Any, ...]) -> tuple[Properties, dict[str, Any]]:
+    def _copy(self, delivery: Delivery) -> tuple[Properties, dict[str, Any]]:
         """The delivery's properties, copied, with the X-Original-* headers set once."""
         _tag, _redelivered, exchange, routing_key, raw_properties, _body, queue = delivery
         properties = Properties.from_object(raw_properties)

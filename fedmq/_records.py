@@ -35,9 +35,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fedmq.exceptions import FedmqError
-from fedmq.message import DecodeError, Message, Properties, decode_body
+from fedmq.message import PROPERTY_NAMES, DecodeError, Message, Properties, decode_body
 
-_PROPERTY_NAMES = tuple(name for name in Properties.__slots__ if name != "headers")
+_PROPERTY_NAMES = tuple(name for name in PROPERTY_NAMES if name != "headers")
 _RECORD_KEYS = frozenset(
     {"topic", "exchange", "headers", "properties", "body", "body_base64", "queue", "redelivered"}
 )

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from fedmq import _headers
 from fedmq._amqp import AMQPChannel, translate_error
 from fedmq._connector import connect_any
+from fedmq._policy import dead_queue_name
 from fedmq.config import Config
 from fedmq.exceptions import (
     BrokerError,
@@ -40,11 +41,6 @@ VERDICT_HEADERS = frozenset(_headers.VERDICT_HEADERS)
 
 #: How long to wait for the broker to confirm each republished message.
 CONFIRM_TIMEOUT = 30.0
-
-
-def dead_queue_name(queue: str) -> str:
-    """The name of the queue where ``queue``'s messages are parked."""
-    return f"{queue}.dead"
 
 
 def without_verdict_headers(headers: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -168,7 +164,6 @@ def _publish_confirmed(
 
 __all__ = [
     "VERDICT_HEADERS",
-    "dead_queue_name",
     "requeue_dead",
     "requeued_properties",
     "without_verdict_headers",

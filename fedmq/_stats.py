@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 
+from fedmq._delivery import Outcome
+
 #: Upper bounds (seconds) of the callback duration histogram's buckets.
 DURATION_BUCKETS = (
     0.0005,
@@ -25,21 +27,6 @@ DURATION_BUCKETS = (
     2.5,
     5.0,
     10.0,
-)
-
-# The outcome codes (fedmq._executors), by position.
-_OUTCOME_NAMES = (
-    "acked",  # ACK
-    "requeued",  # NACK
-    "dropped",  # DROP
-    "dropped",  # UNDECODABLE (rejected: the queue has no dead queue)
-    "requeued",  # RETURNED
-    "retried",  # RETRY
-    "dropped",  # INVALID
-    "parked",  # PARKED
-    "failed",  # CONSUMER_ERROR
-    "failed",  # ERROR
-    "acked",  # HALT
 )
 
 QUEUE_COUNTERS = ("received", "acked", "requeued", "dropped", "failed", "retried", "parked")
@@ -74,9 +61,9 @@ class ConsumerStats:
             counters = self.queues[name] = dict.fromkeys(QUEUE_COUNTERS, 0)
         return counters
 
-    def record(self, queue: str, outcome: int, duration: float) -> None:
+    def record(self, queue: str, outcome: Outcome, duration: float) -> None:
         """Count one settled delivery (on the reactor thread)."""
-        self.queue(queue)[_OUTCOME_NAMES[outcome]] += 1
+        self.queue(queue)[outcome.stat] += 1
         if duration:
             self.duration_buckets[bisect_left(DURATION_BUCKETS, duration)] += 1
             self.duration_sum += duration

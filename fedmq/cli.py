@@ -146,7 +146,8 @@ def _cmd_get(args: argparse.Namespace) -> int:
 
 
 def _cmd_requeue_dead(args: argparse.Namespace) -> int:
-    from fedmq._requeue import dead_queue_name, requeue_dead
+    from fedmq._policy import dead_queue_name
+    from fedmq._requeue import requeue_dead
 
     config = load(args)
     quiet_logging()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.metadata
 import os
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +44,7 @@ from fedmq._config_checks import (
 from fedmq._config_checks import check_runnable as check_runnable  # public here
 from fedmq._config_checks import redact_url as redact_url  # public here, as documented
 from fedmq._config_reader import _read_sources
+from fedmq._version import __version__
 from fedmq.exceptions import ConfigurationError
 from fedmq.message import DEFAULT_MAX_BODY_SIZE
 
@@ -56,10 +56,7 @@ DEFAULT_CONFIG_PATH = "/etc/fedmq/config.toml"
 
 
 def _default_client_properties() -> dict[str, Any]:
-    try:
-        version = importlib.metadata.version("fedmq")
-    except importlib.metadata.PackageNotFoundError:
-        version = "0.1.0.dev0"
+    version = __version__
     information = "fedmq, an AMQP 0-9-1 consumer service on Twisted"
     return {"app": "fedmq", "product": "fedmq", "version": version, "information": information}
 

@@ -11,24 +11,25 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from fedmq._amqp import AMQPChannel, AMQPConnection
-from fedmq._backoff import reconnect_delay
+from fedmq._backoff import Attempts
 from fedmq._callback import load_callback
+from fedmq._connection import Clock, Connect
 from fedmq._connector import connect as connect_with_failover
 from fedmq._deferreds import chain
+from fedmq._delivery import Result
 from fedmq._dispatch import Dispatcher
-from fedmq._executors import AsyncioExecutor, Result, ThreadExecutor
-from fedmq._lifecycle import LoopThread, hook, run_hook
-from fedmq._policy import ErrorPolicy, ErrorWindow
+from fedmq._error_window import ErrorCount, ErrorWindow, log_consumer_error, too_many_errors
+from fedmq._executors import AsyncioExecutor, ThreadExecutor
+from fedmq._lifecycle import Hooks
+from fedmq._policy import ErrorPolicy
 from fedmq._stats import QUEUE_COUNTERS, ConsumerStats
 from fedmq._topology import declare, declare_error_paths, step
 from fedmq.config import Config, redact_url
 from fedmq.exceptions import (
     AuthenticationFailed,
     BrokerError,
-    CallbackError,
     ConnectionFailed,
     ConsumerCancelled,
-    ConsumerError,
     DeclarationError,
     HaltConsumer,
     StopForced,
@@ -62,10 +63,13 @@ class Consumer:
             config's ``callback``. It is resolved here, before connecting,
             so a bad path fails at once with :class:`CallbackError`.
         reactor: the reactor to run on; the global one by default.
-        connect: how a connection is opened: ``(config, reactor, url)`` to a
-            Deferred firing with a connection (for instance
-            :meth:`fedmq.testing.InMemoryBroker.connect`); a real AMQP
-            connection by default.
+        clock: what the consumer's timers run on (backoff between connection
+            attempts, the timeouts of broker operations, of the drain and of
+            ``teardown()``, the error window); the reactor by default.
+        connect: how a connection is opened: called with ``(config, reactor,
+            url)``, it returns a Deferred firing with a connection that has
+            the interface of :class:`fedmq._connection.Connection`. fedmq's own
+            AMQP connection by default; tests hand in an in-memory broker.
 
     Attributes:
         result: a Deferred that fires with None when the consumer stops
@@ -88,8 +92,8 @@ class Consumer:
         callback: Any = None,
         *,
         reactor: Any = None,
-        connect: Any = None,
-        _connect: Any = AMQPConnection.connect,
+        clock: Clock | None = None,
+        connect: Connect = AMQPConnection.connect,
     ):
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -97,6 +101,8 @@ class Consumer:
             reactor = global_reactor
         self.config = config
         self._reactor = reactor
+        # Any: Deferred.addTimeout wants Twisted's IReactorTime, which a Clock provides.
+        self._clock: Any = clock if clock is not None else reactor
         self.drain_timeout = config.drain_timeout
         target = callback if callback is not None else config.callback
         self._callback, self.is_async = load_callback(target, config.consumer_config, config=config)
@@ -106,12 +112,8 @@ class Consumer:
         self._message_types: tuple[str, ...] = config.message_types or (
             (declared,) if isinstance(declared, str) else tuple(declared)
         )
-        self._errors = ErrorWindow(config.max_errors, config.error_window, reactor.seconds)
-        self._setup = hook(self._callback, "setup")
-        self._teardown = hook(self._callback, "teardown")
-        # "not started", "running" (setup() ran, or there is none), "done".
-        self._lifecycle = "not started"
-        self._loop_thread: LoopThread | None = None
+        self._errors = ErrorWindow.of(config, self._clock.seconds)
+        self._hooks = Hooks(self._callback, self.name, reactor, self._clock, self.drain_timeout)
         self.result: defer.Deferred[None] = defer.Deferred()
         self.queues: tuple[str, ...] = ()
         self.stats = ConsumerStats()
@@ -127,14 +129,11 @@ class Consumer:
         self._consumer_tags: list[str] = []
         self._stopping: defer.Deferred[None] | None = None
         self._outcome: Failure | None = None
-        self._failures = 0
-        self._url_index = 0
-        self._sessions = 0
+        self._attempts = Attempts(config.broker_urls, config.reconnect)
         self._retry: Any = None
         # The last session ended because the broker cancelled the consumer.
         self._broker_cancelled = False
-        # How a connection is opened: tests hand in fakes driven by a Clock.
-        self._open_connection = connect if connect is not None else _connect
+        self._open_connection = connect
 
     # --- state ---------------------------------------------------------------
 
@@ -174,13 +173,7 @@ class Consumer:
         """
         self._reactor_thread = threading.get_ident()
         started = chain(self._started)
-        if self._setup is None:
-            self._lifecycle = "running"
-            self._connect()
-        else:
-            run_hook(self._setup, self._reactor, self._event_loop).addCallbacks(
-                self._set_up, self._setup_failed
-            )
+        self._hooks.set_up().addCallbacks(self._set_up, self._setup_failed)
 
         def reported(failure: Failure) -> Failure:
             # The caller of start() gets the reason; :attr:`result`, which
@@ -191,67 +184,22 @@ class Consumer:
         return started.addErrback(reported)
 
     def _set_up(self, _: None) -> None:
-        self._lifecycle = "running"
         if self._stopping is None:
             self._connect()
-        elif self._state == "stopped":
+        elif self._state == "stopped" and self._hooks.has_setup:
             # Stopped while setup() ran: nothing else will call teardown().
-            defer.ensureDeferred(self._run_teardown())
+            defer.ensureDeferred(self._hooks.tear_down())
 
     def _setup_failed(self, failure: Failure) -> None:
-        exc = failure.value
-        error = CallbackError(
-            f"setup() of the callback {self.name!r} raised {type(exc).__name__}: {exc}",
-            raised_by_callback=True,
-        )
-        error.__cause__ = exc
-        self._lifecycle = "done"
         if self._stopping is None:
-            self._give_up(Failure(error))
-
-    def _event_loop(self) -> Any:
-        """The event loop async callbacks and hooks run on: the reactor's, or one of ours."""
-        reactor_loop = getattr(self._reactor, "_asyncioEventloop", None)
-        if reactor_loop is not None:
-            return reactor_loop
-        if self._loop_thread is None:
-            self._loop_thread = LoopThread()
-        return self._loop_thread.loop
-
-    async def _run_teardown(self) -> None:
-        """Call the callback's teardown(), once, if setup() ran (or there is none)."""
-        if self._lifecycle != "running":
-            return
-        self._lifecycle = "done"
-        if self._teardown is None:
-            return
-        done = run_hook(self._teardown, self._reactor, self._event_loop)
-        done.addTimeout(self.drain_timeout, self._reactor)
-        try:
-            await done
-        except defer.TimeoutError:
-            log.error(
-                "teardown() of the callback %r did not return within %g s",
-                self.name,
-                self.drain_timeout,
-            )
-        except Exception as exc:
-            log.error(
-                "teardown() of the callback %r raised %s: %s",
-                self.name,
-                type(exc).__name__,
-                exc,
-                exc_info=(type(exc), exc, exc.__traceback__),
-            )
+            self._give_up(failure)
 
     def _connect(self) -> None:
         self._retry = None
         if self._stopping is not None:
             return
-        self._set_state("reconnecting" if self._sessions else "connecting")
-        urls = self.config.broker_urls
-        url = urls[self._url_index % len(urls)]
-        d = defer.ensureDeferred(self._open_session(url))
+        self._set_state("reconnecting" if self._attempts.sessions else "connecting")
+        d = defer.ensureDeferred(self._open_session(self._attempts.url))
         d.addCallbacks(self._session_opened, self._session_failed)
 
     async def _open_session(self, url: str) -> None:
@@ -259,7 +207,7 @@ class Consumer:
         self._connection = connection = await self._open_connection(config, self._reactor, url)
         try:
             self._channel = channel = await self._step(connection.channel(), "opening a channel")
-            names = await declare(channel, self.config, self._reactor)
+            names = await declare(channel, self.config, self._clock)
             policy = await self._declare_error_paths(channel, connection)
             await self._step(
                 channel.qos(config.qos.prefetch_count, config.qos.prefetch_size),
@@ -273,6 +221,7 @@ class Consumer:
                 self.stats,
                 policy,
                 on_queue_missing=self._lose_session,
+                errors=self._errors,
             )
             self._consumer_tags = []
             for name in names:
@@ -293,11 +242,10 @@ class Consumer:
         log.info("Consuming from %s on %s", ", ".join(map(repr, names)), redact_url(url))
 
     def _session_opened(self, _: None) -> None:
-        self._failures = 0
         self._broker_cancelled = False
-        if self._sessions:
+        if self._attempts.sessions:
             self.stats.reconnects += 1
-        self._sessions += 1
+        self._attempts.opened()
         if self._stopping is not None:
             # Stopped while this session was being set up: the drain did not
             # see it, so close it here; the broker requeues what it delivered.
@@ -326,22 +274,19 @@ class Consumer:
         if isinstance(error, _FATAL) or not isinstance(error, _TRANSIENT):
             self._give_up(failure)
             return
-        self._failures += 1
-        policy = self.config.reconnect
-        if policy.max_attempts and self._failures >= policy.max_attempts:
+        delay = self._attempts.failed()
+        if delay is None:
             self._give_up(
                 Failure(
                     ConnectionFailed(
-                        f"Gave up after {self._failures} failed connection attempts; "
+                        f"Gave up after {self._attempts.failures} failed connection attempts; "
                         f"the last: {error}"
                     )
                 )
             )
             return
-        self._url_index += 1
-        delay = reconnect_delay(self._failures, policy)
         log.warning("%s; trying again in %.1f s", error, delay)
-        self._retry = self._reactor.callLater(delay, self._connect)
+        self._retry = self._clock.callLater(delay, self._connect)
 
     def _give_up(self, failure: Failure) -> None:
         if self._started.called:
@@ -351,7 +296,7 @@ class Consumer:
         self._stopping = defer.succeed(None)
         self._set_state("stopped")
         self._fail_start(failure)
-        defer.ensureDeferred(self._run_teardown()).addBoth(lambda _: self._finish())
+        defer.ensureDeferred(self._hooks.tear_down()).addBoth(lambda _: self._finish())
 
     def _fail_start(self, failure: Failure) -> None:
         """Fail start()'s Deferreds, which have already passed the failure on."""
@@ -411,7 +356,7 @@ class Consumer:
 
     async def _step(self, d: defer.Deferred[Any], what: str) -> Any:
         """Await one channel operation with a timeout, naming it if it fails."""
-        return await step(d, what, self.config.connect_timeout, self._reactor)
+        return await step(d, what, self.config.connect_timeout, self._clock)
 
     async def _declare_error_paths(
         self, channel: AMQPChannel, connection: AMQPConnection
@@ -422,7 +367,7 @@ class Consumer:
             name=self.name,
             retry=config.retry,
             retry_queues=await declare_error_paths(
-                channel, connection.channel, config, self._reactor
+                channel, connection.channel, config, self._clock
             ),
             drop_exchange=config.drop_exchange,
             message_types=self._message_types,
@@ -461,17 +406,28 @@ class Consumer:
         return self._publisher
 
     def _make_executor(self, on_results: Any) -> Any:
+        config = self.config
         if self.is_async:
             return AsyncioExecutor(
                 self._callback,
-                self.config.concurrency,
+                config.concurrency,
                 self._reactor,
                 on_results,
                 self,
-                loop=self._event_loop(),
+                loop=self._hooks.event_loop(),
+                errors=self._errors,
+                max_body_size=config.max_body_size,
+                decode=config.decode,
             )
         return ThreadExecutor(
-            self._callback, self.config.concurrency, self._reactor, on_results, self
+            self._callback,
+            config.concurrency,
+            self._reactor,
+            on_results,
+            self,
+            errors=self._errors,
+            max_body_size=config.max_body_size,
+            decode=config.decode,
         )
 
     # --- publishing from a callback ------------------------------------------
@@ -541,52 +497,13 @@ class Consumer:
         log.info("The callback halted the consumer: %s", halt)
         self._stop(None if halt.exit_code == 0 else Failure(halt))
 
-    def _failed(self, exc: BaseException, message: Message | None, duration: float) -> None:
-        """A consumer error: log it, count it, and stop once there are too many."""
-        window = self._errors
-        count = window.add()
-        where = (
-            f"message {message.id} (topic {message.topic!r}, queue {message.queue!r})"
-            if message is not None
-            else "a message"
-        )
-        tally = f"consumer error {count} of max_errors {window.limit} within {window.window:g} s"
-        # The same facts as fields, for log_format = "json".
-        fields: dict[str, object] = {"errors_in_window": count, "duration": round(duration, 3)}
-        if message is not None:
-            fields.update(message_id=message.id, topic=message.topic, queue=message.queue)
-        if isinstance(exc, ConsumerError):
-            log.error("ConsumerError on %s: %s; requeued (%s)", where, exc, tally, extra=fields)
-        elif message is None:
-            log.error("%s; requeued (%s)", exc, tally, extra=fields)
-        else:
-            log.error(
-                "The callback raised %s on %s after %.3f s; requeued (%s)",
-                type(exc).__name__,
-                where,
-                duration,
-                tally,
-                exc_info=(type(exc), exc, exc.__traceback__),
-                extra=fields,
-            )
-        if count < window.limit or self._stopping is not None:
-            return
-        if window.limit == 1:
-            text = f"The callback raised {type(exc).__name__}: {exc}"
-        else:
-            text = (
-                f"{count} consumer errors within {window.window:g} s (max_errors is "
-                f"{window.limit}); the last: {type(exc).__name__}: {exc}"
-            )
-        error = CallbackError(
-            text,
-            message_id=message.id if message is not None else None,
-            topic=message.topic if message is not None else None,
-            queue=message.queue if message is not None else None,
-            raised_by_callback=True,
-        )
-        error.__cause__ = exc
-        self._stop(Failure(error))
+    def _failed(
+        self, exc: BaseException, message: Message | None, duration: float, errors: ErrorCount
+    ) -> None:
+        """A consumer error: log it; stop when the error window decided it was one too many."""
+        log_consumer_error(exc, message, duration, errors)
+        if errors.stops and self._stopping is None:
+            self._stop(Failure(too_many_errors(exc, message, errors)))
 
     def _stop(self, outcome: Failure | None) -> defer.Deferred[None]:
         if self._stopping is None:
@@ -604,14 +521,14 @@ class Consumer:
             if channel is not None and channel.is_open:
                 for tag in self._consumer_tags:
                     cancelled = channel.cancel(tag)
-                    cancelled.addTimeout(self.config.connect_timeout, self._reactor)
+                    cancelled.addTimeout(self.config.connect_timeout, self._clock)
                     try:
                         await cancelled
                     except defer.TimeoutError:
                         log.warning("The broker did not confirm basic.cancel in time")
             if dispatcher is not None:
                 drained = dispatcher.stop()
-                drained.addTimeout(self.drain_timeout, self._reactor)
+                drained.addTimeout(self.drain_timeout, self._clock)
                 try:
                     await drained
                 except defer.TimeoutError:
@@ -633,17 +550,16 @@ class Consumer:
             if self._connection is not None:
                 await self._connection.close()
             if self._outcome is not None and isinstance(self._outcome.value, StopForced):
-                if self._teardown is not None and self._lifecycle == "running":
+                if self._hooks.tears_down:
                     log.error("teardown() not called: callbacks are still running")
             else:
-                await self._run_teardown()
+                await self._hooks.tear_down()
         finally:
             self._finish()
 
     def _finish(self) -> None:
         self._set_state("stopped")
-        if self._loop_thread is not None:
-            self._loop_thread.stop()
+        self._hooks.stop_loop()
         if self.result.called:
             return
         if self._outcome is None:

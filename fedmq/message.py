@@ -45,12 +45,12 @@ __all__ = [
     "encode_body",
 ]
 
-# The AMQP 0-9-1 basic properties, in the order the spec lists them.
-_FIELDS = tuple(
+#: The AMQP 0-9-1 basic properties, in the order the spec lists them.
+PROPERTY_NAMES = tuple(
     "content_type content_encoding headers delivery_mode priority correlation_id reply_to"
     " expiration message_id timestamp type user_id app_id cluster_id".split()
 )
-_FIELD_NAMES = frozenset(_FIELDS)
+_FIELD_NAMES = frozenset(PROPERTY_NAMES)
 
 
 class Properties:
@@ -62,7 +62,7 @@ class Properties:
         TypeError: a keyword argument names no AMQP property.
     """
 
-    __slots__ = _FIELDS
+    __slots__ = PROPERTY_NAMES
 
     content_type: str | None
     content_encoding: str | None
@@ -83,7 +83,7 @@ class Properties:
         for name in kwargs:
             if name not in _FIELD_NAMES:
                 raise TypeError(f"Properties() got an unexpected keyword argument {name!r}")
-        for name in _FIELDS:
+        for name in PROPERTY_NAMES:
             setattr(self, name, kwargs.get(name))
 
     @classmethod
@@ -94,20 +94,22 @@ class Properties:
         copy is shallow (``headers`` is the same dict).
         """
         props = cls.__new__(cls)
-        for name in _FIELDS:
+        for name in PROPERTY_NAMES:
             setattr(props, name, getattr(obj, name, None))
         return props
 
     def __repr__(self) -> str:
         fields = ", ".join(
-            f"{name}={getattr(self, name)!r}" for name in _FIELDS if getattr(self, name) is not None
+            f"{name}={getattr(self, name)!r}"
+            for name in PROPERTY_NAMES
+            if getattr(self, name) is not None
         )
         return f"Properties({fields})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Properties):
             return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in _FIELDS)
+        return all(getattr(self, name) == getattr(other, name) for name in PROPERTY_NAMES)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, so unhashable
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fedmq import _delivery as records
 from fedmq import _executors, _fedora
 from fedmq._callback import load_callback
 from fedmq._headers import PROCESSING_EXCEPTIONS
@@ -52,14 +53,14 @@ class Outcome(enum.Enum):
 
 
 _OUTCOMES = {
-    _executors.ACK: Outcome.ACK,
-    _executors.NACK: Outcome.NACK,
-    _executors.DROP: Outcome.DROP,
-    _executors.RETRY: Outcome.RETRY,
-    _executors.HALT: Outcome.HALT,
-    _executors.UNDECODABLE: Outcome.UNDECODABLE,
-    _executors.CONSUMER_ERROR: Outcome.ERROR,
-    _executors.ERROR: Outcome.ERROR,
+    records.Outcome.ACK: Outcome.ACK,
+    records.Outcome.NACK: Outcome.NACK,
+    records.Outcome.DROP: Outcome.DROP,
+    records.Outcome.RETRY: Outcome.RETRY,
+    records.Outcome.HALT: Outcome.HALT,
+    records.Outcome.UNDECODABLE: Outcome.UNDECODABLE,
+    records.Outcome.CONSUMER_ERROR: Outcome.ERROR,
+    records.Outcome.ERROR: Outcome.ERROR,
 }
 
 
@@ -96,7 +97,7 @@ def _delivery(
     attempt: int,
     queue: str,
     exchange: str,
-) -> _executors.Delivery:
+) -> records.Delivery:
     """The delivery a broker would hand the consumer for this message."""
     if isinstance(body, (bytes, bytearray)):
         # Bytes are the body on the wire, as received: not checked, not encoded.
@@ -120,7 +121,7 @@ def _delivery(
         data = sent.data
     if attempt > 1:
         delivered.headers[PROCESSING_EXCEPTIONS] = attempt - 1
-    return (1, redelivered, exchange, topic, delivered, data, queue)
+    return records.Delivery(1, redelivered, exchange, topic, delivered, data, queue)
 
 
 def make_message(
@@ -182,10 +183,12 @@ def make_message(
     return message
 
 
-def _result(raw: _executors.Result, published: PublishCapture) -> CallbackResult:
-    _tag, outcome, exception, message, duration, _item = raw
+def _result(raw: records.Result, published: PublishCapture) -> CallbackResult:
+    exception = raw.error
     exit_code = exception.exit_code if isinstance(exception, HaltConsumer) else None
-    return CallbackResult(_OUTCOMES[outcome], exception, exit_code, duration, published, message)
+    return CallbackResult(
+        _OUTCOMES[raw.outcome], exception, exit_code, raw.duration, published, raw.message
+    )
 
 
 def run_callback(

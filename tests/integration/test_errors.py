@@ -331,6 +331,38 @@ async def test_consumer_errors_requeue_and_stop_the_consumer_at_max_errors(
     assert consumer.counts["failed"] == 3
 
 
+@pytest.mark.parametrize(("concurrency", "messages"), [(1, 5), (4, 100)])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest_twisted.ensureDeferred
+async def test_no_callback_starts_after_max_errors_stops_the_consumer(
+    broker, queue_name, make_config, kind: str, concurrency: int, messages: int
+):
+    """With max_errors 3, prefetched messages are not run once the third error is counted.
+
+    Only callbacks already running then may finish (one per other worker);
+    every message goes back to the queue.
+    """
+    runs: list[Any] = []
+
+    def callback(message: fedmq.Message) -> None:
+        runs.append(message.body)
+        raise RuntimeError("the database is down")
+
+    async def async_callback(message: fedmq.Message) -> None:
+        callback(message)
+
+    config = make_config(max_errors=3, error_window=60, concurrency=concurrency)
+    consumer = await fedmq.consume(callback if kind == "sync" else async_callback, config=config)
+    broker.publish(queue_name, [f"m{n}" for n in range(messages)])
+    with pytest.raises(CallbackError) as caught:
+        await consumer.result
+    assert "3 consumer errors within 60 s" in str(caught.value)
+    assert len(runs) <= 3 + concurrency - 1
+    if concurrency == 1:
+        assert len(runs) == 3
+    assert broker.counts(queue_name) == (messages, 0)
+
+
 @pytest_twisted.ensureDeferred
 async def test_errors_spread_wider_than_the_window_do_not_stop_the_consumer(
     broker, queue_name, make_config

@@ -1,4 +1,5 @@
-"""Small fakes shared by unit tests: what watches a consumer; a broker's end of a connection."""
+"""Small fakes shared by unit tests: what watches a consumer; a connection and its channels; a
+broker's end of a connection."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import pika.frame
 import pika.spec
-from twisted.internet import error
+from twisted.internet import defer, error
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
@@ -37,6 +38,107 @@ class FakeConsumerService:
 
     def __init__(self, consumer: FakeConsumer | None):
         self.consumer = consumer
+
+
+class FakeChannel:
+    """A channel with the interface of fedmq._connection.Channel, recording what it is told.
+
+    Settlements go to ``sent`` as ("ack", tag, multiple), ("nack", tag, requeue) and
+    ("reject", tag); publishes to ``published``, each confirmed only when the test fires
+    its Deferred in ``confirms``. Declarations succeed.
+    """
+
+    def __init__(self) -> None:
+        self.closed: defer.Deferred[Any] = defer.Deferred()
+        self.is_open = True
+        self.consumed: list[str] = []
+        self.sent: list[tuple[Any, ...]] = []
+        self.published: list[tuple[str, str, bytes, Any, bool]] = []
+        self.confirms: list[defer.Deferred[None]] = []
+        self.confirm_selected = False
+
+    def ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        self.sent.append(("ack", delivery_tag, multiple))
+
+    def nack(self, delivery_tag: int, requeue: bool = True) -> None:
+        self.sent.append(("nack", delivery_tag, requeue))
+
+    def reject(self, delivery_tag: int) -> None:
+        self.sent.append(("reject", delivery_tag))
+
+    def declare_exchange(self, exchange: Any, passive: bool = False) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def declare_queue(self, queue: Any, passive: bool = False) -> defer.Deferred[str]:
+        return defer.succeed(queue.name)
+
+    def bind(self, *args: Any) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def qos(self, *args: Any) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def consume(self, queue: str, on_delivery: Any, on_cancelled: Any) -> defer.Deferred[str]:
+        self.consumed.append(queue)
+        self.on_delivery, self.on_cancelled = on_delivery, on_cancelled
+        return defer.succeed(f"ctag-{queue}")
+
+    def cancel(self, tag: str) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def confirm_select(self) -> defer.Deferred[None]:
+        self.confirm_selected = True
+        return defer.succeed(None)
+
+    def publish(
+        self, exchange: str, routing_key: str, body: bytes, properties: Any, mandatory: bool = False
+    ) -> defer.Deferred[None]:
+        self.published.append((exchange, routing_key, body, properties, mandatory))
+        d: defer.Deferred[None] = defer.Deferred()
+        self.confirms.append(d)
+        return d
+
+    def close(self) -> defer.Deferred[None]:
+        self.is_open = False
+        return defer.succeed(None)
+
+
+class FakeConnection:
+    """A connection with the interface of fedmq._connection.Connection; ``lose`` drops it."""
+
+    def __init__(self, url: str = "amqp://fake/") -> None:
+        self.url = url
+        self.address = url
+        self.is_open = True
+        self.closed: defer.Deferred[Any] = defer.Deferred()
+        self.channels: list[FakeChannel] = []
+
+    on_blocked: Any
+    on_unblocked: Any
+
+    def channel(self) -> defer.Deferred[FakeChannel]:
+        channel = FakeChannel()
+        self.channels.append(channel)
+        return defer.succeed(channel)
+
+    def add_blocked_callbacks(self, on_blocked: Any, on_unblocked: Any) -> None:
+        self.on_blocked, self.on_unblocked = on_blocked, on_unblocked
+
+    def lose(self, reason: Exception) -> None:
+        """The broker or the network drops this connection."""
+        self.is_open = False
+        for channel in self.channels:
+            channel.is_open = False
+        self.closed.callback(reason)
+
+    def close(self) -> defer.Deferred[None]:
+        if self.is_open:
+            self.is_open = False
+            self.closed.callback(None)
+        return defer.succeed(None)
+
+    def abort(self) -> None:
+        self.close()
 
 
 class BrokerTransport(StringTransport):

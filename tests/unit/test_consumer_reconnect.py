@@ -15,6 +15,7 @@ from twisted.internet import defer, task
 from fedmq.config import config_from_mapping
 from fedmq.consumer import Consumer
 from fedmq.exceptions import AuthenticationFailed, ConnectionFailed
+from tests.unit.fakes import FakeConnection
 
 
 class ThreadCallClock(task.Clock):
@@ -32,83 +33,6 @@ class ThreadCallClock(task.Clock):
         while not until():
             f, args = self.thread_calls.get(timeout=timeout)
             f(*args)
-
-
-class FakeChannel:
-    def __init__(self) -> None:
-        self.closed: defer.Deferred[Any] = defer.Deferred()
-        self.is_open = True
-        self.consumed: list[str] = []
-        self.sent: list[tuple[Any, ...]] = []
-
-    def ack(self, tag: int, multiple: bool = False) -> None:
-        self.sent.append(("ack", tag, multiple))
-
-    def nack(self, tag: int, requeue: bool = True) -> None:
-        self.sent.append(("nack", tag))
-
-    def reject(self, tag: int) -> None:
-        self.sent.append(("reject", tag))
-
-    def declare_exchange(self, exchange: Any, passive: bool = False) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def declare_queue(self, queue: Any, passive: bool = False) -> defer.Deferred[str]:
-        return defer.succeed(queue.name)
-
-    def bind(self, *args: Any) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def qos(self, *args: Any) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def consume(self, queue: str, on_delivery: Any, on_cancelled: Any) -> defer.Deferred[str]:
-        self.consumed.append(queue)
-        self.on_delivery, self.on_cancelled = on_delivery, on_cancelled
-        return defer.succeed(f"ctag-{queue}")
-
-    def cancel(self, tag: str) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def close(self) -> defer.Deferred[None]:
-        self.is_open = False
-        return defer.succeed(None)
-
-
-class FakeConnection:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.address = url
-        self.is_open = True
-        self.closed: defer.Deferred[Any] = defer.Deferred()
-        self.channels: list[FakeChannel] = []
-
-    def channel(self) -> defer.Deferred[FakeChannel]:
-        channel = FakeChannel()
-        self.channels.append(channel)
-        return defer.succeed(channel)
-
-    def add_blocked_callbacks(self, on_blocked: Any, on_unblocked: Any) -> None:
-        self.on_blocked, self.on_unblocked = on_blocked, on_unblocked
-
-    on_blocked: Any
-    on_unblocked: Any
-
-    def lose(self, reason: Exception) -> None:
-        """The broker or the network drops this connection."""
-        self.is_open = False
-        for channel in self.channels:
-            channel.is_open = False
-        self.closed.callback(reason)
-
-    def close(self) -> defer.Deferred[None]:
-        if self.is_open:
-            self.is_open = False
-            self.closed.callback(None)
-        return defer.succeed(None)
-
-    def abort(self) -> None:
-        self.close()
 
 
 class FakeBroker:
@@ -138,13 +62,13 @@ def make_consumer(broker: FakeBroker, **config: Any) -> tuple[Consumer, ThreadCa
             **config,
         }
     )
-    consumer = Consumer(settings, lambda m: None, reactor=clock, _connect=broker.connect)
+    consumer = Consumer(settings, lambda m: None, reactor=clock, connect=broker.connect)
     return consumer, clock
 
 
-def wait_for_reconnect(consumer: Consumer, broker: FakeBroker) -> None:
+def wait_for_reconnect(clock: ThreadCallClock, broker: FakeBroker) -> None:
     """Let the old session's workers wind down (they report from their threads)."""
-    consumer._reactor.run_thread_calls(lambda: len(broker.connections) == 2)
+    clock.run_thread_calls(lambda: len(broker.connections) == 2)
 
 
 def refused() -> ConnectionFailed:
@@ -198,13 +122,13 @@ def test_attempts_go_through_amqp_urls_in_turn():
 
 def test_a_lost_connection_is_reopened_and_everything_consumed_again():
     broker = FakeBroker()
-    consumer, _ = make_consumer(broker)
+    consumer, clock = make_consumer(broker)
     states: list[str] = []
     consumer.start()
     consumer.add_state_listener(states.append)
     first = broker.connections[0]
     first.lose(ConnectionFailed("missed heartbeats"))
-    wait_for_reconnect(consumer, broker)
+    wait_for_reconnect(clock, broker)
     second = broker.connections[1]
     assert second.channels[0].consumed == ["orders"]
     assert states == ["reconnecting", "consuming"]
@@ -214,12 +138,12 @@ def test_a_lost_connection_is_reopened_and_everything_consumed_again():
 
 def test_a_delivery_from_the_lost_connection_is_never_settled_on_the_new_one():
     broker = FakeBroker()
-    consumer, _ = make_consumer(broker)
+    consumer, clock = make_consumer(broker)
     consumer.start()
     old_channel = broker.connections[0].channels[0]
     old_channel.on_delivery(1, False, "", "k", None, b"{}")
     broker.connections[0].lose(ConnectionFailed("lost"))
-    wait_for_reconnect(consumer, broker)
+    wait_for_reconnect(clock, broker)
     new_channel = broker.connections[1].channels[0]
     assert new_channel.sent == [] and old_channel.sent == []
 
@@ -268,4 +192,21 @@ def test_a_blocked_connection_is_reported_in_the_state():
     connection.on_blocked("low on memory")
     assert consumer.state == "blocked"
     connection.on_unblocked()
+    assert consumer.state == "consuming"
+
+
+def test_the_backoff_between_attempts_runs_on_the_clock_given():
+    """With clock= apart from the reactor, the wait before a retry passes on that clock."""
+    broker = FakeBroker([refused()])
+    clock = task.Clock()
+    settings = config_from_mapping(
+        {"queues": {"orders": {}}, "reconnect": {"initial_delay": 1, "jitter": 0}}
+    )
+    consumer = Consumer(
+        settings, lambda m: None, reactor=ThreadCallClock(), clock=clock, connect=broker.connect
+    )
+    consumer.start()
+    assert len(broker.attempts) == 1
+    clock.advance(1)
+    assert len(broker.attempts) == 2
     assert consumer.state == "consuming"

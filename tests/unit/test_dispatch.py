@@ -14,16 +14,13 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 
+from fedmq._delivery import RETURNED, Delivery, Result
 from fedmq._dispatch import Dispatcher
-from fedmq._executors import (
-    RETURNED,
-    Delivery,
-    Result,
-    run_sync,
-)
+from fedmq._executors import run_sync
 from fedmq._policy import ErrorPolicy
 from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, PublishReturned, Retry
 from fedmq.message import Message, Properties
+from tests.unit.fakes import FakeChannel
 
 QUEUE = "things"
 TOPIC = "org.example.thing"
@@ -37,26 +34,10 @@ def delivery(
 ) -> Delivery:
     """One delivery as the dispatcher hands it to an executor."""
     properties = Properties(content_type=content_type, message_id=f"msg-{tag}")
-    return (tag, False, EXCHANGE, TOPIC, properties, body, queue)
+    return Delivery(tag, False, EXCHANGE, TOPIC, properties, body, queue)
 
 
 # --- fakes for the Dispatcher ----------------------------------------------
-
-
-class FakeChannel:
-    """Records settlements, with the signatures of fedmq._amqp.AMQPChannel's."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[Any, ...]] = []
-
-    def ack(self, delivery_tag: int, multiple: bool) -> None:
-        self.sent.append(("ack", delivery_tag, multiple))
-
-    def nack(self, delivery_tag: int, requeue: bool = True) -> None:
-        self.sent.append(("nack", delivery_tag, requeue))
-
-    def reject(self, delivery_tag: int) -> None:
-        self.sent.append(("reject", delivery_tag))
 
 
 class FakeExecutor:
@@ -91,7 +72,7 @@ class FakeExecutor:
     def return_unrun(self, *tags: int) -> None:
         """Report deliveries a halted worker took but did not run."""
         self._on_results(
-            [(item[0], RETURNED, None, None, 0.0, item) for item in map(self._take, tags)]
+            [Result(item[0], RETURNED, None, None, 0.0, item) for item in map(self._take, tags)]
         )
 
     def stop_intake(self) -> defer.Deferred[list[Delivery]]:
@@ -134,7 +115,7 @@ class Harness:
             self.channel,
             self._make_executor,
             self.halts.append,
-            lambda exc, message, _duration: self.errors.append((exc, message)),
+            lambda exc, message, _duration, _errors: self.errors.append((exc, message)),
         )
         self._deliver = {QUEUE: self.dispatcher.deliver_for(QUEUE)}
 

@@ -10,29 +10,21 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
+from fedmq._delivery import ACK, CONSUMER_ERROR, ERROR, HALT, RETURNED, Result
 from fedmq._dispatch import Dispatcher
-from fedmq._executors import (
-    ACK,
-    CONSUMER_ERROR,
-    ERROR,
-    HALT,
-    RETURNED,
-    AsyncioExecutor,
-    Result,
-    ThreadExecutor,
-    current_consumer,
-)
+from fedmq._error_window import ErrorWindow
+from fedmq._executors import AsyncioExecutor, ThreadExecutor, current_consumer
 from fedmq.config import Config
 from fedmq.exceptions import ConsumerError, HaltConsumer
 from fedmq.message import Message
-from tests.unit.test_dispatch import QUEUE, WAIT, FakeChannel, counts, delivery
+from tests.unit.fakes import FakeChannel
+from tests.unit.test_dispatch import QUEUE, WAIT, counts, delivery
 
 # --- the real executors ---------------------------------------------------------
 
@@ -118,9 +110,9 @@ class Executors:
                 executor.stop_intake()
 
 
-def _consumer_with(max_errors: int) -> Any:
-    """Stands in for the Consumer an executor reads its config from."""
-    return SimpleNamespace(config=Config(max_errors=max_errors))
+def _window(max_errors: int) -> ErrorWindow:
+    """The error window of a consumer with ``max_errors``."""
+    return ErrorWindow.of(Config(max_errors=max_errors), reactor.seconds)
 
 
 @pytest.fixture
@@ -208,13 +200,55 @@ async def test_thread_executor_starts_nothing_after_a_halt_or_error(
             raise raised
 
     results = Results()
-    executor = ThreadExecutor(callback, 1, reactor, results, _consumer_with(max_errors))
+    executor = ThreadExecutor(callback, 1, reactor, results, errors=_window(max_errors))
     executors.append(executor)
     for tag in (1, 2, 3):
         executor.submit(delivery(tag))
     await results.when(3)
     assert results.outcomes == {1: outcome, 2: RETURNED, 3: RETURNED}
     assert seen == [1]
+
+
+@pytest.mark.parametrize("size", [1, 4])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest_twisted.ensureDeferred
+async def test_no_callback_starts_once_the_error_window_stops_the_consumer(
+    kind: str, size: int, executors: Executors
+):
+    """With max_errors 3 and 100 failing deliveries, callbacks stop at the third error.
+
+    Only those already running when the third error is counted may still
+    finish (one per other worker); every other delivery comes back unrun.
+    """
+    seen: list[int | None] = []
+    lock = threading.Lock()
+
+    def fail(message: Message) -> None:
+        with lock:
+            seen.append(message.delivery_tag)
+        raise RuntimeError("database is down")
+
+    async def fail_async(message: Message) -> None:
+        fail(message)
+
+    window = ErrorWindow(3, 60, reactor.seconds)
+    results = Results()
+    executor: Any
+    if kind == "sync":
+        executor = ThreadExecutor(fail, size, reactor, results, errors=window)
+    else:
+        executor = AsyncioExecutor(fail_async, size, reactor, results, errors=window)
+    executors.append(executor)
+    for tag in range(1, 101):
+        executor.submit(delivery(tag))
+    await results.when(100)
+    ran = sorted(tag for tag, outcome in results.outcomes.items() if outcome == ERROR)
+    unrun = [tag for tag, outcome in results.outcomes.items() if outcome == RETURNED]
+    assert len(seen) <= 3 + size - 1
+    assert sorted(seen) == ran
+    assert len(ran) + len(unrun) == 100
+    if size == 1:
+        assert seen == [1, 2, 3]
 
 
 @pytest_twisted.ensureDeferred
@@ -228,7 +262,7 @@ async def test_thread_executor_goes_on_after_an_error_while_max_errors_allows(
             raise RuntimeError("database is down")
 
     results = Results()
-    executor = ThreadExecutor(callback, 1, reactor, results, _consumer_with(5))
+    executor = ThreadExecutor(callback, 1, reactor, results, errors=_window(5))
     executors.append(executor)
     for tag in (1, 2, 3):
         executor.submit(delivery(tag))
@@ -415,7 +449,7 @@ async def test_asyncio_executor_starts_nothing_after_a_halt_or_error(
             raise raised
 
     results = Results()
-    executor = AsyncioExecutor(callback, 1, reactor, results, _consumer_with(max_errors))
+    executor = AsyncioExecutor(callback, 1, reactor, results, errors=_window(max_errors))
     executors.append(executor)
     for tag in (1, 2, 3):
         executor.submit(delivery(tag))

@@ -7,11 +7,11 @@ EXPECTED_EXPORTS below, in the same commit as ``fedmq/__init__.py``.
 from __future__ import annotations
 
 import ast
-import configparser
 import importlib
 from pathlib import Path
 
 import pytest
+from setuptools.config.setupcfg import read_configuration
 
 import fedmq
 
@@ -109,9 +109,8 @@ def test_star_import_gives_exactly_the_public_names():
 
 def test_the_version_is_the_packaged_version():
     """fedmq.__version__ is the version setup.cfg packages."""
-    setup_cfg = configparser.ConfigParser()
-    setup_cfg.read(REPO_ROOT / "setup.cfg")
-    assert fedmq.__version__ == setup_cfg["metadata"]["version"]
+    metadata = read_configuration(REPO_ROOT / "setup.cfg")["metadata"]
+    assert fedmq.__version__ == metadata["version"]
 
 
 def _imports_pika(source: str, filename: str) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from types import SimpleNamespace
 from typing import Any
 
 import jsonschema
@@ -24,7 +23,8 @@ from twisted.internet import reactor
 
 import fedmq
 from fedmq._callback import load_callback
-from fedmq._executors import DROP, HALT, NACK, ThreadExecutor, run_async, run_sync
+from fedmq._delivery import DROP, HALT, NACK, Delivery
+from fedmq._executors import ThreadExecutor, run_async, run_sync
 from fedmq.config import Config, config_from_mapping
 from fedmq.message import Properties
 from tests.unit.test_executors import Results
@@ -37,7 +37,7 @@ def delivery(
     headers: dict[str, Any] | None = None,
     topic: str = "fedmqtest.build.finished",
     tag: int = 1,
-) -> tuple[Any, ...]:
+) -> Delivery:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     properties = Properties(
         content_type="application/json",
@@ -45,7 +45,7 @@ def delivery(
         message_id=f"id-{tag}",
         headers=headers,
     )
-    return (tag, True, "amq.topic", topic, properties, data, "builds")
+    return Delivery(tag, True, "amq.topic", topic, properties, data, "builds")
 
 
 def schema_headers(name: str = "fedmqtest.build.finished.v1", **more: Any) -> dict[str, Any]:
@@ -312,8 +312,7 @@ async def test_a_consumers_executor_hands_over_classes_only_with_decoding_on(
 ):
     seen: list[Any] = []
     results = Results()
-    consumer = SimpleNamespace(config=Config(decode=decode))
-    executor = ThreadExecutor(seen.append, 1, reactor, results, consumer=consumer)
+    executor = ThreadExecutor(seen.append, 1, reactor, results, decode=Config(decode=decode).decode)
     executor.submit(delivery(BUILD, schema_headers()))  # type: ignore[arg-type]
     await results.when(1)
     await executor.stop_intake()
@@ -327,7 +326,8 @@ sys.modules["fedora_messaging"] = None  # as if it were not installed: importing
 import fedmq
 from fedmq import _fedora
 from fedmq._callback import load_callback
-from fedmq._executors import DROP, run_sync
+from fedmq._delivery import DROP, Delivery
+from fedmq._executors import run_sync
 from fedmq._publisher import wire_form
 from fedmq.config import config_from_mapping
 from fedmq.message import Properties
@@ -343,7 +343,7 @@ class Callback:
 callback, _ = load_callback(Callback, config.consumer_config, config=config)
 headers = {"fedora_messaging_schema": "fedmqtest.build.finished.v1"}
 properties = Properties(content_type="application/json", headers=headers, message_id="m")
-item = (1, False, "", "t", properties, json.dumps({"build_id": "x"}).encode(), "q")
+item = Delivery(1, False, "", "t", properties, json.dumps({"build_id": "x"}).encode(), "q")
 seen = []
 run_sync(seen.append, item, schemas=False)
 result = run_sync(callback, item)

@@ -12,7 +12,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from fedmq._executors import ACK, CONSUMER_ERROR, DROP, ERROR, NACK, PARKED, RETRY
+from fedmq._delivery import ACK, CONSUMER_ERROR, DROP, ERROR, NACK, PARKED, RETRY
 from fedmq._stats import DURATION_BUCKETS
 from fedmq.config import config_from_mapping
 from fedmq.consumer import STATES

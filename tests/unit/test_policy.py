@@ -6,11 +6,10 @@ import datetime
 
 import pytest
 from twisted.internet import defer
-from twisted.internet.task import Clock
 
+from fedmq._delivery import Delivery
 from fedmq._policy import (
     ErrorPolicy,
-    ErrorWindow,
     dead_queue_name,
     has_retry_queues,
     retry_queues,
@@ -25,7 +24,7 @@ QUEUE = "orders"
 
 def delivery(headers: dict | None = None, exchange: str = "amq.topic", routing_key: str = "o.new"):
     properties = Properties(message_id="m-1", content_type="application/json", headers=headers)
-    return (1, False, exchange, routing_key, properties, b"{}", QUEUE)
+    return Delivery(1, False, exchange, routing_key, properties, b"{}", QUEUE)
 
 
 def policy(**keys) -> ErrorPolicy:
@@ -184,30 +183,6 @@ def test_publish_hands_the_route_and_body_to_the_publish_function():
     route = policy(publish=publish).park_route(delivery(), "undecodable")
     policy(publish=publish).publish(route, b"raw")
     assert sent == [("", "orders.dead", b"raw", "undecodable")]
-
-
-# --- the error window ----------------------------------------------------------------------
-
-
-def test_the_error_window_counts_only_recent_errors():
-    """Errors older than the window fall out of the count."""
-    clock = Clock()
-    window = ErrorWindow(3, 60, clock.seconds)
-    assert window.add() == 1
-    clock.advance(30)
-    assert window.add() == 2
-    clock.advance(31)  # the first is now 61 s old
-    assert window.add() == 2
-    clock.advance(0.5)
-    assert window.add() == 3
-
-
-def test_errors_exactly_a_window_apart_do_not_add_up():
-    clock = Clock()
-    window = ErrorWindow(2, 10, clock.seconds)
-    window.add()
-    clock.advance(10)
-    assert window.add() == 1
 
 
 # --- what the callback sees -----------------------------------------------------------------

@@ -18,41 +18,7 @@ from fedmq.exceptions import (
     PublishTimeout,
 )
 from fedmq.message import Message
-
-
-class FakeChannel:
-    """A confirm channel whose broker answers only when the test says so."""
-
-    def __init__(self) -> None:
-        self.is_open = True
-        self.published: list[tuple[str, str, bytes, Any, bool]] = []
-        self.confirms: list[defer.Deferred[None]] = []
-        self.confirm_selected = False
-
-    def confirm_select(self) -> defer.Deferred[None]:
-        self.confirm_selected = True
-        return defer.succeed(None)
-
-    def publish(self, exchange, routing_key, body, properties, mandatory=False):
-        self.published.append((exchange, routing_key, body, properties, mandatory))
-        d: defer.Deferred[None] = defer.Deferred()
-        self.confirms.append(d)
-        return d
-
-    def close(self) -> defer.Deferred[None]:
-        self.is_open = False
-        return defer.succeed(None)
-
-
-class FakeConnection:
-    def __init__(self) -> None:
-        self.is_open = True
-        self.channels: list[FakeChannel] = []
-
-    def channel(self) -> defer.Deferred[FakeChannel]:
-        channel = FakeChannel()
-        self.channels.append(channel)
-        return defer.succeed(channel)
+from tests.unit.fakes import FakeChannel, FakeConnection
 
 
 def make_publisher(**config: Any) -> tuple[Publisher, FakeConnection, task.Clock]:

@@ -3,7 +3,8 @@ tests/integration/test_requeue_dead.py)."""
 
 from __future__ import annotations
 
-from fedmq._requeue import dead_queue_name, requeued_properties, without_verdict_headers
+from fedmq._policy import dead_queue_name
+from fedmq._requeue import requeued_properties, without_verdict_headers
 from fedmq.message import Properties
 
 
