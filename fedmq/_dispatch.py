@@ -18,6 +18,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from fedmq import _tracing
 from fedmq._deferreds import chain
 from fedmq._executors import (
     ACK,
@@ -131,6 +132,7 @@ class Dispatcher:
         self.stats.batch_done()
         self.in_flight -= len(batch)
         for tag, outcome, exc, message, duration, item in batch:
+            _tracing.settling(item, outcome, exc)
             if outcome == ACK:
                 record(item[6], ACK, duration)
                 finished[tag] = True
@@ -171,6 +173,7 @@ class Dispatcher:
                 assert exc is not None
                 self._consumer_error(tag, item, exc, message, duration)
         self._ack_finished_run()
+        _tracing.batch_settled()
 
     def _consumer_error(
         self,
@@ -279,7 +282,7 @@ class Dispatcher:
                 done, self._republished = self._republished, None
                 done.callback(None)
 
-        self.policy.publish(route, item[5]).addBoth(published)
+        _tracing.republishing(item, route, self.policy.publish(route, item[5])).addBoth(published)
 
     def _unroutable(
         self, tag: int, item: Delivery, route: Route, duration: float, then_ack: bool

@@ -16,6 +16,7 @@ from typing import Any, TypeGuard
 
 from twisted.internet import defer
 
+from fedmq import _tracing
 from fedmq._headers import (
     DROPPED_BY,
     DROPPED_REASON,
@@ -225,6 +226,7 @@ class ErrorPolicy:
         headers.setdefault(ORIGINAL_EXCHANGE, exchange)
         headers.setdefault(ORIGINAL_ROUTING_KEY, routing_key)
         headers.setdefault(ORIGINAL_QUEUE, queue)
+        _tracing.forget_carried_context(headers)
         properties.headers = headers
         return properties, headers
 

@@ -19,6 +19,7 @@ from twisted.internet import defer, threads
 from twisted.internet.error import ReactorNotRunning
 from twisted.python.failure import Failure
 
+from fedmq import _tracing
 from fedmq._callback import load_callback
 from fedmq._executors import current_consumer
 from fedmq._publisher import Publisher
@@ -309,6 +310,7 @@ def publish(
     def send() -> defer.Deferred[None]:
         return target.publish(message, exchange, routing_key, mandatory=mandatory, timeout=timeout)
 
+    send = _tracing.in_caller_context(send)
     in_task = _running_task_loop()
     if reactor.running and isInIOThread():
         d = send()
