@@ -16,8 +16,8 @@ import pytest_twisted
 from opentelemetry import trace
 
 import fedmq
-from fedmq.config import config_from_mapping
 from fedmq._logging import make_formatter
+from fedmq.config import config_from_mapping
 from tests.integration.conftest import wait_for
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
