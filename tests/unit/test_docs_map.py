@@ -56,7 +56,13 @@ def defined_tests(path: Path) -> set[str]:
 
 
 def test_the_map_covers_the_pages_that_make_promises():
-    assert set(MAP) == {"consuming.md", "errors.md", "publishing.md", "reliability.md"}
+    assert set(MAP) == {
+        "consuming.md",
+        "errors.md",
+        "observability.md",
+        "publishing.md",
+        "reliability.md",
+    }
 
 
 @pytest.mark.parametrize("page", sorted(MAP))
