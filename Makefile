@@ -15,16 +15,17 @@ SHELL := bash
 # RabbitMQ from Debian. The test suite starts its own throwaway node, so the
 # package must not start a system broker on port 5672: a policy-rc.d that
 # exits 101 tells the maintainer scripts not to start services. systemd is
-# there for `systemd-analyze verify` of the shipped unit file.
+# there for `systemd-analyze verify` of the shipped unit file, prometheus for
+# `promtool check rules` of the example alert rules in contrib/prometheus/.
 deps:
-	@if [ -x $(RABBITMQ_SERVER) ] && command -v systemd-analyze >/dev/null; then exit 0; fi
+	@if [ -x $(RABBITMQ_SERVER) ] && command -v systemd-analyze >/dev/null && command -v promtool >/dev/null; then exit 0; fi
 	if [ "$$(id -u)" != 0 ]; then
-		echo "rabbitmq-server or systemd is not installed; installing them needs root. Run:" >&2
+		echo "rabbitmq-server, systemd or prometheus is not installed; installing them needs root. Run:" >&2
 		echo "  sudo make deps" >&2
-		echo "or, as root: apt-get update && apt-get install -y rabbitmq-server systemd" >&2
+		echo "or, as root: apt-get update && apt-get install -y rabbitmq-server systemd prometheus" >&2
 		exit 1
 	fi
-	echo "Installing rabbitmq-server and systemd (without starting any service)"
+	echo "Installing rabbitmq-server, systemd and prometheus (without starting any service)"
 	backup=
 	if [ -e $(POLICY_RC_D) ]; then
 		backup=$$(mktemp)
@@ -37,7 +38,7 @@ deps:
 	printf '#!/bin/sh\nexit 101\n' > $(POLICY_RC_D)
 	chmod 755 $(POLICY_RC_D)
 	apt-get update
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server systemd
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server systemd prometheus
 
 venv: $(VENV)/.installed
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.abc
 import itertools
 import json
 import logging
@@ -34,6 +35,8 @@ from bench.contenders import (
     BY_NAME,
     FEDMQ_SCHEMA,
     FEDORA_MESSAGING_SCHEMA,
+    NO_OTEL,
+    OTEL_SDK,
     PREFETCH,
     SCHEMA,
     SCHEMA_PACKAGE,
@@ -386,9 +389,61 @@ _PREPARERS: dict[str, Callable[[Harness, argparse.Namespace], Start]] = {
     "pika-twisted-raw-batched": lambda h, a: _pika_raw(h, a, batched=True),
     "fedora-messaging": _fedora_messaging,
     "rss-backlog": _fedmq,
+    NO_OTEL: _fedmq,
+    OTEL_SDK: _fedmq,
     FEDMQ_SCHEMA: _schema(_fedmq),
     FEDORA_MESSAGING_SCHEMA: _schema(_fedora_messaging),
 }
+
+
+class _NoOpenTelemetry(importlib.abc.MetaPathFinder):
+    """Keeps ``opentelemetry`` from being imported, as if the otel extra were not installed."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "opentelemetry" or name.startswith("opentelemetry."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+def _set_up_opentelemetry(contender: str) -> None:
+    """No OpenTelemetry at all, or the SDK with exporters that drop everything."""
+    if contender == NO_OTEL:
+        sys.meta_path.insert(0, _NoOpenTelemetry())
+    if contender != OTEL_SDK:
+        return
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        MetricExporter,
+        MetricExportResult,
+        PeriodicExportingMetricReader,
+    )
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Spans(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    class Metrics(MetricExporter):
+        def export(self, metrics_data: Any, timeout_millis: float = 0, **kwargs: Any) -> Any:
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 0) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 0, **kwargs: Any) -> None:
+            pass
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Spans()))
+    trace.set_tracer_provider(provider)
+    reader = PeriodicExportingMetricReader(Metrics(), export_interval_millis=5000)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
 
 #: Contenders that run under Twisted's asyncio reactor.
 _ASYNCIO_REACTOR = {"fedmq-async"}
@@ -431,6 +486,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--deadline", type=float, required=True, help="seconds before giving up")
     args = parser.parse_args(argv)
 
+    _set_up_opentelemetry(args.contender)
     reactor = _install_reactor(args.contender)
     _log_warnings_to_stderr()
     harness = Harness(reactor, args.contender, args.messages, args.deadline)

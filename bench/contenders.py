@@ -77,6 +77,8 @@ def _backlog(_messages: int, backlog: int) -> tuple[int, int]:
 
 
 RAW = "pika-twisted-raw"
+NO_OTEL = "fedmq-sync-no-otel"
+OTEL_SDK = "fedmq-sync-otel-sdk"
 FEDORA_MESSAGING = "fedora-messaging"
 FEDMQ_SCHEMA = "fedmq-schema"
 FEDORA_MESSAGING_SCHEMA = "fedora-messaging-schema"
@@ -94,6 +96,16 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender(
         "fedmq-sync",
         "fedmq, sync no-op callback, serial dispatch (concurrency 1)",
+        _all,
+    ),
+    Contender(
+        NO_OTEL,
+        "fedmq-sync with OpenTelemetry kept from import (no otel extra)",
+        _all,
+    ),
+    Contender(
+        OTEL_SDK,
+        "fedmq-sync with the OpenTelemetry SDK tracing and metering, to no-op exporters",
         _all,
     ),
     Contender(

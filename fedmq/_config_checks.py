@@ -92,6 +92,7 @@ _RECONNECT_KEYS = {
     "max_attempts": _INT,
 }
 _MONITORING_KEYS = {"address": _STR, "port": _INT}
+_TRACING_KEYS = {"link_only": _BOOL, "settle_spans": _BOOL}
 _RETRY_KEYS = {
     "enabled": _BOOL,
     "delays": ((list, tuple), "an array of numbers of seconds"),

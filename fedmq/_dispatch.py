@@ -19,6 +19,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from fedmq import _tracing
 from fedmq._deferreds import chain
 from fedmq._delivery import (
     ACK,
@@ -141,6 +142,7 @@ class Dispatcher:
         self.stats.batch_done()
         self.in_flight -= len(batch)
         for tag, outcome, exc, message, duration, item, errors in batch:
+            _tracing.settling(item, outcome, exc)
             if outcome == ACK:
                 record(item.queue, ACK, duration)
                 finished[tag] = True
@@ -181,6 +183,7 @@ class Dispatcher:
                 assert exc is not None
                 self._consumer_error(tag, item, exc, message, duration, errors)
         self._ack_finished_run()
+        _tracing.batch_settled()
 
     def _consumer_error(
         self,
@@ -291,7 +294,7 @@ class Dispatcher:
                 done, self._republished = self._republished, None
                 done.callback(None)
 
-        self.policy.publish(route, item.body).addBoth(published)
+        _tracing.republishing(item, route, self.policy.publish(route, item.body)).addBoth(published)
 
     def _unroutable(
         self, tag: int, item: Delivery, route: Route, duration: float, then_ack: bool

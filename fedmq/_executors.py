@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from fedmq import _fedora
+from fedmq import _fedora, _tracing
 from fedmq._deferreds import chain
 from fedmq._delivery import (
     ACK,
@@ -271,6 +271,7 @@ class ThreadExecutor(_Executor):
         super().__init__(callback, size, reactor, consumer, errors, max_body_size, decode)
         self._inbox: queue_module.SimpleQueue[Delivery] = queue_module.SimpleQueue()
         self._results = _ResultQueue(reactor.callFromThread, on_results)
+        self._run = _tracing.traced(run_sync, consumer)
         self._threads = [
             threading.Thread(target=self._work, name=f"fedmq-worker-{n}", daemon=True)
             for n in range(size)
@@ -291,7 +292,7 @@ class ThreadExecutor(_Executor):
             if self._closed():
                 put(Result(item.delivery_tag, RETURNED, None, None, 0.0, item))
                 continue
-            result = run_sync(callback, item, self._max_body_size, self._decode, self._schemas)
+            result = self._run(callback, item, self._max_body_size, self._decode, self._schemas)
             put(self._settled(result))
         self._reactor.callFromThread(self._worker_exited)
 
@@ -351,6 +352,7 @@ class AsyncioExecutor(_Executor):
             self._loop.call_soon if self._same_thread else reactor.callFromThread, on_results
         )
         self._queue: asyncio.Queue[Delivery] | None = None
+        self._run = _tracing.traced_async(run_async, consumer)
         self._call_in_loop(self._start_workers)
 
     def _call_in_loop(self, fn: Callable[[], Any]) -> defer.Deferred[Any]:
@@ -387,7 +389,7 @@ class AsyncioExecutor(_Executor):
             if self._closed():
                 put(Result(item.delivery_tag, RETURNED, None, None, 0.0, item))
                 continue
-            result = await run_async(
+            result = await self._run(
                 callback, item, self._max_body_size, self._decode, self._schemas
             )
             put(self._settled(result))

@@ -28,6 +28,7 @@ from twisted.logger import ILogObserver, LogBeginner, LogEvent, LogLevel, format
 from twisted.logger import globalLogBeginner as global_log_beginner
 from zope.interface import classImplements  # type: ignore[import-untyped]
 
+from fedmq import _tracing
 from fedmq.config import Config
 from fedmq.exceptions import ConfigurationError
 
@@ -119,6 +120,7 @@ class JSONFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            **_tracing.log_fields(),
         }
         for key, value in _extra_fields(record):
             entry.setdefault(key, value)

@@ -14,6 +14,7 @@ from typing import Any, TypeGuard
 
 from twisted.internet import defer
 
+from fedmq import _tracing
 from fedmq._delivery import Delivery, Route
 from fedmq._headers import (
     DROPPED_BY,
@@ -196,6 +197,7 @@ class ErrorPolicy:
         headers.setdefault(ORIGINAL_EXCHANGE, exchange)
         headers.setdefault(ORIGINAL_ROUTING_KEY, routing_key)
         headers.setdefault(ORIGINAL_QUEUE, queue)
+        _tracing.forget_carried_context(headers)
         properties.headers = headers
         return properties, headers
 

@@ -63,6 +63,11 @@ class PublishLink:
         self._retry: Any = None
 
     @property
+    def connection(self) -> Any:
+        """The open connection, or None (its ``address`` names the broker in spans)."""
+        return self._connection
+
+    @property
     def is_open(self) -> bool:
         """True while the confirm channel is open."""
         return self._channel is not None

@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from fedmq import _fedora
+from fedmq import _fedora, _tracing
 from fedmq._amqp import AMQPChannel, AMQPConnection
 from fedmq._connector import connect_any
 from fedmq.config import Config
@@ -162,6 +162,9 @@ class Publisher:
         label: str | None = None,
     ) -> defer.Deferred[None]:
         """Publish a body already encoded, with its properties, as :meth:`publish` does."""
+        sending, properties = _tracing.start_send(
+            exchange, routing_key, properties, self._connection, self._config
+        )
         ready = self._channel if self._channel is not None and self._channel.is_open else None
         d: defer.Deferred[Any]
         if ready is not None:
@@ -189,7 +192,7 @@ class Publisher:
 
         d.addTimeout(timeout, self._reactor)
         d.addErrback(timed_out)
-        return d
+        return _tracing.end_send(sending, d)
 
     def _opened(self, result: Any) -> None:
         waiters, self._waiters = self._waiters, []

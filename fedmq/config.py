@@ -33,6 +33,7 @@ from fedmq._config_checks import (
     _STR,
     _TABLE,
     _TLS_KEYS,
+    _TRACING_KEYS,
     _check_config,
     _expect,
     _fields,
@@ -203,6 +204,22 @@ class MonitoringConfig:
     port: int | None = None
 
 
+@dataclass(frozen=True)
+class TracingConfig:
+    """How OpenTelemetry spans are made, when the ``otel`` extra and an SDK are installed.
+
+    Attributes:
+        link_only: when true, a consumer's ``process`` span links to the
+            context the message was sent in but starts a trace of its own;
+            when false, it also is that context's child, in the same trace.
+        settle_spans: also make an ``ack``, ``nack`` or ``reject`` span for
+            each settlement, a child of the ``process`` span.
+    """
+
+    link_only: bool = False
+    settle_spans: bool = False
+
+
 @dataclass(frozen=True, repr=False)
 class Config:
     """The whole configuration of a fedmq consumer.
@@ -223,6 +240,7 @@ class Config:
         reconnect: the backoff between connection attempts.
         drain_timeout: seconds a graceful stop waits for callbacks in flight.
         monitoring: the health and metrics HTTP endpoint.
+        tracing: how OpenTelemetry spans are made (with the ``otel`` extra).
         log_format: ``"text"``, or ``"json"`` for one JSON object per log line.
         decode: decode bodies by content encoding and content type; when false,
             a callback gets ``message.body`` as the bytes received.
@@ -272,6 +290,7 @@ class Config:
     reconnect: ReconnectConfig = ReconnectConfig()
     drain_timeout: float = 30.0
     monitoring: MonitoringConfig = MonitoringConfig()
+    tracing: TracingConfig = TracingConfig()
     log_format: str = "text"
     decode: bool = True
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
@@ -458,6 +477,9 @@ _SECTIONS: dict[str, Callable[[Any, str], Any]] = {
     ),
     "monitoring": lambda data, source: MonitoringConfig(
         **_fields(data, _MONITORING_KEYS, "monitoring", source)
+    ),
+    "tracing": lambda data, source: TracingConfig(
+        **_fields(data, _TRACING_KEYS, "tracing", source)
     ),
     "retry": lambda data, source: RetryConfig(**_fields(data, _RETRY_KEYS, "retry", source)),
     "message_types": lambda data, source: tuple(

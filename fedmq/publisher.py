@@ -18,7 +18,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from fedmq import _intercept
+from fedmq import _intercept, _tracing
 from fedmq._confirms import Outgoing, settle
 from fedmq._connector import connect as connect_with_failover
 from fedmq._publish_link import PublishLink
@@ -199,6 +199,12 @@ class Publisher:
             else:
                 result = concurrent.futures.Future()
                 on_ack = result.set_result
+        # The send span starts in the caller's thread, under its current span
+        # (a callback's process span), and ends with the message's status.
+        sending, properties = _tracing.start_send(
+            exchange, routing_key, properties, self._link.connection, self.config
+        )
+        on_ack = _tracing.ending_send(sending, on_ack)
         if not in_reactor:
             ensure_reactor_running(self._reactor, in_reactor)
         deadline = self._reactor.seconds() + timeout

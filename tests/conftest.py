@@ -22,7 +22,7 @@ from typing import NoReturn
 import pytest
 
 from fedmq.testing import RabbitNode
-from tests.helpers import NotifySocket, logging_restored
+from tests.helpers import NotifySocket, OpenTelemetrySDK, logging_restored
 
 EXTERNAL_URL_VARIABLE = "FEDMQ_TEST_AMQP_URL"
 
@@ -131,3 +131,9 @@ def restore_logging() -> Iterator[None]:
     """Put every logger and handler back as it was after the test."""
     with logging_restored():
         yield
+
+
+@pytest.fixture
+def otel() -> OpenTelemetrySDK:
+    """The OpenTelemetry SDK with in-memory exporters, its spans cleared."""
+    return OpenTelemetrySDK.install()

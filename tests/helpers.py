@@ -203,3 +203,60 @@ def logging_restored() -> Iterator[None]:
             logger.propagate = propagate
             logger.disabled = disabled
         _logging._default_handler = default
+
+
+# --- OpenTelemetry --------------------------------------------------------------------
+
+
+class OpenTelemetrySDK:
+    """The process's OpenTelemetry SDK, exporting to memory: what the tracing tests read.
+
+    OpenTelemetry lets a process set its tracer and meter providers once, so
+    the first test that asks installs them for the rest of the run; fedmq
+    then traces in every later test too, which must not change what they see.
+    """
+
+    _installed: OpenTelemetrySDK | None = None
+
+    def __init__(self) -> None:
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        self.spans = InMemorySpanExporter()
+        self.metrics = InMemoryMetricReader()
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[self.metrics]))
+        self.tracer = trace.get_tracer("tests")
+
+    @classmethod
+    def install(cls) -> OpenTelemetrySDK:
+        if cls._installed is None:
+            cls._installed = cls()
+        cls._installed.spans.clear()
+        return cls._installed
+
+    def finished(self, name: str) -> list[Any]:
+        """The spans called ``name`` that have ended, oldest first."""
+        return [span for span in self.spans.get_finished_spans() if span.name == name]
+
+    def points(self, metric: str, **attributes: Any) -> list[Any]:
+        """The data points of ``metric`` whose attributes include ``attributes``."""
+        data = self.metrics.get_metrics_data()
+        found = []
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for item in scope.metrics:
+                    if item.name != metric:
+                        continue
+                    found += [
+                        point
+                        for point in item.data.data_points
+                        if attributes.items() <= dict(point.attributes).items()
+                    ]
+        return found

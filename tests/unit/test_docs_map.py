@@ -60,6 +60,7 @@ def test_the_map_covers_the_pages_that_make_promises():
         "consuming.md",
         "errors.md",
         "migrating-fedora-messaging.md",
+        "observability.md",
         "publishing.md",
         "reliability.md",
         "testing-consumers.md",
