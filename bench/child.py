@@ -59,6 +59,7 @@ class Harness:
         name: the contender's name, for the result.
         target: messages to consume before stopping.
         deadline: seconds after the start at which the run is given up.
+
     """
 
     def __init__(self, reactor: Any, name: str, target: int, deadline: float):

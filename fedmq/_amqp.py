@@ -66,7 +66,8 @@ _PROPERTY_NAMES = (
 
 class BrokerSilent(error.ConnectionLost):
     """fedmq gave up a connection on which the broker had sent nothing for two
-    heartbeat intervals (a dead peer or a network that drops everything)."""
+    heartbeat intervals (a dead peer or a network that drops everything).
+    """
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "no data from the broker"
@@ -78,6 +79,7 @@ def translate_error(reason: BaseException | Failure | None, where: str) -> Excep
     Args:
         reason: what pika or Twisted reported.
         where: the broker's address (password-free) or the object concerned.
+
     """
     if isinstance(reason, Failure):
         reason = reason.value
@@ -272,7 +274,8 @@ def connection_parameters(config: Config, url: str | None = None) -> pika.URLPar
 
 class _QuietFactory(protocol.Factory):
     """Hands out one protocol, as ``endpoints.connectProtocol`` does, without logging
-    "Starting factory" and "Stopping factory" at every connection."""
+    "Starting factory" and "Stopping factory" at every connection.
+    """
 
     noisy = False
 
@@ -298,6 +301,7 @@ class AMQPConnection:
         closed: a Deferred that fires, with a fedmq exception (or None for a
             close fedmq asked for), when the connection ends.
         address: ``host:port`` of the broker, with no credentials.
+
     """
 
     def __init__(self, protocol: Any, address: str):
@@ -321,6 +325,7 @@ class AMQPConnection:
         Returns:
             A Deferred firing with the connection, or failing with
             :class:`AuthenticationFailed` or :class:`ConnectionFailed`.
+
         """
         url = url or config.amqp_url
         parts = urlsplit(url)
@@ -426,6 +431,7 @@ def tls_options(config: Config, host: str) -> Any:
 
     Raises:
         ConfigurationError: a ``[tls]`` file cannot be read or holds no usable PEM data.
+
     """
     tls = config.tls
     trust_root: Any = None
@@ -607,7 +613,8 @@ class AMQPChannel:
 
     def get(self, queue: str) -> defer.Deferred[tuple[int, bool, str, str, Any, bytes, int] | None]:
         """basic.get: fires with (tag, redelivered, exchange, routing_key,
-        properties, body, messages_left), or None when the queue is empty."""
+        properties, body, messages_left), or None when the queue is empty.
+        """
         d = self._twisted.basic_get(queue=queue, auto_ack=False)
 
         def unpack(result: Any) -> Any:
@@ -674,6 +681,7 @@ class AMQPChannel:
                 basic.ack (acked True) and basic.nack (False).
             on_return: called with the ``message_id`` of each message the
                 broker returns (mandatory and unroutable), before its confirm.
+
         """
         self._confirming = True
         ack_class = pika.spec.Basic.Ack
@@ -701,6 +709,7 @@ class AMQPChannel:
 
         Raises:
             PublishConnectionLost: the channel is closed.
+
         """
         p = properties
         props = pika.BasicProperties(

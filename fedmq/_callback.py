@@ -23,6 +23,7 @@ def import_object(path: str) -> Any:
 
     Raises:
         CallbackError: naming the path and what is wrong with it.
+
     """
     module_name, sep, attribute = path.partition(":")
     if not sep or not module_name or not attribute:
@@ -63,6 +64,7 @@ def load_callback_file(spec: str) -> Any:
     Raises:
         CallbackError: the spec is malformed, the file cannot be read or
             raises while it runs, or it defines no such object.
+
     """
     path, sep, name = spec.strip().rpartition(":")
     if not sep or not path or not name:
@@ -153,6 +155,7 @@ def load_callback(
     Raises:
         CallbackError: the callback is missing, cannot be imported or
             instantiated, or is not callable.
+
     """
     if callback is None:
         raise CallbackError(

@@ -232,7 +232,7 @@ def run_publish(args: argparse.Namespace) -> int:
                 for ok, result in results:
                     if not ok:
                         confirmed += sum(1 for ok, _ in results if ok)
-                        cast(Failure, result).raiseException()
+                        cast("Failure", result).raiseException()
                 confirmed += len(window)
         except PublishError:
             if len(messages) > 1:

@@ -65,6 +65,7 @@ def with_fedora_overrides(
         UsageError: ``queue_name`` with a configuration of several queues (which
             one to rename?), or ``routing_keys`` or ``exchange`` with one that
             has queues but no bindings (nothing to change).
+
     """
     routing_keys = tuple(routing_keys)
     if not (queue_name or routing_keys or exchange):
@@ -127,6 +128,7 @@ def with_overrides(
 
     Returns:
         The configuration to consume with.
+
     """
     config = with_app_name(config, app_name)
     if queue_name is None and not routing_keys and exchange is None:

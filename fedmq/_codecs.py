@@ -288,6 +288,7 @@ def decode_body(
             it inflates past ``max_body_size``, its content encoding is
             unknown, its charset is one Python cannot decode text with, or
             it needs msgpack or PyYAML and that is not installed.
+
     """
     charset_hint = None
     if content_encoding:
@@ -335,6 +336,7 @@ def encode_body(body: Any, content_type: str, content_encoding: str | None = Non
             encoding is unknown.
         ModuleNotFoundError: the content type needs msgpack or PyYAML, and it
             is not installed.
+
     """
     data = _serialize(body, content_type)
     return _compress(data, content_encoding) if content_encoding else data

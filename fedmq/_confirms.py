@@ -64,6 +64,7 @@ class Confirms:
         clock: an ``IReactorTime``: its ``seconds`` and ``callLater``.
         on_settled: called with (messages, bytes) freed after each confirm or
             failure, so the publisher can let waiting posts in.
+
     """
 
     def __init__(self, clock: Any, on_settled: Callable[[int, int], None]):

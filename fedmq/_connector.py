@@ -39,6 +39,7 @@ async def connect(
         AuthenticationFailed: a broker refused the credentials (no other is tried:
             the nodes of a cluster share their users).
         ConnectionFailed: no broker could be reached; the text names the last one's error.
+
     """
     urls = config.broker_urls
     last: ConnectionFailed | None = None

@@ -261,6 +261,7 @@ def schema_message(message: Message, schema: Any) -> Any:
 
     Raises:
         SchemaInvalid: the headers or body fail the class's schemas.
+
     """
     if schema == BASE_SCHEMA or not isinstance(schema, str):
         # The base class adds nothing a plain fedmq.Message lacks; and the most
@@ -288,7 +289,7 @@ def schema_message(message: Message, schema: Any) -> Any:
 
 
 def translate_exception(exc: BaseException) -> BaseException | None:
-    """fedmq's outcome exception for one of fedora-messaging's, else None.
+    """Fedmq's outcome exception for one of fedora-messaging's, else None.
 
     ``Nack``, ``Drop`` and ``HaltConsumer`` become fedmq's of the same name
     (``HaltConsumer`` with its exit code, reason and requeue flag);
@@ -421,6 +422,7 @@ def wire_form(message: Any, publish_priority: int | None) -> tuple[str, bytes, P
 
     Raises:
         PublishFormatError: the message fails its schemas.
+
     """
     import jsonschema.exceptions  # type: ignore[import-untyped]
 

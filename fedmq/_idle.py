@@ -33,6 +33,7 @@ class IdleTimeout:
     Args:
         clock: the reactor (or a ``Clock`` in tests) that tells the time and runs the timer.
         on_timeout: called once, with no argument, when the deadline passes in silence.
+
     """
 
     __slots__ = ("_call", "_clock", "_now", "_on_timeout", "last_received", "timeout")

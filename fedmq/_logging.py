@@ -65,6 +65,7 @@ def redact(text: str) -> str:
 
     Returns:
         ``text`` with ``amqp(s)://user:***@host`` for every URL that has a password.
+
     """
     if "amqp" not in text.lower():
         return text
@@ -132,13 +133,14 @@ class JSONFormatter(logging.Formatter):
 
 
 def make_formatter(log_format: str = "text") -> logging.Formatter:
-    """fedmq's formatter: text lines (:data:`TEXT_FORMAT`), or JSON with ``"json"``.
+    """Fedmq's formatter: text lines (:data:`TEXT_FORMAT`), or JSON with ``"json"``.
 
     Args:
         log_format: ``"text"`` or ``"json"``, as the ``log_format`` key.
 
     Returns:
         A new formatter.
+
     """
     return JSONFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
 
@@ -233,6 +235,7 @@ def setup_logging(
 
     Raises:
         ConfigurationError: ``log_config`` is not a valid dictConfig dictionary.
+
     """
     global _default_handler
     root = logging.getLogger()
@@ -268,13 +271,14 @@ def begin_twisted(log_beginner: LogBeginner | None = None) -> None:
 
     Args:
         log_beginner: the Twisted log beginner; the global one by default.
+
     """
     beginner = global_log_beginner if log_beginner is None else log_beginner
     if beginner in _beginners_started:
         return
     _beginners_started.add(beginner)
     # Standard output stays what it is: a callback's print() is its own business.
-    beginner.beginLoggingTo([cast(ILogObserver, twisted_observer)], redirectStandardIO=False)
+    beginner.beginLoggingTo([cast("ILogObserver", twisted_observer)], redirectStandardIO=False)
 
 
 def _stderr() -> IO[str]:

@@ -38,6 +38,7 @@ class PublishLink:
             status, to free room in the publisher's bound.
         open_connection: how to connect, ``(config, reactor, first_url_index)``
             to ``(connection, index)``; tests hand in fakes.
+
     """
 
     def __init__(

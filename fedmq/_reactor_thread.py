@@ -34,6 +34,7 @@ def caller_context(reactor: Any, detects_thread: bool) -> bool:
         reactor: the reactor in use.
         detects_thread: False for a reactor handed in by the caller (Twisted
             code, or a ``Clock`` in tests): always the Twisted form then.
+
     """
     if not detects_thread:
         return True
@@ -47,6 +48,7 @@ def ensure_reactor_running(reactor: Any, in_reactor: bool) -> None:
 
     Raises:
         PublishError: the reactor has stopped for good, or did not start in time.
+
     """
     if in_reactor or getattr(reactor, "running", True):
         return

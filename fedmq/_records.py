@@ -93,6 +93,7 @@ def message_record(
 
     Returns:
         A dict ready for :func:`json.dumps` with :func:`dump_record`.
+
     """
     props = Properties.from_object(properties)
     record: dict[str, Any] = {"topic": topic}
@@ -134,6 +135,7 @@ def message_from_record(line: str, where: str) -> tuple[Message, str | None, str
 
     Raises:
         UsageError: the line is not a valid record; the message says why.
+
     """
     try:
         record = json.loads(line)
@@ -195,6 +197,7 @@ def fedora_record(message: Message) -> str:
 
     Raises:
         UsageError: the body is not a JSON object, which is all that format holds.
+
     """
     body = message.body
     if not isinstance(body, Mapping):
@@ -244,6 +247,7 @@ def message_from_fedora_record(
 
     Raises:
         UsageError: the record is not valid in that format; the message says why.
+
     """
     unknown = sorted(set(record) - _FEDORA_KEYS)
     if unknown:
@@ -323,6 +327,7 @@ def parse_lines(lines: Sequence[str], name: str) -> list[tuple[str, dict[str, An
 
     Raises:
         UsageError: a line is not a JSON object; the message names it.
+
     """
     records = []
     for number, line in enumerate(lines, 1):
@@ -347,6 +352,7 @@ def detect_format(records: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     Raises:
         UsageError: one record has a key only fedmq's format has and another a key
             only fedora-messaging's has (``id``, ``priority``).
+
     """
     fedmq_at = next((where for where, record in records if _ONLY_FEDMQ & set(record)), None)
     if fedmq_at is None:

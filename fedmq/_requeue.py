@@ -56,6 +56,7 @@ def without_verdict_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]
     Returns:
         A new dict without :data:`VERDICT_HEADERS` (every other header, the
         ``X-Original-*`` ones included, is kept), or None for None.
+
     """
     if headers is None:
         return None
@@ -74,6 +75,7 @@ async def _check_queue(channel: AMQPChannel, queue: str) -> None:
 
     Raises:
         DeclarationError: it does not (or the broker refused to say), in the broker's words.
+
     """
     try:
         await channel.queue_counts(queue)
@@ -109,6 +111,7 @@ async def requeue_dead(config: Config, reactor: Any, queue: str, limit: int | No
             republished message, or closed the channel meanwhile. That
             message stays parked; the error says how many moved before it.
         ConnectionFailed: fedmq could not connect to the broker.
+
     """
     dead = dead_queue_name(queue)
     moved = 0

@@ -61,6 +61,7 @@ def quick_check(schema: Any) -> Predicate | None:
     Returns:
         The predicate, or None when the schema uses a keyword, a type or a
         draft this module does not know.
+
     """
     if not isinstance(schema, dict) or not set(schema) <= _TOP_KEYWORDS:
         return None

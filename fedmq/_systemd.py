@@ -41,6 +41,7 @@ def notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
         True when the message was sent; False without ``$NOTIFY_SOCKET`` or
         when sending failed (which is logged: systemd's own sd_notify also
         carries on).
+
     """
     path = (os.environ if environ is None else environ).get("NOTIFY_SOCKET", "")
     if not path:
@@ -69,6 +70,7 @@ def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
     Returns:
         Half of ``$WATCHDOG_USEC``, in seconds; None when it is unset or
         invalid, or when ``$WATCHDOG_PID`` names another process.
+
     """
     env = os.environ if environ is None else environ
     pid = env.get("WATCHDOG_PID")
@@ -99,6 +101,7 @@ class NotifyService(Service):
         reactor: the reactor that schedules the watchdog pings; the global
             one by default.
         environ: the environment naming the socket; ``os.environ`` by default.
+
     """
 
     name = "fedmq-systemd"

@@ -27,6 +27,7 @@ async def step(d: defer.Deferred[Any], what: str, timeout: float, reactor: Any) 
     Raises:
         BrokerError: the broker did not answer in time, or closed the channel.
         DeclarationError: the broker refused a declaration or binding.
+
     """
     d.addTimeout(timeout, reactor)
     try:
@@ -53,6 +54,7 @@ async def declare(channel: AMQPChannel, config: Config, reactor: Any) -> list[st
 
     Returns:
         The names of the queues, the broker's own for server-named ones.
+
     """
     timeout = config.connect_timeout
     for exchange in config.exchanges:
@@ -113,6 +115,7 @@ async def declare_error_paths(
 
     Returns:
         The names of the consumed queues that have retry queues and a dead queue.
+
     """
     timeout = config.connect_timeout
     candidates = [queue for queue in config.queues if has_retry_queues(queue, config.retry)]

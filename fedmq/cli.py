@@ -332,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit status.
+
     """
     args = build_parser().parse_args(argv)
     try:

@@ -61,6 +61,7 @@ class HaltConsumer(Exception):
         exit_code: the exit status the consumer ends with; 0 is a normal stop.
         reason: a sentence saying why, logged when the consumer stops.
         requeue: return this message to the queue instead of acknowledging it.
+
     """
 
     def __init__(self, exit_code: int = 0, reason: str | None = None, requeue: bool = False):
@@ -114,6 +115,7 @@ class DecodeError(FedmqError):
     Attributes:
         content_type: the content type the message carried, or None.
         content_encoding: the content encoding, when that is what failed; else None.
+
     """
 
     def __init__(
@@ -138,6 +140,7 @@ class BrokerError(FedmqError):
     Attributes:
         reply_code: the AMQP reply code (403, 404, 406, ...), or None.
         reply_text: the broker's own words.
+
     """
 
     def __init__(self, text: str, reply_code: int | None = None, reply_text: str = ""):

@@ -46,9 +46,21 @@ __all__ = [
 ]
 
 # The AMQP 0-9-1 basic properties, in the order the spec lists them.
-_FIELDS = tuple(
-    "content_type content_encoding headers delivery_mode priority correlation_id reply_to"
-    " expiration message_id timestamp type user_id app_id cluster_id".split()
+_FIELDS = (
+    "content_type",
+    "content_encoding",
+    "headers",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+    "cluster_id",
 )
 _FIELD_NAMES = frozenset(_FIELDS)
 
@@ -60,6 +72,7 @@ class Properties:
 
     Raises:
         TypeError: a keyword argument names no AMQP property.
+
     """
 
     __slots__ = _FIELDS
@@ -155,6 +168,7 @@ class Message:
             decoded so that :attr:`body` is what consumers see).
         PublishFormatError: a header AMQP cannot carry (a float, say); the
             error names the header and its type.
+
     """
 
     __slots__ = (
@@ -263,6 +277,7 @@ class Message:
 
         Raises:
             DecodeError: the body cannot be decoded (see :func:`decode_body`).
+
         """
         message = cls.__new__(cls)
         if not exchange and topic == queue:

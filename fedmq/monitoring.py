@@ -70,6 +70,7 @@ class ConsumerCollector:
     Args:
         consumer_service: an object whose ``consumer`` attribute is the
             :class:`~fedmq.consumer.Consumer`, or None before it starts.
+
     """
 
     def __init__(self, consumer_service: Any):
@@ -218,6 +219,7 @@ class MonitoringService(Service):
     Attributes:
         port: the TCP port listened on, once started; None otherwise.
         registry: the prometheus_client registry ``/metrics`` serves.
+
     """
 
     name = "fedmq-monitoring"
@@ -271,6 +273,7 @@ class MonitoringService(Service):
 
         Returns:
             A Deferred firing once the port is closed, or None if it was not open.
+
         """
         super().stopService()
         if self._listening is None:

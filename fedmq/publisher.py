@@ -65,6 +65,7 @@ class Publisher:
             that is not the global reactor and other threads call in (a
             consumer's worker threads and event loop): calls from any other
             thread then hop to it.
+
     """
 
     def __init__(
@@ -148,6 +149,7 @@ class Publisher:
         Raises:
             PublishFormatError: the message was refused before sending.
             PublishError: (outside the reactor thread) the reactor cannot run.
+
         """
         if exchange is None:
             exchange = self.config.publish_exchange
@@ -326,6 +328,7 @@ class Publisher:
         Raises:
             PublishError: the :class:`~fedmq.Ack`'s error: nacked, returned,
                 timed out, connection lost, or canceled.
+
         """
         if self._in_reactor():
             return twisted_or_asyncio(
@@ -386,6 +389,7 @@ class Publisher:
 
         Raises:
             PublishTimeout: some messages still have no status after ``timeout`` seconds.
+
         """
         return self._in_reactor_form(lambda: self._flushed(timeout), timeout)
 
@@ -413,6 +417,7 @@ class Publisher:
 
         Returns:
             A Deferred, an awaitable, or None (see the class).
+
         """
         return self._in_reactor_form(
             lambda: self._close(timeout), timeout + self.config.connect_timeout

@@ -63,6 +63,7 @@ class ConsumerService(Service):
         consumer: the consumer, from :meth:`startService` on; else None.
         exit_code: the exit status the consumer's ending calls for, once it
             has ended; None while it runs.
+
     """
 
     name = "fedmq-consumer"
@@ -175,6 +176,7 @@ class ConsumerService(Service):
 
         Args:
             signum: the signal's number, for the log.
+
         """
         self._signals_received += 1
         name = signal.Signals(signum).name

@@ -28,6 +28,7 @@ def fail(message: str) -> NoReturn:
 
     Args:
         message: what is wrong, naming the file, key or argument.
+
     """
     sys.stderr.write(f"fedmq: {message}\n")
     sys.stderr.flush()
@@ -39,6 +40,7 @@ class Options(usage.Options):
 
     Attributes:
         config: the loaded configuration, after :meth:`parseOptions`.
+
     """
 
     synopsis = "[--config FILE] [--callback PACKAGE.MODULE:OBJECT]"
@@ -113,6 +115,7 @@ def build_service(
             or the configuration cannot run a consumer (see
             :func:`~fedmq.config.check_runnable`).
         CallbackError: the callback cannot be loaded.
+
     """
     check_runnable(config)
     setup_logging(config, begin_twisted_logging=begin_twisted_logging)

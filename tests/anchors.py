@@ -41,6 +41,7 @@ def sdist_dir(distribution: str) -> Path:
 
     Raises:
         FileNotFoundError: it was not fetched; the message says how to fetch it.
+
     """
     version = importlib.metadata.version(distribution)
     path = ANCHOR_ROOT / f"{ANCHORS[distribution]}-{version}"

@@ -237,6 +237,7 @@ class MemoryChannel:
 
         Raises:
             PublishConnectionLost: the channel is closed.
+
         """
         if not self.is_open:
             raise PublishConnectionLost(
@@ -292,6 +293,7 @@ class MemoryConnection:
         closed: fires with None when fedmq closed it, or with
             :class:`~fedmq.ConnectionFailed` when the broker dropped it.
         address: where it is connected, for messages.
+
     """
 
     def __init__(self, broker: InMemoryBroker):

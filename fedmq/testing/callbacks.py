@@ -75,6 +75,7 @@ class CallbackResult:
         duration: seconds the callback ran.
         published: what the callback published, captured (nothing was sent).
         message: the message the callback was given; None when UNDECODABLE.
+
     """
 
     outcome: Outcome
@@ -162,6 +163,7 @@ def make_message(
 
     Raises:
         DecodeError: the consumer could not decode this body either.
+
     """
     config = config if config is not None else Config()
     item = _delivery(
@@ -225,6 +227,7 @@ def run_callback(
     Raises:
         CallbackError: the callback cannot be loaded or built, or its
             ``setup()`` raised (``__cause__`` is that exception).
+
     """
     config = config if config is not None else Config()
     target, is_async = _load(callback, consumer_config, config)

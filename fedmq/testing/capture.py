@@ -29,6 +29,7 @@ class PublishCapture:
     Attributes:
         messages: every message passed to :func:`fedmq.publish`, in the order
             published, from any thread.
+
     """
 
     def __init__(self) -> None:
@@ -60,6 +61,7 @@ class PublishCapture:
             body: the body, compared with ``==``.
             headers: headers the message must have with these values (others
                 may be there too).
+
         """
         found = []
         for message in self.messages:
@@ -92,6 +94,7 @@ class PublishCapture:
 
         Raises:
             AssertionError: naming the criteria and what was published.
+
         """
         found = self.matching(topic, body, headers)
         if (count is None and not found) or (count is not None and len(found) != count):
@@ -107,6 +110,7 @@ class PublishCapture:
 
         Raises:
             AssertionError: listing what was.
+
         """
         if self.messages:
             raise AssertionError(f"Expected nothing published; published: {self._describe()}")
@@ -116,6 +120,7 @@ class PublishCapture:
 
         Raises:
             AssertionError: the count or the order differs.
+
         """
         topics = self.topics
         if len(topics) != len(patterns) or not all(
@@ -159,6 +164,7 @@ def capture_publishes() -> Iterator[PublishCapture]:
         with capture_publishes() as published:
             notify_owner(build)
         published.assert_published("org.example.build.#", count=1)
+
     """
     from fedmq.api import intercepting_publishes
 
@@ -193,6 +199,7 @@ def mock_sends(*expected: Any) -> Iterator[list[Any]]:
     Raises:
         AssertionError: the messages sent are not the ones expected.
         jsonschema.ValidationError: a fedora-messaging message sent fails its schemas.
+
     """
     from fedmq.api import intercepting_publishes
 

@@ -52,6 +52,7 @@ class InMemoryBroker:
         settlements: every ack, requeue and reject, in order.
         returned: ``(exchange, routing_key)`` of each mandatory message no queue took.
         connections: the connections open now.
+
     """
 
     def __init__(self, clock: Any = None):
@@ -77,6 +78,7 @@ class InMemoryBroker:
 
         Returns:
             A Deferred that has fired with a :class:`MemoryConnection`.
+
         """
         if self._refusals:
             return defer.fail(self._refusals.pop(0))
@@ -157,6 +159,7 @@ class InMemoryBroker:
         Raises:
             PublishReturned: ``mandatory`` and no queue took it.
             KeyError: no such exchange.
+
         """
         key = message.topic if routing_key is None else routing_key
         return self.publish_data(exchange, key, message.data, message.properties, mandatory)

@@ -63,6 +63,7 @@ def find_rabbitmq_server() -> str | None:
         Its path, or None when RabbitMQ is not installed. Debian's
         ``/usr/sbin`` wrapper, which switches user when run as root, is never
         returned.
+
     """
     if os.access(_DEBIAN_SERVER, os.X_OK):
         return _DEBIAN_SERVER
@@ -118,6 +119,7 @@ class RabbitNode:
             a free one by default. Nodes of one cluster must share it.
         cookie: Erlang cookie; random by default. Nodes of one cluster must
             share it. Written to ``base_dir`` on the first start and kept.
+
     """
 
     def __init__(
@@ -168,6 +170,7 @@ class RabbitNode:
 
         Returns:
             An ``amqp://`` URL with every part percent-quoted.
+
         """
         userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
         return f"amqp://{userinfo}@127.0.0.1:{self.amqp_port}/{quote(vhost, safe='')}"
@@ -176,7 +179,8 @@ class RabbitNode:
     def tls_files(self) -> dict[str, Path]:
         """Paths of the test CA (``ca_cert``), the server's certificate and key, and a
         client certificate and key (``client_cert``, ``client_key``) whose common name,
-        :data:`~fedmq.testing.TEST_CLIENT_NAME`, is the user it logs in as with EXTERNAL."""
+        :data:`~fedmq.testing.TEST_CLIENT_NAME`, is the user it logs in as with EXTERNAL.
+        """
         tls = self.base_dir / "tls"
         return {
             "ca_cert": tls / "ca.pem",
@@ -239,6 +243,7 @@ class RabbitNode:
             RuntimeError: RabbitMQ is not installed, the node is already
                 running, or it did not boot in time; the message then ends
                 with the tail of the node's log.
+
         """
         server = find_rabbitmq_server()
         if server is None:
@@ -360,6 +365,7 @@ class RabbitNode:
         Raises:
             RuntimeError: The command failed; the message holds its stderr.
             subprocess.TimeoutExpired: It ran longer than ``timeout``.
+
         """
         result = subprocess.run(
             [self._rabbitmqctl(), "-n", self.nodename, *args],
@@ -384,6 +390,7 @@ class RabbitNode:
 
         Raises:
             LookupError: No such queue in ``vhost``.
+
         """
         output = self.ctl(
             "list_queues",
@@ -408,6 +415,7 @@ class RabbitNode:
 
         Raises:
             LookupError: No such queue in ``vhost``.
+
         """
         return sum(self.queue_counts(queue, vhost))
 

@@ -76,6 +76,7 @@ def publish_confirmed(
     Raises:
         AssertionError: the broker nacked a message, the connection failed,
             or the confirms took longer than ``timeout`` seconds.
+
     """
     ids = list(ids)
     state: dict[str, Any] = {"next": 0, "sent": 0, "confirmed": 0, "error": None}
@@ -224,6 +225,7 @@ class ConsumerProcess:
         config: the config keys (see :func:`consumer_config`).
         record: the file of processed ids; several processes may append to it.
         options: extra command-line options (``--nack``, ``--slow``).
+
     """
 
     def __init__(
@@ -283,7 +285,8 @@ class ConsumerProcess:
 
     def first_processed_since(self, after: float) -> float | None:
         """When it finished the first message after it last started consuming, if it
-        started to after ``after`` (monotonic time)."""
+        started to after ``after`` (monotonic time).
+        """
         since = self.consuming_since(after)
         if since is None:
             return None
@@ -306,6 +309,7 @@ class ConsumerProcess:
 
         Raises:
             AssertionError: it did not exit in time, or exited with a non-zero status.
+
         """
         if not self.exited:
             self.process.send_signal(signal.SIGTERM)
@@ -396,6 +400,7 @@ class Scenario:
         count: how many messages it publishes.
         arguments: the queue's arguments (``x-queue-type`` and so on).
         report: takes the scenario's :class:`Row`.
+
     """
 
     def __init__(
@@ -462,6 +467,7 @@ class Scenario:
 
         Raises:
             AssertionError: everything was processed already: the fault would not be mid-stream.
+
         """
         self.fault_at = time.monotonic()
         done = set(self.records.refresh())
@@ -474,7 +480,8 @@ class Scenario:
 
     def wait_first_delivery(self, process: ConsumerProcess, timeout: float = 60) -> float:
         """Seconds from the fault until ``process`` finished its first message on a new
-        connection: noticing the fault, reconnecting and consuming again, all of it."""
+        connection: noticing the fault, reconnecting and consuming again, all of it.
+        """
         assert self.fault_at is not None, "call fault() before injecting the fault"
         fault_at = self.fault_at
         done = wait_until(
@@ -525,6 +532,7 @@ class Scenario:
             note: for the table.
             records: the record files to tally (the scenario's own by default).
             accounted: ids accounted for without being processed (dead-lettered).
+
         """
         self.exits = {process.name: process.stop() for process in self.running()}
         processed = [i for source in (records or [self.records]) for i in source.refresh()]

@@ -63,6 +63,7 @@ class TCPProxy:
 
         Returns:
             How many connections were cut.
+
         """
 
         def cut() -> int:
@@ -90,6 +91,7 @@ class TCPProxy:
 
         Returns:
             How many connections were reset.
+
         """
 
         def reset_all() -> int:

@@ -216,7 +216,7 @@ async def test_publish_with_only_amqp_urls_fails_over_to_the_broker_that_answers
 
 
 def test_the_one_shot_commands_use_amqp_urls(broker, tmp_path, queue_name):
-    """fedmq publish and fedmq get work with a config that lists only amqp_urls."""
+    """Fedmq publish and fedmq get work with a config that lists only amqp_urls."""
     broker.declare_queue(queue_name)
     config = write_config(
         tmp_path / "config.toml", {"amqp_urls": [unused_url(), broker.url], "connect_timeout": 5}

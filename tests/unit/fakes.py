@@ -41,7 +41,8 @@ class FakeConsumerService:
 
 class BrokerTransport(StringTransport):
     """A client's TCP connection in memory: it records what the client writes and, like
-    a real one, reports an abort or a close to the protocol on the next reactor turn."""
+    a real one, reports an abort or a close to the protocol on the next reactor turn.
+    """
 
     def __init__(self, clock: Any, protocol: Any) -> None:
         super().__init__()

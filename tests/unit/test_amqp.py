@@ -1,6 +1,7 @@
 """The pika seam, fedmq/_amqp.py, in memory: a MemoryReactorClock for time and the
 network, a FakeBroker speaking AMQP frames, an in-memory TLS handshake. No broker,
-no sockets, no sleeps."""
+no sockets, no sleeps.
+"""
 
 from __future__ import annotations
 

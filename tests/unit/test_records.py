@@ -1,5 +1,6 @@
 """The two file formats of ``fedmq record`` and ``fedmq publish``: fedmq's own,
-and fedora-messaging's, checked against fedora-messaging's own reader and writer."""
+and fedora-messaging's, checked against fedora-messaging's own reader and writer.
+"""
 
 from __future__ import annotations
 

@@ -178,7 +178,7 @@ def test_an_async_callback_runs_from_plain_pytest():
 
 
 def test_async_hooks_run_on_the_callbacks_loop():
-    """async setup() and teardown() run around an async callback."""
+    """Async setup() and teardown() run around an async callback."""
     AsyncHooks.events.clear()
     assert run_callback(AsyncHooks).outcome is Outcome.ACK
     assert AsyncHooks.events == ["setup", "call", "teardown"]
