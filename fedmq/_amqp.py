@@ -208,7 +208,7 @@ class _Protocol(TwistedProtocolConnection):  # type: ignore[misc]
     the network is gone. pika's own check takes up to twice ``heartbeat + 5``.
     """
 
-    def __init__(self, parameters: pika.URLParameters, reactor: Any):
+    def __init__(self, parameters: pika.URLParameters, reactor: Any) -> None:
         super().__init__(parameters, custom_reactor=reactor)
         self._idle = IdleTimeout(reactor, self._broker_silent)
         self._silence: BrokerSilent | None = None
@@ -279,7 +279,7 @@ class _QuietFactory(protocol.Factory):
 
     noisy = False
 
-    def __init__(self, built: Any):
+    def __init__(self, built: Any) -> None:
         self._built = built
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -304,7 +304,7 @@ class AMQPConnection:
 
     """
 
-    def __init__(self, protocol: Any, address: str):
+    def __init__(self, protocol: Any, address: str) -> None:
         self._protocol = protocol
         self.address = address
         self.closed: defer.Deferred[Exception | None] = defer.Deferred()
@@ -474,7 +474,7 @@ def _tls_file_error(config: Config, key: str, path: str, problem: str) -> Config
 class AMQPChannel:
     """One AMQP channel: declarations, consuming, settling and publishing."""
 
-    def __init__(self, channel: TwistedChannel):
+    def __init__(self, channel: TwistedChannel) -> None:
         self._twisted = channel
         self._impl = channel._channel
         # Bound once: settling is on the per-message path.
@@ -750,9 +750,7 @@ def _publish_error(failure: Failure, where: str) -> Exception:
     if isinstance(value, pika.exceptions.ChannelClosed):
         code, text = value.reply_code, value.reply_text
         return BrokerError(f"Publishing to {where} failed: {code} {text}", code, text)
-    if isinstance(value, pika.exceptions.AMQPError) or isinstance(
-        value, (error.ConnectionDone, error.ConnectionLost)
-    ):
+    if isinstance(value, (pika.exceptions.AMQPError, error.ConnectionDone, error.ConnectionLost)):
         return PublishConnectionLost(
             f"The connection closed before the broker confirmed the message published "
             f"to {where}: {type(value).__name__}"

@@ -45,7 +45,7 @@ FORMATS = (FEDORA_FORMAT, FEDMQ_FORMAT)
 class _Recorder:
     """The callback of ``fedmq record``: one line per message, then ack."""
 
-    def __init__(self, output: IO[str], limit: int | None, file_format: str):
+    def __init__(self, output: IO[str], limit: int | None, file_format: str) -> None:
         self.output = output
         self.limit = limit
         self.file_format = file_format

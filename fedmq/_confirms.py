@@ -67,7 +67,7 @@ class Confirms:
 
     """
 
-    def __init__(self, clock: Any, on_settled: Callable[[int, int], None]):
+    def __init__(self, clock: Any, on_settled: Callable[[int, int], None]) -> None:
         self._clock = clock
         self._on_settled = on_settled
         self._pending: dict[int, Outgoing] = {}

@@ -47,7 +47,7 @@ class PublishLink:
         reactor: Any,
         on_settled: Callable[[int, int], None],
         open_connection: Any = connect,
-    ):
+    ) -> None:
         self._config = config
         self._reactor = reactor
         self._on_settled = on_settled

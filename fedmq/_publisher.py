@@ -93,7 +93,9 @@ class Publisher:
 
     """
 
-    def __init__(self, config: Config, reactor: Any, connection: AMQPConnection | None = None):
+    def __init__(
+        self, config: Config, reactor: Any, connection: AMQPConnection | None = None
+    ) -> None:
         self._config = config
         self._reactor = reactor
         self._connection = connection

@@ -111,7 +111,7 @@ class NotifyService(Service):
         consumer_service: Any,
         reactor: Any = None,
         environ: Mapping[str, str] | None = None,
-    ):
+    ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 

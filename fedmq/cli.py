@@ -56,8 +56,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _consume_config(args: argparse.Namespace) -> Config:
-    config = topology_from_options(load(args), args)
-    return config
+    return topology_from_options(load(args), args)
 
 
 def _cmd_consume(args: argparse.Namespace) -> int:

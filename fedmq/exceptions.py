@@ -64,7 +64,9 @@ class HaltConsumer(Exception):
 
     """
 
-    def __init__(self, exit_code: int = 0, reason: str | None = None, requeue: bool = False):
+    def __init__(
+        self, exit_code: int = 0, reason: str | None = None, requeue: bool = False
+    ) -> None:
         super().__init__(exit_code, reason, requeue)
         self.exit_code = exit_code
         self.reason = reason
@@ -101,7 +103,7 @@ class CallbackError(FedmqError):
         topic: str | None = None,
         queue: str | None = None,
         raised_by_callback: bool = False,
-    ):
+    ) -> None:
         super().__init__(text)
         self.raised_by_callback = raised_by_callback
         self.message_id = message_id
@@ -120,7 +122,7 @@ class DecodeError(FedmqError):
 
     def __init__(
         self, text: str, content_type: str | None = None, content_encoding: str | None = None
-    ):
+    ) -> None:
         super().__init__(text)
         self.content_type = content_type
         self.content_encoding = content_encoding
@@ -143,7 +145,7 @@ class BrokerError(FedmqError):
 
     """
 
-    def __init__(self, text: str, reply_code: int | None = None, reply_text: str = ""):
+    def __init__(self, text: str, reply_code: int | None = None, reply_text: str = "") -> None:
         super().__init__(text)
         self.reply_code = reply_code
         self.reply_text = reply_text

@@ -92,7 +92,7 @@ class Properties:
     app_id: str | None
     cluster_id: str | None
 
-    def __init__(self, **kwargs: Any):
+    def __init__(self, **kwargs: Any) -> None:
         for name in kwargs:
             if name not in _FIELD_NAMES:
                 raise TypeError(f"Properties() got an unexpected keyword argument {name!r}")
@@ -210,7 +210,7 @@ class Message:
         type: str | None = None,
         app_id: str | None = None,
         persistent: bool = True,
-    ):
+    ) -> None:
         props = Properties() if properties is None else Properties.from_object(properties)
         is_bytes = isinstance(body, (bytes, bytearray, memoryview))
         if content_type is not None:

@@ -73,7 +73,7 @@ class ConsumerCollector:
 
     """
 
-    def __init__(self, consumer_service: Any):
+    def __init__(self, consumer_service: Any) -> None:
         self._consumer_service = consumer_service
 
     def collect(self) -> Iterator[Metric]:
@@ -138,7 +138,7 @@ class _Endpoints(Resource):
 
     isLeaf = True
 
-    def __init__(self, consumer_service: Any, registry: CollectorRegistry):
+    def __init__(self, consumer_service: Any, registry: CollectorRegistry) -> None:
         super().__init__()
         self._consumer_service = consumer_service
         self._registry = registry
@@ -224,7 +224,7 @@ class MonitoringService(Service):
 
     name = "fedmq-monitoring"
 
-    def __init__(self, config: Config, consumer_service: Any, reactor: Any = None):
+    def __init__(self, config: Config, consumer_service: Any, reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 

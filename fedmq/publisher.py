@@ -10,6 +10,7 @@ threads hand messages over in batches, one reactor wake-up per batch.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import threading
 import time
@@ -17,6 +18,7 @@ from collections import deque
 from typing import Any
 
 from twisted.internet import defer
+from typing_extensions import Self
 
 from fedmq import _intercept
 from fedmq._confirms import Outgoing, settle
@@ -77,7 +79,7 @@ class Publisher:
         max_unconfirmed_bytes: int | None = None,
         connect: Any = connect_with_failover,
         reactor_thread: int | None = None,
-    ):
+    ) -> None:
         from twisted.internet import reactor as global_reactor
 
         self.config = config if isinstance(config, Config) else load_config(config)
@@ -443,10 +445,8 @@ class Publisher:
         with self._room:
             self._closing = True
             self._room.notify_all()
-        try:
+        with contextlib.suppress(PublishTimeout):
             await self._flushed(timeout)
-        except PublishTimeout:
-            pass
         self._hand_over()
         reason = f" within the {timeout:g} s close() waited"
         waiting, self._waiting = self._waiting, deque()
@@ -456,13 +456,13 @@ class Publisher:
                 sent.callback(None)
         await self._link.close(reason)
 
-    def __enter__(self) -> Publisher:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    async def __aenter__(self) -> Publisher:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:

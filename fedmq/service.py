@@ -11,6 +11,7 @@ signals: the first SIGTERM or SIGINT drains, a second one stops at once.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -76,7 +77,7 @@ class ConsumerService(Service):
         *,
         handle_signals: bool = False,
         exit_with_status: bool = False,
-    ):
+    ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -182,10 +183,8 @@ class ConsumerService(Service):
         name = signal.Signals(signum).name
         if self._signals_received == 1:
             log.info("Received %s: draining (send it again to stop at once)", name)
-            try:
+            with contextlib.suppress(ReactorNotRunning):
                 self._reactor.stop()
-            except ReactorNotRunning:
-                pass
         elif self.consumer is not None and not self._ended.called:
             log.warning(
                 "Received %s again: stopping without waiting for callbacks in flight "
@@ -205,10 +204,8 @@ class ConsumerService(Service):
         # the exit handlers registered before this one, so flush logs here.
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 stream.flush()
-            except (OSError, ValueError):
-                pass
         os._exit(code)
 
 

@@ -43,7 +43,7 @@ class Subscription(NamedTuple):
 class MemoryChannel:
     """One channel on the in-memory broker."""
 
-    def __init__(self, broker: InMemoryBroker, connection: MemoryConnection):
+    def __init__(self, broker: InMemoryBroker, connection: MemoryConnection) -> None:
         self._broker = broker
         self._connection = connection
         self.closed: defer.Deferred[BrokerError | None] = defer.Deferred()
@@ -296,7 +296,7 @@ class MemoryConnection:
 
     """
 
-    def __init__(self, broker: InMemoryBroker):
+    def __init__(self, broker: InMemoryBroker) -> None:
         self._broker = broker
         self.address = "in-memory broker"
         self.closed: defer.Deferred[Exception | None] = defer.Deferred()

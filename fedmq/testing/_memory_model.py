@@ -119,7 +119,7 @@ class Model:
         now: Callable[[], float],
         call_later: Callable[..., Any],
         on_enqueued: Callable[[str], None],
-    ):
+    ) -> None:
         self._now = now
         self._call_later = call_later
         self._on_enqueued = on_enqueued

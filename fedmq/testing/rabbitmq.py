@@ -27,6 +27,8 @@ from types import TracebackType
 from typing import NoReturn
 from urllib.parse import quote
 
+from typing_extensions import Self
+
 from fedmq.testing.certificates import make_test_certificates
 
 __all__ = ["NOT_INSTALLED", "RabbitNode", "find_rabbitmq_server"]
@@ -332,7 +334,7 @@ class RabbitNode:
             self.kill()
             self._stop_epmd()
 
-    def __enter__(self) -> RabbitNode:
+    def __enter__(self) -> Self:
         if not self.running:
             try:
                 self.start()

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from typing_extensions import Self
+
 
 @dataclass(eq=False)
 class _Link:
@@ -111,7 +113,7 @@ class TCPProxy:
             self._running = False
             self._thread.join(10)
 
-    def __enter__(self) -> TCPProxy:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

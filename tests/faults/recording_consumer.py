@@ -74,7 +74,7 @@ def make_callback(args: argparse.Namespace, events: EventLog) -> Any:
         message_id = message.id or ""
         if args.nack and message_id.startswith(args.nack):
             events.write("nack", message_id)
-            raise fedmq.Nack()
+            raise fedmq.Nack
         if args.retry_first and message.attempt == 1:
             raise fedmq.Retry("first run")
         if slow_prefix and message_id.startswith(slow_prefix):

@@ -62,7 +62,7 @@ async def test_a_message_that_raises_nack_is_redelivered(broker, queue_name, mak
     def callback(message):
         seen.append(message.redelivered)
         if not message.redelivered:
-            raise fedmq.Nack()
+            raise fedmq.Nack
 
     consumer = await start(make_config(), callback)
     await wait_for(lambda: len(seen) == 2, what="the redelivery")
@@ -84,7 +84,7 @@ async def test_a_message_that_raises_drop_lands_in_the_dead_letter_queue(
     def callback(message):
         seen.append(message.body)
         if message.body == "bad":
-            raise fedmq.Drop()
+            raise fedmq.Drop
 
     consumer = await start(config, callback)
     broker.publish(queue_name, ["good", "bad", "good"])

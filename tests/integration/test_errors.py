@@ -387,7 +387,7 @@ async def test_nack_requeues_and_the_message_comes_back(broker, queue_name, make
     def callback(message: fedmq.Message) -> None:
         runs.append(message.redelivered)
         if not message.redelivered:
-            raise fedmq.Nack()
+            raise fedmq.Nack
 
     consumer = await fedmq.consume(callback, config=make_config())
     broker.publish(queue_name, ["x"])
@@ -464,7 +464,7 @@ async def test_nack_drop_retry_and_undecodable_bodies_do_not_count_toward_max_er
     def callback(message: fedmq.Message) -> None:
         runs.append(message.body)
         if message.body == "nack" and not message.redelivered:
-            raise fedmq.Nack()
+            raise fedmq.Nack
         if message.body == "drop":
             raise fedmq.Drop("never")
         if message.body == "retry" and message.attempt == 1:

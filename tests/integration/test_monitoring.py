@@ -157,10 +157,10 @@ async def test_metrics_count_what_the_consumer_processed(broker, queue_name, mak
     def callback(message: fedmq.Message) -> None:
         n = message.body["n"]
         if n % 5 == 0:
-            raise fedmq.Drop()  # the queue has no dead-letter exchange: discarded
+            raise fedmq.Drop  # the queue has no dead-letter exchange: discarded
         if n == 3 and n not in requeued_once:
             requeued_once.add(n)
-            raise fedmq.Nack()
+            raise fedmq.Nack
 
     monitored = Monitored(make_config(monitoring={"port": 0}), callback)
     port = await monitored.start()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
+from typing_extensions import Self
 
 import fedmq
 from fedmq.acks import Ack, AckStatus
@@ -58,7 +59,7 @@ class Alarm:
     def __init__(self, node: Any):
         self.node = node
 
-    def __enter__(self) -> Alarm:
+    def __enter__(self) -> Self:
         self.node.ctl("set_vm_memory_high_watermark", "0.0000001")
         return self
 

@@ -65,7 +65,7 @@ def test_fedora_messagings_exceptions_mean_what_fedmqs_do():
     from fedora_messaging.exceptions import Drop as FmDrop
 
     def callback(message: Message) -> None:
-        raise FmDrop()
+        raise FmDrop
 
     result = run_callback(callback)
     assert result.outcome is Outcome.DROP

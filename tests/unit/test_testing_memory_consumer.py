@@ -117,7 +117,7 @@ def test_a_nacked_message_is_redelivered_and_then_acked():
     def callback(message: Message) -> None:
         runs.append(message.redelivered)
         if not message.redelivered:
-            raise Nack()
+            raise Nack
 
     h = Harness(callback)
     h.broker.publish(Message("m", "org.x"))

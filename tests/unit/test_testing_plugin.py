@@ -141,8 +141,10 @@ def test_with_the_guard_on_a_stray_publish_fails_at_once_and_says_what_to_do(
     assert _summary(result) == {"passed": 2, "failed": 1}
     result.stdout.fnmatch_lines(
         [
-            "*PublishNotCaptured: fedmq.publish() of a message with topic 'org.example.stray'"
-            " in a test that set up no broker*",
+            (
+                "*PublishNotCaptured: fedmq.publish() of a message with topic 'org.example.stray'"
+                " in a test that set up no broker*"
+            ),
         ]
     )
     assert result.duration < 60
