@@ -65,8 +65,10 @@ _PROPERTY_NAMES = (
 
 
 class BrokerSilent(error.ConnectionLost):
-    """fedmq gave up a connection on which the broker had sent nothing for two
-    heartbeat intervals (a dead peer or a network that drops everything).
+    """fedmq gave up a connection on which the broker had gone silent.
+
+    Nothing came from the broker for two heartbeat intervals: a dead peer, or a
+    network that drops everything.
     """
 
     def __str__(self) -> str:
@@ -194,8 +196,10 @@ _TRANSLATIONS: tuple[
 
 
 class _Protocol(TwistedProtocolConnection):  # type: ignore[misc]
-    """pika's Twisted protocol, keeping the real reason a handshake failed, and
-    giving up on a broker that has gone silent.
+    """pika's Twisted protocol, keeping why a handshake failed, giving up on silence.
+
+    It keeps the real reason a handshake failed, and gives up on a broker that
+    has gone silent.
 
     pika replaces the handshake's error (a refused password, a missing vhost)
     with a bare ``AMQPConnectionError``; fedmq needs the original to tell the
@@ -273,8 +277,9 @@ def connection_parameters(config: Config, url: str | None = None) -> pika.URLPar
 
 
 class _QuietFactory(protocol.Factory):
-    """Hands out one protocol, as ``endpoints.connectProtocol`` does, without logging
-    "Starting factory" and "Stopping factory" at every connection.
+    """Hands out one protocol, as ``endpoints.connectProtocol`` does, but quietly.
+
+    It does not log "Starting factory" and "Stopping factory" at every connection.
     """
 
     noisy = False
@@ -404,7 +409,8 @@ class AMQPConnection:
         self, on_blocked: Callable[[str], None], on_unblocked: Callable[[], None]
     ) -> None:
         """Be told of connection.blocked (with the broker's reason) and unblocked."""
-        impl = self._protocol._impl
+        # pika's Twisted adapter exposes no public handle on its connection or channel implementation.
+        impl = self._protocol._impl  # noqa: SLF001
         impl.add_on_connection_blocked_callback(
             lambda _c, frame: on_blocked(str(getattr(frame.method, "reason", "")))
         )
@@ -476,7 +482,8 @@ class AMQPChannel:
 
     def __init__(self, channel: TwistedChannel) -> None:
         self._twisted = channel
-        self._impl = channel._channel
+        # pika's Twisted adapter exposes no public handle on its connection or channel implementation.
+        self._impl = channel._channel  # noqa: SLF001
         # Bound once: settling is on the per-message path.
         self.ack: Callable[[int, bool], None] = self._impl.basic_ack
         self.closed: defer.Deferred[BrokerError | None] = defer.Deferred()
@@ -612,8 +619,10 @@ class AMQPChannel:
         self._impl.basic_reject(delivery_tag, requeue=False)
 
     def get(self, queue: str) -> defer.Deferred[tuple[int, bool, str, str, Any, bytes, int] | None]:
-        """basic.get: fires with (tag, redelivered, exchange, routing_key,
-        properties, body, messages_left), or None when the queue is empty.
+        """basic.get: fires with one message from ``queue``, or None when it is empty.
+
+        The message comes as (tag, redelivered, exchange, routing_key,
+        properties, body, messages_left).
         """
         d = self._twisted.basic_get(queue=queue, auto_ack=False)
 

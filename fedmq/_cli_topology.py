@@ -1,5 +1,7 @@
-"""What ``fedmq consume`` and ``fedmq record`` consume: the configuration's
-topology, edited by ``--queue-name``, ``--routing-key`` and ``--exchange``.
+"""What ``fedmq consume`` and ``fedmq record`` consume.
+
+That is the configuration's topology, edited by ``--queue-name``,
+``--routing-key`` and ``--exchange``.
 
 Those three flags mean what they mean in fedora-messaging's command: they
 edit the configuration's queues and bindings (:func:`with_fedora_overrides`).

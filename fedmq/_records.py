@@ -1,5 +1,4 @@
-"""The two JSON-lines formats of messages that ``fedmq record`` writes and
-``fedmq publish`` reads.
+"""The two JSON-lines formats of messages that ``fedmq record`` writes and ``fedmq publish`` reads.
 
 **fedora-messaging's format** (the default of ``record`` and ``publish``), as
 ``fedora-messaging record`` writes it and ``fedora-messaging publish`` reads
@@ -345,9 +344,10 @@ def parse_lines(lines: Sequence[str], name: str) -> list[tuple[str, dict[str, An
 
 
 def detect_format(records: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
-    """Which format a file's records are in: fedmq's when one has a key only fedmq's
-    format has (``exchange``, ``properties``, ``body_base64``, ``redelivered``),
-    else fedora-messaging's.
+    """Which format a file's records are in: ``"fedmq"`` or ``"fedora-messaging"``.
+
+    fedmq's when one record has a key only fedmq's format has (``exchange``,
+    ``properties``, ``body_base64``, ``redelivered``), else fedora-messaging's.
 
     Raises:
         UsageError: one record has a key only fedmq's format has and another a key

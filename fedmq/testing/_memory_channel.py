@@ -327,7 +327,8 @@ class MemoryConnection:
             return
         self.is_open = False
         for channel in self.channels:
-            channel._lose(None)
+            # The connection ends its channels, as pika's does.
+            channel._lose(None)  # noqa: SLF001
         self._broker.connection_closed(self)
         if not self.closed.called:
             self.closed.callback(reason)

@@ -178,7 +178,8 @@ def make_message(
         queue,
         exchange,
     )
-    message: Message = _executors._message(
+    # The consumer's own conversion of a delivery, so the callback sees what it would.
+    message: Message = _executors._message(  # noqa: SLF001
         item, config.max_body_size, config.decode, config.decode and _fedora.installed()
     )
     return message

@@ -169,7 +169,8 @@ def capture_publishes() -> Iterator[PublishCapture]:
     from fedmq.api import intercepting_publishes
 
     capture = PublishCapture()
-    with intercepting_publishes(capture._record):
+    # Recording is the capture's own business; users only read it.
+    with intercepting_publishes(capture._record):  # noqa: SLF001
         yield capture
 
 

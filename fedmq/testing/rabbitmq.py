@@ -179,7 +179,9 @@ class RabbitNode:
 
     @property
     def tls_files(self) -> dict[str, Path]:
-        """Paths of the test CA (``ca_cert``), the server's certificate and key, and a
+        """Paths of the node's TLS files, by name.
+
+        They are the test CA (``ca_cert``), the server's certificate and key, and a
         client certificate and key (``client_cert``, ``client_key``) whose common name,
         :data:`~fedmq.testing.TEST_CLIENT_NAME`, is the user it logs in as with EXTERNAL.
         """
