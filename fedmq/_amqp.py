@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -287,7 +288,7 @@ class _QuietFactory(protocol.Factory):
     def __init__(self, built: Any) -> None:
         self._built = built
 
-    def buildProtocol(self, addr: Any) -> Any:
+    def buildProtocol(self, _addr: Any) -> Any:
         return self._built
 
 
@@ -409,7 +410,7 @@ class AMQPConnection:
         self, on_blocked: Callable[[str], None], on_unblocked: Callable[[], None]
     ) -> None:
         """Be told of connection.blocked (with the broker's reason) and unblocked."""
-        # pika's Twisted adapter exposes no public handle on its connection or channel implementation.
+        # pika's Twisted adapter exposes no public handle on its connection.
         impl = self._protocol._impl  # noqa: SLF001
         impl.add_on_connection_blocked_callback(
             lambda _c, frame: on_blocked(str(getattr(frame.method, "reason", "")))
@@ -467,8 +468,7 @@ def tls_options(config: Config, host: str) -> Any:
 
 def _read_tls_file(config: Config, key: str, path: str) -> bytes:
     try:
-        with open(path, "rb") as file:
-            return file.read()
+        return Path(path).read_bytes()
     except OSError as error:
         raise _tls_file_error(config, key, path, f"cannot be read: {error.strerror}") from None
 
@@ -482,7 +482,7 @@ class AMQPChannel:
 
     def __init__(self, channel: TwistedChannel) -> None:
         self._twisted = channel
-        # pika's Twisted adapter exposes no public handle on its connection or channel implementation.
+        # pika's Twisted adapter exposes no public handle on its channel.
         self._impl = channel._channel  # noqa: SLF001
         # Bound once: settling is on the per-message path.
         self.ack: Callable[[int, bool], None] = self._impl.basic_ack

@@ -15,6 +15,7 @@ import json
 import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedmq.exceptions import ConfigurationError
@@ -366,8 +367,7 @@ def check_runnable(config: Config) -> None:
 
 def _file_problem(path: str) -> str | None:
     try:
-        with open(path, "rb") as file:
-            text = file.read()
+        text = Path(path).read_bytes()
     except FileNotFoundError:
         return "does not exist"
     except IsADirectoryError:

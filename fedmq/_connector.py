@@ -42,7 +42,7 @@ async def connect(
 
     """
     urls = config.broker_urls
-    last: ConnectionFailed | None = None
+    last = ConnectionFailed("the configuration names no broker")  # never: it names one at least
     for step in range(len(urls)):
         index = (first + step) % len(urls)
         try:
@@ -55,7 +55,6 @@ async def connect(
             last = error
             continue
         return connection, index
-    assert last is not None  # broker_urls is never empty
     if len(urls) == 1:
         raise last
     names = ", ".join(redact_url(url) for url in urls)

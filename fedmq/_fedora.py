@@ -476,16 +476,16 @@ def add_compatibility_headers(message: Message) -> Properties | None:
 
 
 #: (second, its ISO 8601 form): ``sent-at`` has whole seconds, so one formatting a second does.
-_sent_at: tuple[int, str] = (0, "")
+#: A one-entry cache whose entry is replaced whole: safe across threads.
+_sent_at: list[tuple[int, str]] = [(0, "")]
 
 
 def _now() -> str:
-    global _sent_at  # a one-entry cache, replaced whole: safe across threads
     second = int(time.time())
-    cached = _sent_at
+    cached = _sent_at[0]
     if cached[0] != second:
         when = datetime.datetime.fromtimestamp(second, tz=datetime.timezone.utc)
-        cached = _sent_at = (second, when.isoformat())
+        cached = _sent_at[0] = (second, when.isoformat())
     return cached[1]
 
 

@@ -21,11 +21,17 @@ import re
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any, cast
 
-from twisted.logger import ILogObserver, LogBeginner, LogEvent, LogLevel, formatEvent
-from twisted.logger import globalLogBeginner as global_log_beginner
+from twisted.logger import (
+    ILogObserver,
+    LogBeginner,
+    LogEvent,
+    LogLevel,
+    formatEvent,
+    globalLogBeginner,
+)
 from zope.interface import classImplements  # type: ignore[import-untyped]
 
 from fedmq.config import Config
@@ -237,7 +243,8 @@ def setup_logging(
         ConfigurationError: ``log_config`` is not a valid dictConfig dictionary.
 
     """
-    global _default_handler
+    # One default handler per process, as logging has one root logger.
+    global _default_handler  # noqa: PLW0603
     root = logging.getLogger()
     if _default_handler is not None:
         root.removeHandler(_default_handler)
@@ -249,7 +256,7 @@ def setup_logging(
     wants_default = True
     if config.log_config is not None:
         wants_default = "root" not in config.log_config
-        _apply_log_config(config)
+        _apply_log_config(config, config.log_config)
     if wants_default:
         handler: logging.Handler = logging.StreamHandler(
             stream if stream is not None else _stderr()
@@ -273,7 +280,7 @@ def begin_twisted(log_beginner: LogBeginner | None = None) -> None:
         log_beginner: the Twisted log beginner; the global one by default.
 
     """
-    beginner = global_log_beginner if log_beginner is None else log_beginner
+    beginner = globalLogBeginner if log_beginner is None else log_beginner
     if beginner in _beginners_started:
         return
     _beginners_started.add(beginner)
@@ -287,9 +294,8 @@ def _stderr() -> IO[str]:
     return sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
 
 
-def _apply_log_config(config: Config) -> None:
-    assert config.log_config is not None
-    settings: dict[str, Any] = copy.deepcopy(dict(config.log_config))
+def _apply_log_config(config: Config, log_config: Mapping[str, Any]) -> None:
+    settings: dict[str, Any] = copy.deepcopy(dict(log_config))
     settings.setdefault("version", 1)
     # dictConfig would otherwise silence the loggers fedmq made at import.
     settings.setdefault("disable_existing_loggers", False)

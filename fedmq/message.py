@@ -207,7 +207,7 @@ class Message:
         expiration: str | None = None,
         correlation_id: str | None = None,
         reply_to: str | None = None,
-        type: str | None = None,
+        type: str | None = None,  # noqa: A002 - AMQP's name for the property
         app_id: str | None = None,
         persistent: bool = True,
     ) -> None:

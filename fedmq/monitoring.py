@@ -239,12 +239,14 @@ class MonitoringService(Service):
         self.port: int | None = None
 
     def privilegedStartService(self) -> None:
+        """Listen before the reactor runs, while twistd may still bind a privileged port."""
         # Listen before the reactor runs (and before twistd sheds privileges),
         # as Twisted's own servers do: a port in use fails the start at once.
         super().privilegedStartService()
         self._listen()
 
     def startService(self) -> None:
+        """Listen, unless :meth:`privilegedStartService` did already."""
         super().startService()
         self._listen()
 

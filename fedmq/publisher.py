@@ -15,10 +15,9 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
-from typing_extensions import Self
 
 from fedmq import _intercept
 from fedmq._confirms import Outgoing, settle
@@ -36,6 +35,10 @@ from fedmq.acks import Ack, AckStatus, OnAck
 from fedmq.config import Config, load_config
 from fedmq.exceptions import PublishError, PublishTimeout
 from fedmq.message import Message, Properties
+
+if TYPE_CHECKING:
+    # Python 3.11 has typing.Self; the annotations are never evaluated.
+    from typing_extensions import Self
 
 ConfigArg = Config | str | os.PathLike[str] | None
 

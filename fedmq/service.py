@@ -97,6 +97,7 @@ class ConsumerService(Service):
         return Consumer(self.config, self.callback, reactor=self._reactor)
 
     def startService(self) -> None:
+        """Start consuming; exit with the consumer's status and handle signals if asked."""
         super().startService()
         if self._exit_with_status:
             atexit.register(self._exit_process)
@@ -154,10 +155,8 @@ class ConsumerService(Service):
     def _stop_reactor(self) -> None:
         if self._stop_requested:
             return
-        try:
+        with contextlib.suppress(ReactorNotRunning):  # something else is already stopping it
             self._reactor.stop()
-        except ReactorNotRunning:
-            pass  # something else is already stopping it
 
     # --- signals ----------------------------------------------------------------
 

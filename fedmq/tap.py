@@ -68,6 +68,7 @@ class Options(usage.Options):
     config: Config
 
     def postOptions(self) -> None:
+        """Load the configuration the options name; a bad one fails with one clear line."""
         try:
             self.config = load_config(self["config"])
         except FedmqError as error:
@@ -158,8 +159,7 @@ class _ServiceTree(MultiService):
 
 def consumer_service_of(top: MultiService) -> ConsumerService:
     """The :class:`~fedmq.service.ConsumerService` in a tree from :func:`build_service`."""
-    found = top.getServiceNamed(ConsumerService.name)
-    assert isinstance(found, ConsumerService)
+    found: ConsumerService = top.getServiceNamed(ConsumerService.name)
     return found
 
 

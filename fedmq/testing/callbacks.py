@@ -215,7 +215,9 @@ def run_callback(
     Args:
         callback: a function, ``async def`` function, callable object, class,
             or ``"module:object"`` path.
-        body, topic, headers: the message (see :func:`make_message`).
+        body: the message's body (see :func:`make_message`).
+        topic: the message's topic.
+        headers: the message's headers.
         consumer_config: the config's ``consumer_config`` table for a class;
             ``config.consumer_config`` when None.
         config: decoding settings and the consumer_config; defaults when None.
@@ -240,7 +242,8 @@ def run_callback(
             _run_hook(target, "setup", loop_thread, timeout)
             try:
                 if is_async:
-                    assert loop_thread is not None
+                    if loop_thread is None:
+                        raise RuntimeError("an async callback needs an event loop thread")
                     coroutine = _executors.run_async(
                         target, item, config.max_body_size, config.decode, schemas
                     )
@@ -336,14 +339,19 @@ def _hook_failed(target: Any, name: str, exc: BaseException) -> BaseException:
     return error
 
 
+def _loop_of(loop_thread: LoopThread | None) -> asyncio.AbstractEventLoop:
+    if loop_thread is None:
+        raise RuntimeError("an async hook needs an event loop thread")
+    return loop_thread.loop
+
+
 def _run_hook(target: Any, name: str, loop_thread: LoopThread | None, timeout: float) -> None:
     method = hook(target, name)
     if method is None:
         return
     try:
         if inspect.iscoroutinefunction(method):
-            assert loop_thread is not None
-            asyncio.run_coroutine_threadsafe(method(), loop_thread.loop).result(timeout)
+            asyncio.run_coroutine_threadsafe(method(), _loop_of(loop_thread)).result(timeout)
         else:
             method()
     except Exception as exc:

@@ -69,12 +69,11 @@ class InMemoryBroker:
 
     # --- the connect seam ---------------------------------------------------
 
-    def connect(self, config: Any = None, reactor: Any = None, url: str | None = None) -> Any:
+    def connect(self, _config: Any = None, _reactor: Any = None, _url: str | None = None) -> Any:
         """Open a connection: the ``connect=`` callable of a Consumer or a publisher.
 
-        Args:
-            config, reactor, url: what fedmq passes to a connect function;
-                the in-memory broker needs none of them.
+        It takes what fedmq passes to a connect function (a config, a reactor and
+        a broker URL), all by position; the in-memory broker needs none of them.
 
         Returns:
             A Deferred that has fired with a :class:`MemoryConnection`.
@@ -110,7 +109,10 @@ class InMemoryBroker:
     # --- setting up, as a test or another application would ---------------
 
     def declare_exchange(
-        self, name: str, type: str = "topic", arguments: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        type: str = "topic",  # noqa: A002 - AMQP's name for an exchange's kind
+        arguments: Mapping[str, Any] | None = None,
     ) -> None:
         """Declare an exchange (``alternate-exchange`` among its arguments, say)."""
         self.model.declare_exchange(name, type, dict(arguments or {}))
@@ -262,25 +264,31 @@ class InMemoryBroker:
     # --- for channels ---------------------------------------------------------
 
     def record_settlement(self, queue: str, how: str, message: Stored) -> None:
+        """A channel settled ``message`` from ``queue``: "acked", "requeued" or "rejected"."""
         self.settlements.append(Settled(queue, how, message))
 
     def subscribe(self, subscription: Subscription) -> None:
+        """A channel consumes from a queue; what waits there is delivered."""
         self._subscriptions.setdefault(subscription.queue, []).append(subscription)
         self._enqueued(subscription.queue)
 
     def unsubscribe(self, tag: str) -> None:
+        """A channel cancels the consumer ``tag``."""
         for subscriptions in self._subscriptions.values():
             subscriptions[:] = [s for s in subscriptions if s.tag != tag]
 
     def channel_closed(self, channel: MemoryChannel) -> None:
+        """``channel`` closed: its consumers are gone."""
         for subscriptions in self._subscriptions.values():
             subscriptions[:] = [s for s in subscriptions if s.channel is not channel]
 
     def connection_closed(self, connection: MemoryConnection) -> None:
+        """``connection`` closed: it no longer counts among the connections."""
         if connection in self.connections:
             self.connections.remove(connection)
 
     def dead_letter(self, queue: str, message: Stored) -> None:
+        """A channel rejected ``message`` from ``queue``: dead-letter it as the queue says."""
         if queue in self.model.queues:
             self.model.dead_letter(self.model.queues[queue], message, "rejected")
 

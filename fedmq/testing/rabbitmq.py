@@ -24,10 +24,8 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import quote
-
-from typing_extensions import Self
 
 from fedmq.testing.certificates import make_test_certificates
 
@@ -36,6 +34,10 @@ __all__ = ["NOT_INSTALLED", "RabbitNode", "find_rabbitmq_server"]
 NOT_INSTALLED = (
     "rabbitmq-server is not installed: run `make deps` (as root: apt-get install rabbitmq-server)"
 )
+
+if TYPE_CHECKING:
+    # Python 3.11 has typing.Self; the annotations are never evaluated.
+    from typing_extensions import Self
 
 # Debian's /usr/sbin/rabbitmq-server is a wrapper that switches to the
 # rabbitmq user when run as root; this is the script it ends up running.
@@ -355,7 +357,12 @@ class RabbitNode:
 
     # --- rabbitmqctl -----------------------------------------------------
 
-    def ctl(self, *args: str, timeout: float = 60, input: str | None = None) -> str:
+    def ctl(
+        self,
+        *args: str,
+        timeout: float = 60,
+        input: str | None = None,  # noqa: A002 - subprocess.run's name for it
+    ) -> str:
         """Run ``rabbitmqctl`` against this node.
 
         Args:
@@ -379,6 +386,7 @@ class RabbitNode:
             capture_output=True,
             text=True,
             timeout=timeout,
+            check=False,  # a failure is reported below, with its stderr
         )
         if result.returncode != 0:
             # Only the command's name: arguments may hold a password.
@@ -565,7 +573,8 @@ class RabbitNode:
         last_error = ""
         while True:
             process = self._process
-            assert process is not None
+            if process is None:
+                raise RuntimeError(f"RabbitMQ node {self.nodename} was not started")
             if process.poll() is not None:
                 self._raise_boot_failure(f"exited with status {process.returncode}")
             remaining = deadline - time.monotonic()
@@ -578,9 +587,10 @@ class RabbitNode:
                     str(max(1, int(remaining))),
                     timeout=remaining + 10,
                 )
-                return
             except (RuntimeError, subprocess.TimeoutExpired) as e:
                 last_error = str(e)
+            else:
+                return
             time.sleep(0.2)
 
     def _raise_boot_failure(self, what: str) -> NoReturn:

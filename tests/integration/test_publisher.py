@@ -7,12 +7,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
-from typing_extensions import Self
 
 import fedmq
 from fedmq.acks import Ack, AckStatus
@@ -20,6 +19,10 @@ from fedmq.config import config_from_mapping
 from tests.integration.conftest import wait_for
 from tests.integration.processes import environment, write_config
 from tests.integration.processes import fedmq as fedmq_cli
+
+if TYPE_CHECKING:
+    # Python 3.11 has typing.Self; the annotations are never evaluated.
+    from typing_extensions import Self
 
 SCRIPT = Path(__file__).parent / "scripts" / "publishing.py"
 
