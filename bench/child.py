@@ -26,6 +26,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -194,7 +195,7 @@ class Harness:
 def _proc_status_mb(field: str) -> float | None:
     """A ``VmRSS``/``VmHWM``-style field of ``/proc/self/status``, in MiB."""
     try:
-        with open("/proc/self/status") as status:
+        with Path("/proc/self/status").open() as status:
             for line in status:
                 if line.startswith(field + ":"):
                     return round(int(line.split()[1]) / 1024, 1)  # kB
@@ -208,7 +209,7 @@ def _current_rss_mb() -> float | None:
 
 
 def _peak_rss_mb() -> float | None:
-    """This process's peak RSS since it exec'd Python.
+    """The peak RSS of this process since it exec'd Python.
 
     Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries the high-water mark
     of the memory a process had before ``execve`` into it, and a child of

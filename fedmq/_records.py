@@ -265,19 +265,7 @@ def message_from_fedora_record(
             f"{where}: body must be a JSON object in fedora-messaging's format, got "
             f"{_json_type(body)} (a record in fedmq's format needs --format fedmq)"
         )
-    headers = record.get("headers")
-    if headers is None:
-        headers = {}
-    if not isinstance(headers, dict):
-        raise UsageError(f"{where}: headers must be an object")
-    for key in (_SCHEMA_HEADER, _SENT_AT_HEADER):
-        if key in headers and not isinstance(headers[key], str):
-            raise UsageError(f"{where}: the {key} header must be a string")
-    if _SEVERITY_HEADER in headers and headers[_SEVERITY_HEADER] not in _SEVERITIES:
-        raise UsageError(
-            f"{where}: the {_SEVERITY_HEADER} header must be one of "
-            f"{', '.join(map(str, _SEVERITIES))}"
-        )
+    headers = _fedora_record_headers(record, where)
     message_id = record.get("id")
     if message_id is not None and not isinstance(message_id, str):
         raise UsageError(f"{where}: id must be a string")
@@ -307,6 +295,24 @@ def message_from_fedora_record(
     )
     # Encoded as fedora-messaging encodes it, so the bytes are the same too.
     return Message(json.dumps(body).encode("utf-8"), topic, headers, properties=properties)
+
+
+def _fedora_record_headers(record: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The record's headers, checked where fedora-messaging gives them a meaning."""
+    headers = record.get("headers")
+    if headers is None:
+        return {}
+    if not isinstance(headers, dict):
+        raise UsageError(f"{where}: headers must be an object")
+    for key in (_SCHEMA_HEADER, _SENT_AT_HEADER):
+        if key in headers and not isinstance(headers[key], str):
+            raise UsageError(f"{where}: the {key} header must be a string")
+    if _SEVERITY_HEADER in headers and headers[_SEVERITY_HEADER] not in _SEVERITIES:
+        raise UsageError(
+            f"{where}: the {_SEVERITY_HEADER} header must be one of "
+            f"{', '.join(map(str, _SEVERITIES))}"
+        )
+    return headers
 
 
 def _json_type(value: Any) -> str:

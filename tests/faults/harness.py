@@ -83,10 +83,7 @@ def publish_confirmed(
     unconfirmed: set[int] = set()
 
     def fail(text: str) -> None:
-        if state["error"] is None:
-            state["error"] = text
-        if connection.is_open:
-            connection.close()
+        _record_failure(state, connection, text)
 
     def send_more(channel: Any) -> None:
         while state["next"] < len(ids) and len(unconfirmed) < window:
@@ -108,11 +105,7 @@ def publish_confirmed(
         if isinstance(method, pika.spec.Basic.Nack):
             fail(f"the broker nacked delivery tag {method.delivery_tag}")
             return
-        tags = (
-            {tag for tag in unconfirmed if tag <= method.delivery_tag}
-            if method.multiple
-            else {method.delivery_tag}
-        )
+        tags = _confirmed_tags(unconfirmed, method)
         unconfirmed.difference_update(tags)
         state["confirmed"] += len(tags)
         if state["confirmed"] == len(ids):
@@ -146,11 +139,32 @@ def publish_confirmed(
     )
     connection.ioloop.call_later(timeout, lambda: fail(f"no confirms after {timeout:g} s"))
     connection.ioloop.start()
-    if state["error"] is None and state["confirmed"] != len(ids):
-        state["error"] = "the connection closed early"
-    assert state["error"] is None, (
-        f"publishing to {queue!r}: {state['error']} ({state['confirmed']} of {len(ids)} confirmed)"
+    error = _publish_error(state, len(ids))
+    assert error is None, (
+        f"publishing to {queue!r}: {error} ({state['confirmed']} of {len(ids)} confirmed)"
     )
+
+
+def _record_failure(state: dict[str, Any], connection: Any, text: str) -> None:
+    """Keep the first failure's text, and end the connection so the ioloop stops."""
+    if state["error"] is None:
+        state["error"] = text
+    if connection.is_open:
+        connection.close()
+
+
+def _confirmed_tags(unconfirmed: set[int], method: Any) -> set[int]:
+    """The delivery tags a basic.ack confirms: up to its tag if ``multiple``, else its own."""
+    if method.multiple:
+        return {tag for tag in unconfirmed if tag <= method.delivery_tag}
+    return {method.delivery_tag}
+
+
+def _publish_error(state: dict[str, Any], total: int) -> str | None:
+    """Why publishing failed, or None when every message was confirmed."""
+    if state["error"] is None and state["confirmed"] != total:
+        return "the connection closed early"
+    return state["error"]
 
 
 def take_all(url: str, queue: str) -> list[Any]:

@@ -185,9 +185,10 @@ class TCPProxy:
             if data:
                 try:
                     target.sendall(data)
-                    return
                 except OSError:
                     pass
+                else:
+                    return
             self._close_link(link)
 
         return on_readable

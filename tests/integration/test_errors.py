@@ -43,7 +43,12 @@ async def test_a_message_that_keeps_raising_retry_is_parked_after_max_attempts(
 
     def callback(message: fedmq.Message) -> None:
         runs.append(
-            (message.attempt, message.topic, message.exchange, datetime.datetime.now().timestamp())
+            (
+                message.attempt,
+                message.topic,
+                message.exchange,
+                datetime.datetime.now(datetime.timezone.utc).timestamp(),
+            )
         )
         raise fedmq.Retry(f"the stock service said 503 on attempt {message.attempt}")
 

@@ -307,7 +307,8 @@ async def test_twistd_as_the_unit_runs_it_notifies_serves_health_and_logs_json(
     )
     # The unit's ExecStart, with this venv's twistd and a file of the test's.
     command = [str(TWISTD), "--nodaemon", "--pidfile=", "fedmq", "--config", str(config)]
-    process = subprocess.Popen(
+    # Popen returns at once; the test then waits on the reactor, not on the process.
+    process = subprocess.Popen(  # noqa: ASYNC220
         command,
         cwd=tmp_path,
         env=env,

@@ -345,7 +345,7 @@ def test_encoding_a_non_json_value_raises_type_error():
 
 def test_encoding_nan_as_json_raises_value_error():
     """NaN is refused rather than sent as JSON other consumers cannot parse."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not JSON compliant"):
         Message(float("nan"))
 
 

@@ -86,9 +86,11 @@ def test_mock_sends_compares_fedmq_messages_by_class_topic_body_and_headers():
     with mock_sends(fedmq.Message, fedmq.Message({"a": 1}, topic="t", headers={"k": "v"})):
         fedmq.publish(fedmq.Message({"b": 2}, topic="other"))
         fedmq.publish(fedmq.Message({"a": 1}, topic="t", headers={"k": "v"}))
-    with pytest.raises(AssertionError, match="headers"):
-        with mock_sends(fedmq.Message({"a": 1}, topic="t", headers={"k": "v"})):
-            fedmq.publish(fedmq.Message({"a": 1}, topic="t", headers={"k": "w"}))
+    with (
+        pytest.raises(AssertionError, match="headers"),
+        mock_sends(fedmq.Message({"a": 1}, topic="t", headers={"k": "v"})),
+    ):
+        fedmq.publish(fedmq.Message({"a": 1}, topic="t", headers={"k": "w"}))
 
 
 def test_mock_sends_records_publishes_from_other_threads_and_sends_nothing():
