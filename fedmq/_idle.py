@@ -3,23 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
 
-
-class DelayedCall(Protocol):
-    """What ``callLater`` returns (Twisted's ``IDelayedCall``), as far as fedmq uses it."""
-
-    def active(self) -> bool: ...
-
-    def cancel(self) -> None: ...
-
-
-class Clock(Protocol):
-    """The reactor's time and timers (Twisted's ``IReactorTime``), as far as fedmq uses them."""
-
-    def seconds(self) -> float: ...
-
-    def callLater(self, delay: float, function: Callable[..., Any], /) -> DelayedCall: ...
+from fedmq._reactor_types import Clock, DelayedCall
 
 
 class IdleTimeout:

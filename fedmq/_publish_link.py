@@ -21,6 +21,7 @@ from fedmq._amqp import AMQPChannel, AMQPConnection
 from fedmq._backoff import reconnect_delay
 from fedmq._confirms import Confirms, Outgoing, settle
 from fedmq._connector import connect
+from fedmq._reactor_types import Clock, as_reactor_time
 from fedmq.acks import AckStatus
 from fedmq.config import Config
 from fedmq.exceptions import PublishConnectionLost
@@ -44,7 +45,7 @@ class PublishLink:
     def __init__(
         self,
         config: Config,
-        reactor: Any,
+        reactor: Clock,
         on_settled: Callable[[int, int], None],
         open_connection: Any = connect,
     ) -> None:
@@ -118,7 +119,7 @@ class PublishLink:
         try:
             channel: AMQPChannel = await connection.channel()
             confirming = channel.track_confirms(self._confirms.confirmed, self._confirms.returned)
-            confirming.addTimeout(self._config.connect_timeout, self._reactor)
+            confirming.addTimeout(self._config.connect_timeout, as_reactor_time(self._reactor))
             await confirming
         except BaseException:
             connection.abort()
@@ -190,7 +191,9 @@ class PublishLink:
             return defer.succeed(None)
         closing = connection.close()
         closing.addTimeout(
-            self._config.connect_timeout, self._reactor, lambda *_: connection.abort()
+            self._config.connect_timeout,
+            as_reactor_time(self._reactor),
+            lambda *_: connection.abort(),
         )
         return closing.addErrback(lambda _: None)
 

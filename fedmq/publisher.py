@@ -31,6 +31,7 @@ from fedmq._reactor_thread import (
     resolve_future,
     twisted_or_asyncio,
 )
+from fedmq._reactor_types import ThreadHopClock, as_reactor_time
 from fedmq.acks import Ack, AckStatus, OnAck
 from fedmq.config import Config, load_config
 from fedmq.exceptions import PublishError, PublishTimeout
@@ -77,7 +78,7 @@ class Publisher:
         self,
         config: ConfigArg = None,
         *,
-        reactor: Any = None,
+        reactor: ThreadHopClock | None = None,
         max_unconfirmed: int | None = None,
         max_unconfirmed_bytes: int | None = None,
         connect: Any = connect_with_failover,
@@ -86,7 +87,7 @@ class Publisher:
         from twisted.internet import reactor as global_reactor
 
         self.config = config if isinstance(config, Config) else load_config(config)
-        self._reactor: Any = global_reactor if reactor is None else reactor
+        self._reactor: ThreadHopClock = global_reactor if reactor is None else reactor
         self._detects_thread = reactor is None
         self._reactor_thread = reactor_thread
         self._max = max_unconfirmed or self.config.publish_max_unconfirmed
@@ -412,7 +413,7 @@ class Publisher:
                 f"after {timeout:g} s"
             )
 
-        return d.addTimeout(timeout, self._reactor, timed_out)
+        return d.addTimeout(timeout, as_reactor_time(self._reactor), timed_out)
 
     def close(self, timeout: float = 30.0) -> Any:
         """Wait up to ``timeout`` seconds for outstanding confirms, then close.

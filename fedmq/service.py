@@ -18,13 +18,14 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.error import ReactorNotRunning
 from twisted.python.failure import Failure
 
+from fedmq._reactor_types import ReactorControl
 from fedmq.config import Config
 from fedmq.consumer import Consumer
 from fedmq.exceptions import FedmqError
@@ -73,7 +74,7 @@ class ConsumerService(Service):
         self,
         config: Config,
         callback: Any = None,
-        reactor: Any = None,
+        reactor: ReactorControl | None = None,
         *,
         handle_signals: bool = False,
         exit_with_status: bool = False,
@@ -81,7 +82,8 @@ class ConsumerService(Service):
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
-            reactor = global_reactor
+            # The installed reactor provides these interfaces; mypy sees only the module.
+            reactor = cast("ReactorControl", global_reactor)
         self.config = config
         self.callback = callback
         self.consumer: Consumer | None = None
