@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from fedmq import _headers
@@ -93,7 +94,9 @@ def _plural(count: int) -> str:
     return f"{count} message{'' if count == 1 else 's'}"
 
 
-async def requeue_dead(config: Config, reactor: Any, queue: str, limit: int | None = None) -> int:
+async def requeue_dead(
+    config: Config, reactor: IReactorTime, queue: str, limit: int | None = None
+) -> int:
     """Move the messages parked in ``<queue>.dead`` back to ``queue``, oldest first.
 
     Args:
@@ -151,7 +154,7 @@ async def requeue_dead(config: Config, reactor: Any, queue: str, limit: int | No
 
 
 def _publish_confirmed(
-    channel: AMQPChannel, reactor: Any, queue: str, data: bytes, properties: Properties
+    channel: AMQPChannel, reactor: IReactorTime, queue: str, data: bytes, properties: Properties
 ) -> defer.Deferred[None]:
     d = channel.publish("", queue, data, properties, mandatory=True)
 
