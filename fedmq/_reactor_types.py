@@ -42,6 +42,14 @@ class ThreadHopClock(Clock, Protocol):
     ) -> None: ...
 
 
+class RunningClock(Clock, Protocol):
+    """A :class:`Clock` that also calls back once it runs (``IReactorCore.callWhenRunning``)."""
+
+    def callWhenRunning(
+        self, function: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Any: ...
+
+
 class ReactorControl(Protocol):
     """What a service asks of the reactor (``IReactorCore``, ``IReactorThreads``)."""
 

@@ -13,10 +13,12 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
+
+from fedmq._reactor_types import RunningClock, as_reactor_time
 
 log = logging.getLogger("fedmq.systemd")
 
@@ -109,13 +111,14 @@ class NotifyService(Service):
     def __init__(
         self,
         consumer_service: Any,
-        reactor: Any = None,
+        reactor: RunningClock | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
-            reactor = global_reactor
+            # The installed reactor provides these interfaces; mypy sees only the module.
+            reactor = cast("RunningClock", global_reactor)
         self._consumer_service = consumer_service
         self._reactor = reactor
         self._environ = environ
@@ -138,7 +141,7 @@ class NotifyService(Service):
         interval = watchdog_interval(self._environ)
         if interval is not None:
             self._watchdog = LoopingCall(self._notify, "WATCHDOG=1")
-            self._watchdog.clock = self._reactor
+            self._watchdog.clock = as_reactor_time(self._reactor)
             self._watchdog.start(interval, now=True)
         if not self._follow_consumer():
             self._reactor.callWhenRunning(self._follow_consumer)
