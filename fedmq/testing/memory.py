@@ -55,7 +55,7 @@ class InMemoryBroker:
 
     """
 
-    def __init__(self, clock: Any = None) -> None:
+    def __init__(self, clock: task.Clock | None = None) -> None:
         self.clock = clock if clock is not None else task.Clock()
         self.model = Model(self.clock.seconds, self.clock.callLater, self._enqueued)
         self.settlements: list[Settled] = []
