@@ -288,7 +288,8 @@ class _QuietFactory(protocol.Factory):
     def __init__(self, built: Any) -> None:
         self._built = built
 
-    def buildProtocol(self, _addr: Any) -> Any:
+    def buildProtocol(self, addr: Any) -> Any:
+        del addr  # the one protocol serves whatever the address
         return self._built
 
 

@@ -97,7 +97,8 @@ class MemoryChannel:
     ) -> defer.Deferred[Any]:
         return self._do(lambda: self._broker.model.bind(queue, exchange, routing_key, arguments))
 
-    def qos(self, prefetch_count: int, _prefetch_size: int = 0) -> defer.Deferred[Any]:
+    def qos(self, prefetch_count: int, prefetch_size: int = 0) -> defer.Deferred[Any]:
+        del prefetch_size  # RabbitMQ implements no size limit, so neither does the double
         self.prefetch_count = prefetch_count
         return defer.succeed(None)
 

@@ -69,16 +69,19 @@ class InMemoryBroker:
 
     # --- the connect seam ---------------------------------------------------
 
-    def connect(self, _config: Any = None, _reactor: Any = None, _url: str | None = None) -> Any:
+    def connect(self, config: Any = None, reactor: Any = None, url: str | None = None) -> Any:
         """Open a connection: the ``connect=`` callable of a Consumer or a publisher.
 
-        It takes what fedmq passes to a connect function (a config, a reactor and
-        a broker URL), all by position; the in-memory broker needs none of them.
+        Args:
+            config: the config fedmq passes to a connect function; not needed here.
+            reactor: the reactor fedmq passes; not needed here.
+            url: the broker URL fedmq passes; not needed here.
 
         Returns:
             A Deferred that has fired with a :class:`MemoryConnection`.
 
         """
+        del config, reactor, url  # the in-memory broker needs none of them
         if self._refusals:
             return defer.fail(self._refusals.pop(0))
         connection = MemoryConnection(self)
