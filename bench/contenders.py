@@ -37,6 +37,7 @@ class Contender:
             base schema.
         kind: ``"consume"``, or ``"publish"`` for a contender that publishes
             its messages into an empty queue (``bench.publish_child``).
+
     """
 
     name: str

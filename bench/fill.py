@@ -62,6 +62,7 @@ def fill(url: str, queue: str, count: int, timeout: float, schema: str | None = 
     Raises:
         TimeoutError: the queue did not reach ``count`` messages in time.
         pika.exceptions.AMQPError: the broker refused or the connection failed.
+
     """
     began = time.monotonic()
     sent_at = datetime.datetime.now(tz=datetime.timezone.utc).replace(microsecond=0).isoformat()

@@ -33,6 +33,7 @@ class Summary:
         in_queue: messages in the queue at the start of each round.
         rounds: each round's result, as the child printed it (plus the
             parent's checks).
+
     """
 
     name: str
@@ -119,6 +120,7 @@ class Target:
         measure: computes the measured value from the summaries.
         passes: whether a measured value meets the goal.
         unit: how to print the measured value.
+
     """
 
     description: str

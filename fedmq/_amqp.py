@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -48,8 +49,11 @@ DeliveryHandler = Callable[[int, bool, str, str, Any, bytes], None]
 
 
 class BrokerSilent(error.ConnectionLost):
-    """fedmq gave up a connection on which the broker had sent nothing for two
-    heartbeat intervals (a dead peer or a network that drops everything)."""
+    """fedmq gave up a connection on which the broker had gone silent.
+
+    Nothing came from the broker for two heartbeat intervals: a dead peer, or a
+    network that drops everything.
+    """
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "no data from the broker"
@@ -61,6 +65,7 @@ def translate_error(reason: BaseException | Failure | None, where: str) -> Excep
     Args:
         reason: what pika or Twisted reported.
         where: the broker's address (password-free) or the object concerned.
+
     """
     if isinstance(reason, Failure):
         reason = reason.value
@@ -175,8 +180,10 @@ _TRANSLATIONS: tuple[
 
 
 class _Protocol(TwistedProtocolConnection):  # type: ignore[misc]
-    """pika's Twisted protocol, keeping the real reason a handshake failed, and
-    giving up on a broker that has gone silent.
+    """pika's Twisted protocol, keeping why a handshake failed, giving up on silence.
+
+    It keeps the real reason a handshake failed, and gives up on a broker that
+    has gone silent.
 
     pika replaces the handshake's error (a refused password, a missing vhost)
     with a bare ``AMQPConnectionError``; fedmq needs the original to tell the
@@ -189,7 +196,7 @@ class _Protocol(TwistedProtocolConnection):  # type: ignore[misc]
     the network is gone. pika's own check takes up to twice ``heartbeat + 5``.
     """
 
-    def __init__(self, parameters: pika.URLParameters, reactor: Any):
+    def __init__(self, parameters: pika.URLParameters, reactor: Any) -> None:
         super().__init__(parameters, custom_reactor=reactor)
         self._idle = IdleTimeout(reactor, self._broker_silent)
         self._silence: BrokerSilent | None = None
@@ -254,15 +261,18 @@ def connection_parameters(config: Config, url: str | None = None) -> pika.URLPar
 
 
 class _QuietFactory(protocol.Factory):
-    """Hands out one protocol, as ``endpoints.connectProtocol`` does, without logging
-    "Starting factory" and "Stopping factory" at every connection."""
+    """Hands out one protocol, as ``endpoints.connectProtocol`` does, but quietly.
+
+    It does not log "Starting factory" and "Stopping factory" at every connection.
+    """
 
     noisy = False
 
-    def __init__(self, built: Any):
+    def __init__(self, built: Any) -> None:
         self._built = built
 
     def buildProtocol(self, addr: Any) -> Any:
+        del addr  # the one protocol serves whatever the address
         return self._built
 
 
@@ -281,9 +291,10 @@ class AMQPConnection:
         closed: a Deferred that fires, with a fedmq exception (or None for a
             close fedmq asked for), when the connection ends.
         address: ``host:port`` of the broker, with no credentials.
+
     """
 
-    def __init__(self, protocol: Any, address: str):
+    def __init__(self, protocol: Any, address: str) -> None:
         self._protocol = protocol
         self.address = address
         self.closed: defer.Deferred[Exception | None] = defer.Deferred()
@@ -304,6 +315,7 @@ class AMQPConnection:
         Returns:
             A Deferred firing with the connection, or failing with
             :class:`AuthenticationFailed` or :class:`ConnectionFailed`.
+
         """
         url = url or config.amqp_url
         parts = urlsplit(url)
@@ -382,7 +394,8 @@ class AMQPConnection:
         self, on_blocked: Callable[[str], None], on_unblocked: Callable[[], None]
     ) -> None:
         """Be told of connection.blocked (with the broker's reason) and unblocked."""
-        impl = self._protocol._impl
+        # pika's Twisted adapter exposes no public handle on its connection.
+        impl = self._protocol._impl  # noqa: SLF001
         impl.add_on_connection_blocked_callback(
             lambda _c, frame: on_blocked(str(getattr(frame.method, "reason", "")))
         )
@@ -409,6 +422,7 @@ def tls_options(config: Config, host: str) -> Any:
 
     Raises:
         ConfigurationError: a ``[tls]`` file cannot be read or holds no usable PEM data.
+
     """
     tls = config.tls
     trust_root: Any = None
@@ -438,8 +452,7 @@ def tls_options(config: Config, host: str) -> Any:
 
 def _read_tls_file(config: Config, key: str, path: str) -> bytes:
     try:
-        with open(path, "rb") as file:
-            return file.read()
+        return Path(path).read_bytes()
     except OSError as error:
         raise _tls_file_error(config, key, path, f"cannot be read: {error.strerror}") from None
 
@@ -451,9 +464,10 @@ def _tls_file_error(config: Config, key: str, path: str, problem: str) -> Config
 class AMQPChannel:
     """One AMQP channel: declarations, consuming, settling and publishing."""
 
-    def __init__(self, channel: TwistedChannel):
+    def __init__(self, channel: TwistedChannel) -> None:
         self._twisted = channel
-        self._impl = channel._channel
+        # pika's Twisted adapter exposes no public handle on its channel.
+        self._impl = channel._channel  # noqa: SLF001
         # Bound once: settling is on the per-message path.
         self.ack: Callable[[int, bool], None] = self._impl.basic_ack
         self.closed: defer.Deferred[BrokerError | None] = defer.Deferred()
@@ -589,8 +603,11 @@ class AMQPChannel:
         self._impl.basic_reject(delivery_tag, requeue=False)
 
     def get(self, queue: str) -> defer.Deferred[tuple[int, bool, str, str, Any, bytes, int] | None]:
-        """basic.get: fires with (tag, redelivered, exchange, routing_key,
-        properties, body, messages_left), or None when the queue is empty."""
+        """basic.get: fires with one message from ``queue``, or None when it is empty.
+
+        The message comes as (tag, redelivered, exchange, routing_key,
+        properties, body, messages_left).
+        """
         d = self._twisted.basic_get(queue=queue, auto_ack=False)
 
         def unpack(result: Any) -> Any:
@@ -655,6 +672,7 @@ class AMQPChannel:
                 basic.ack (acked True) and basic.nack (False).
             on_return: called with the ``message_id`` of each message the
                 broker returns (mandatory and unroutable), before its confirm.
+
         """
         self._confirming = True
         ack_class = pika.spec.Basic.Ack
@@ -682,6 +700,7 @@ class AMQPChannel:
 
         Raises:
             PublishConnectionLost: the channel is closed.
+
         """
         p = properties
         props = pika.BasicProperties(
@@ -722,9 +741,7 @@ def _publish_error(failure: Failure, where: str) -> Exception:
     if isinstance(value, pika.exceptions.ChannelClosed):
         code, text = value.reply_code, value.reply_text
         return BrokerError(f"Publishing to {where} failed: {code} {text}", code, text)
-    if isinstance(value, pika.exceptions.AMQPError) or isinstance(
-        value, (error.ConnectionDone, error.ConnectionLost)
-    ):
+    if isinstance(value, (pika.exceptions.AMQPError, error.ConnectionDone, error.ConnectionLost)):
         return PublishConnectionLost(
             f"The connection closed before the broker confirmed the message published "
             f"to {where}: {type(value).__name__}"

@@ -41,7 +41,7 @@ class Attempts:
         urls: Sequence[str],
         policy: ReconnectConfig,
         uniform: Callable[[], float] = random.random,
-    ):
+    ) -> None:
         self._urls = urls
         self._policy = policy
         self._uniform = uniform

@@ -8,9 +8,11 @@ apart by itself.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
 from twisted.internet import defer
@@ -45,7 +47,7 @@ FORMATS = (FEDORA_FORMAT, FEDMQ_FORMAT)
 class _Recorder:
     """The callback of ``fedmq record``: one line per message, then ack."""
 
-    def __init__(self, output: IO[str], limit: int | None, file_format: str):
+    def __init__(self, output: IO[str], limit: int | None, file_format: str) -> None:
         self.output = output
         self.limit = limit
         self.file_format = file_format
@@ -80,22 +82,19 @@ def run_record(args: argparse.Namespace, config: Config) -> int:
 
     # One message at a time, so the file is in the order the queue delivers.
     config = config.replace(concurrency=1)
-    output: IO[str]
-    if args.file == "-":
-        output = sys.stdout
-    else:
-        try:
-            output = open(args.file, "w", encoding="utf-8")
-        except OSError as error:
-            raise UsageError(f"cannot write {args.file}: {error.strerror}") from None
-    try:
+    with contextlib.ExitStack() as closing:
+        output: IO[str]
+        if args.file == "-":
+            output = sys.stdout
+        else:
+            try:
+                output = closing.enter_context(Path(args.file).open("w", encoding="utf-8"))
+            except OSError as error:
+                raise UsageError(f"cannot write {args.file}: {error.strerror}") from None
         recorder = _Recorder(output, args.limit, args.format)
         setup_logging(config)
         service = ConsumerService(config, recorder, handle_signals=True)
         code = run_services(service, service)
-    finally:
-        if output is not sys.stdout:
-            output.close()
     where = "standard output" if args.file == "-" else args.file
     if recorder.error is not None:
         sys.stderr.write(f"fedmq: {recorder.error}\n")
@@ -140,7 +139,7 @@ def _read_lines(name: str) -> list[str]:
     if name == "-":
         return sys.stdin.readlines()
     try:
-        with open(name, encoding="utf-8") as file:
+        with Path(name).open(encoding="utf-8") as file:
             return file.readlines()
     except OSError as error:
         hint = " (a message body goes in --body)" if error.errno == errno.ENOENT else ""
@@ -232,7 +231,7 @@ def run_publish(args: argparse.Namespace) -> int:
                 for ok, result in results:
                     if not ok:
                         confirmed += sum(1 for ok, _ in results if ok)
-                        cast(Failure, result).raiseException()
+                        cast("Failure", result).raiseException()
                 confirmed += len(window)
         except PublishError:
             if len(messages) > 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import threading
@@ -71,10 +72,8 @@ def run_in_reactor(work: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
 
         def finished(result: Any) -> None:
             outcome.append(result)
-            try:
+            with contextlib.suppress(ReactorNotRunning):  # a signal is stopping it already
                 reactor.stop()
-            except ReactorNotRunning:
-                pass  # a signal is stopping it already
 
         d.addBoth(finished)
 

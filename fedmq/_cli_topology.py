@@ -1,5 +1,7 @@
-"""What ``fedmq consume`` and ``fedmq record`` consume: the configuration's
-topology, edited by ``--queue-name``, ``--routing-key`` and ``--exchange``.
+"""What ``fedmq consume`` and ``fedmq record`` consume.
+
+That is the configuration's topology, edited by ``--queue-name``,
+``--routing-key`` and ``--exchange``.
 
 Those three flags mean what they mean in fedora-messaging's command: they
 edit the configuration's queues and bindings (:func:`with_fedora_overrides`).
@@ -65,6 +67,7 @@ def with_fedora_overrides(
         UsageError: ``queue_name`` with a configuration of several queues (which
             one to rename?), or ``routing_keys`` or ``exchange`` with one that
             has queues but no bindings (nothing to change).
+
     """
     routing_keys = tuple(routing_keys)
     if not (queue_name or routing_keys or exchange):
@@ -127,6 +130,7 @@ def with_overrides(
 
     Returns:
         The configuration to consume with.
+
     """
     config = with_app_name(config, app_name)
     if queue_name is None and not routing_keys and exchange is None:

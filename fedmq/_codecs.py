@@ -11,6 +11,7 @@ re-exported by :mod:`fedmq.message`, where users import them from.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import functools
 import gzip
 import importlib
@@ -48,8 +49,8 @@ def _parse_content_type(content_type: str | None) -> tuple[int, str | None]:
     try:
         return _PARSED[content_type]
     except KeyError:
-        pass
-    assert content_type is not None  # None is always in the cache
+        if content_type is None:  # never: None is always in the cache
+            raise
     media_type, *params = content_type.split(";")
     media_type = media_type.strip().lower()
     if media_type == _JSON_TYPE or media_type.endswith("+json"):
@@ -68,10 +69,9 @@ def _parse_content_type(content_type: str | None) -> tuple[int, str | None]:
         if key.strip().lower() == "charset":
             charset = value.strip().strip('"').lower() or None
     if charset is not None:
-        try:
+        # An unknown charset is reported as a DecodeError or ValueError when it is used.
+        with contextlib.suppress(LookupError):
             charset = codecs.lookup(charset).name
-        except LookupError:
-            pass  # reported as a DecodeError or ValueError when it is used
     if len(_PARSED) < _PARSED_MAX:
         _PARSED[content_type] = (kind, charset)
     return kind, charset
@@ -288,6 +288,7 @@ def decode_body(
             it inflates past ``max_body_size``, its content encoding is
             unknown, its charset is one Python cannot decode text with, or
             it needs msgpack or PyYAML and that is not installed.
+
     """
     charset_hint = None
     if content_encoding:
@@ -335,6 +336,7 @@ def encode_body(body: Any, content_type: str, content_encoding: str | None = Non
             encoding is unknown.
         ModuleNotFoundError: the content type needs msgpack or PyYAML, and it
             is not installed.
+
     """
     data = _serialize(body, content_type)
     return _compress(data, content_encoding) if content_encoding else data

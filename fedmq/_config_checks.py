@@ -15,6 +15,7 @@ import json
 import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedmq.exceptions import ConfigurationError
@@ -113,6 +114,7 @@ def redact_url(url: str) -> str:
 
     Returns:
         The URL with ``***`` for the password; the URL itself when it has none.
+
     """
     scheme, sep, rest = url.partition("://")
     prefix, rest = (scheme + sep, rest) if sep else ("", url)
@@ -204,79 +206,130 @@ def _check_config(config: Config) -> None:
     Called by ``Config.__post_init__`` once the plain fields' types are checked
     and the fields normalised, so by :meth:`~fedmq.config.Config.replace` too.
     """
+    for check in _CHECKS:
+        check(config)
 
-    def fail(text: str) -> ConfigurationError:
-        return ConfigurationError(f"{config.source}: {text}")
 
+def _fail(config: Config, text: str) -> ConfigurationError:
+    return ConfigurationError(f"{config.source}: {text}")
+
+
+def _check_urls(config: Config) -> None:
     problem = _url_problem(config.amqp_url)
     if problem:
-        raise fail(f"amqp_url {problem}")
+        raise _fail(config, f"amqp_url {problem}")
     for index, url in enumerate(config.amqp_urls):
         if not isinstance(url, str):
-            raise fail(f"amqp_urls[{index}] must be a string, got {_type_name(url)}")
+            raise _fail(config, f"amqp_urls[{index}] must be a string, got {_type_name(url)}")
         problem = _url_problem(url)
         if problem:
-            raise fail(f"amqp_urls[{index}] {problem}")
+            raise _fail(config, f"amqp_urls[{index}] {problem}")
     if not config.drain_timeout > 0:
-        raise fail(f"drain_timeout must be more than 0 seconds, got {config.drain_timeout}")
+        raise _fail(
+            config, f"drain_timeout must be more than 0 seconds, got {config.drain_timeout}"
+        )
+
+
+def _check_publishing(config: Config) -> None:
     for key in ("publish_max_unconfirmed", "publish_max_unconfirmed_bytes"):
         if getattr(config, key) < 1:
-            raise fail(f"{key} must be at least 1, got {getattr(config, key)}")
+            raise _fail(config, f"{key} must be at least 1, got {getattr(config, key)}")
     if config.publish_format not in ("fedmq", "fedora-messaging"):
-        raise fail(
-            f'publish_format must be "fedmq" or "fedora-messaging", got {config.publish_format!r}'
+        raise _fail(
+            config,
+            f'publish_format must be "fedmq" or "fedora-messaging", got {config.publish_format!r}',
         )
     if config.publish_priority is not None:
         _check_range(config.publish_priority, "publish_priority", config.source, 0, 255)
     if config.log_format not in ("text", "json"):
-        raise fail(f'log_format must be "text" or "json", got {config.log_format!r}')
+        raise _fail(config, f'log_format must be "text" or "json", got {config.log_format!r}')
+
+
+def _check_reconnect(config: Config) -> None:
     backoff = config.reconnect
     if not 0 < backoff.initial_delay <= backoff.max_delay:
-        raise fail("reconnect.initial_delay must be more than 0 and at most reconnect.max_delay")
+        raise _fail(
+            config, "reconnect.initial_delay must be more than 0 and at most reconnect.max_delay"
+        )
     if backoff.factor < 1:
-        raise fail(f"reconnect.factor must be at least 1, got {backoff.factor}")
+        raise _fail(config, f"reconnect.factor must be at least 1, got {backoff.factor}")
     if not 0 <= backoff.jitter < 1:
-        raise fail(f"reconnect.jitter must be from 0 up to (not including) 1, got {backoff.jitter}")
+        raise _fail(
+            config,
+            f"reconnect.jitter must be from 0 up to (not including) 1, got {backoff.jitter}",
+        )
     _check_range(backoff.max_attempts, "reconnect.max_attempts", config.source, 0)
     _check_range(config.max_errors, "max_errors", config.source, 1)
     if not config.error_window > 0:
-        raise fail(f"error_window must be more than 0 seconds, got {config.error_window}")
+        raise _fail(config, f"error_window must be more than 0 seconds, got {config.error_window}")
+
+
+def _check_retry(config: Config) -> None:
     for index, delay in enumerate(config.retry.delays):
         if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay > 0:
-            raise fail(f"retry.delays[{index}] must be a number of seconds more than 0")
+            raise _fail(config, f"retry.delays[{index}] must be a number of seconds more than 0")
         if delay * 1000 != int(delay * 1000):
-            raise fail(f"retry.delays[{index}] must be a whole number of milliseconds")
+            raise _fail(config, f"retry.delays[{index}] must be a whole number of milliseconds")
     if config.retry.enabled and not config.retry.delays:
-        raise fail("retry.delays must name at least one delay when retry.enabled is true")
+        raise _fail(config, "retry.delays must name at least one delay when retry.enabled is true")
     _check_range(config.retry.max_attempts, "retry.max_attempts", config.source, 1)
+
+
+def _check_consuming(config: Config) -> None:
     for index, message_type in enumerate(config.message_types):
         if not isinstance(message_type, str):
-            raise fail(f"message_types[{index}] must be a string, got {_type_name(message_type)}")
+            raise _fail(
+                config, f"message_types[{index}] must be a string, got {_type_name(message_type)}"
+            )
     if config.monitoring.port is not None:
         _check_range(config.monitoring.port, "monitoring.port", config.source, 0, 65535)
     if config.callback is not None and not _CALLBACK.match(config.callback):
-        raise fail(f"callback must look like 'package.module:object', got {config.callback!r}")
+        raise _fail(
+            config, f"callback must look like 'package.module:object', got {config.callback!r}"
+        )
     _check_range(config.concurrency, "concurrency", config.source, 1)
     _check_range(config.max_body_size, "max_body_size", config.source, 1)
     _check_range(config.heartbeat, "heartbeat", config.source, 0)
     if not config.connect_timeout > 0:
-        raise fail(f"connect_timeout must be more than 0 seconds, got {config.connect_timeout}")
+        raise _fail(
+            config, f"connect_timeout must be more than 0 seconds, got {config.connect_timeout}"
+        )
+
+
+def _check_qos(config: Config) -> None:
     _check_range(config.qos.prefetch_count, "qos.prefetch_count", config.source, 0, 65535)
     if config.qos.prefetch_size != 0:
-        raise fail("qos.prefetch_size must be 0: RabbitMQ does not implement a size limit")
+        raise _fail(config, "qos.prefetch_size must be 0: RabbitMQ does not implement a size limit")
     if config.qos.prefetch_count and config.concurrency > config.qos.prefetch_count:
-        raise fail(
+        raise _fail(
+            config,
             f"concurrency ({config.concurrency}) must not exceed qos.prefetch_count "
-            f"({config.qos.prefetch_count}): the extra workers would never get a message"
+            f"({config.qos.prefetch_count}): the extra workers would never get a message",
         )
-    if config.tls is not None:
-        for name in ("ca_cert", "certfile", "keyfile"):
-            if getattr(config.tls, name) == "":
-                raise fail(f"tls.{name} must be a file path, not an empty string")
-        if config.tls.certfile is not None and config.tls.keyfile is None:
-            raise fail("tls.certfile is set but tls.keyfile is not; give both or neither")
-        if config.tls.keyfile is not None and config.tls.certfile is None:
-            raise fail("tls.keyfile is set but tls.certfile is not; give both or neither")
+
+
+def _check_tls(config: Config) -> None:
+    if config.tls is None:
+        return
+    for name in ("ca_cert", "certfile", "keyfile"):
+        if getattr(config.tls, name) == "":
+            raise _fail(config, f"tls.{name} must be a file path, not an empty string")
+    if config.tls.certfile is not None and config.tls.keyfile is None:
+        raise _fail(config, "tls.certfile is set but tls.keyfile is not; give both or neither")
+    if config.tls.keyfile is not None and config.tls.certfile is None:
+        raise _fail(config, "tls.keyfile is set but tls.certfile is not; give both or neither")
+
+
+# In the order the rules are reported: the first one broken wins.
+_CHECKS = (
+    _check_urls,
+    _check_publishing,
+    _check_reconnect,
+    _check_retry,
+    _check_consuming,
+    _check_qos,
+    _check_tls,
+)
 
 
 def uses_tls(url: str) -> bool:
@@ -315,8 +368,7 @@ def check_runnable(config: Config) -> None:
 
 def _file_problem(path: str) -> str | None:
     try:
-        with open(path, "rb") as file:
-            text = file.read()
+        text = Path(path).read_bytes()
     except FileNotFoundError:
         return "does not exist"
     except IsADirectoryError:

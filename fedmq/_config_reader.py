@@ -12,6 +12,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from fedmq._config_checks import _url_problem
@@ -27,8 +28,7 @@ _TOML_POSITION = re.compile(r"^(?P<what>.*) \(at line (?P<line>\d+), column (?P<
 
 def _read_toml(path: str, origin: str) -> dict[str, Any]:
     try:
-        with open(path, "rb") as file:
-            raw = file.read()
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigurationError(f"config file {path} {origin}does not exist") from None
     except OSError as error:
@@ -78,14 +78,14 @@ def _read_sources(
     elif env.get("FEDMQ_CONFIG"):
         source = env["FEDMQ_CONFIG"]
         data = _read_toml(source, "(named by $FEDMQ_CONFIG) ")
-    elif os.path.exists(default_path):
+    elif Path(default_path).exists():
         source = default_path
         data = _read_toml(source, "")
     elif env.get("FEDORA_MESSAGING_CONF"):
         source = env["FEDORA_MESSAGING_CONF"]
         data = _read_toml(source, "(named by $FEDORA_MESSAGING_CONF) ")
         fedora_messaging_file = True
-    elif os.path.exists(FEDORA_MESSAGING_CONFIG_PATH):
+    elif Path(FEDORA_MESSAGING_CONFIG_PATH).exists():
         source = FEDORA_MESSAGING_CONFIG_PATH
         data = _read_toml(source, "")
         fedora_messaging_file = True

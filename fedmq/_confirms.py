@@ -14,6 +14,7 @@ import heapq
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from fedmq._reactor_types import Clock
 from fedmq.acks import ERRORS, Ack, AckStatus, OnAck
 from fedmq.exceptions import PublishError
 
@@ -64,9 +65,10 @@ class Confirms:
         clock: an ``IReactorTime``: its ``seconds`` and ``callLater``.
         on_settled: called with (messages, bytes) freed after each confirm or
             failure, so the publisher can let waiting posts in.
+
     """
 
-    def __init__(self, clock: Any, on_settled: Callable[[int, int], None]):
+    def __init__(self, clock: Clock, on_settled: Callable[[int, int], None]) -> None:
         self._clock = clock
         self._on_settled = on_settled
         self._pending: dict[int, Outgoing] = {}

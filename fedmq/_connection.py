@@ -104,7 +104,11 @@ class Clock(Protocol):
     def seconds(self) -> float: ...
 
     def callLater(
-        self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any
+        self,
+        delay: float,
+        callable: Callable[..., Any],  # noqa: A002 - Twisted's own parameter name
+        *args: Any,
+        **kw: Any,
     ) -> Any: ...
 
 

@@ -39,9 +39,10 @@ async def connect(
         AuthenticationFailed: a broker refused the credentials (no other is tried:
             the nodes of a cluster share their users).
         ConnectionFailed: no broker could be reached; the text names the last one's error.
+
     """
     urls = config.broker_urls
-    last: ConnectionFailed | None = None
+    last = ConnectionFailed("the configuration names no broker")  # never: it names one at least
     for step in range(len(urls)):
         index = (first + step) % len(urls)
         try:
@@ -54,7 +55,6 @@ async def connect(
             last = error
             continue
         return connection, index
-    assert last is not None  # broker_urls is never empty
     if len(urls) == 1:
         raise last
     names = ", ".join(redact_url(url) for url in urls)

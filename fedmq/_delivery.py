@@ -12,6 +12,8 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any, NamedTuple
 
+from typing_extensions import Self
+
 from fedmq._error_window import ErrorCount
 from fedmq.message import Message, Properties
 
@@ -37,7 +39,7 @@ class Outcome(IntEnum):
 
     stat: str
 
-    def __new__(cls, value: int, stat: str) -> Outcome:
+    def __new__(cls, value: int, stat: str) -> Self:
         member = int.__new__(cls, value)
         member._value_ = value
         member.stat = stat

@@ -45,6 +45,7 @@ class ErrorWindow:
         window: the window's length in seconds.
         now: returns the time in seconds (the reactor's ``seconds``); it is
             called from worker threads.
+
     """
 
     @classmethod
@@ -52,7 +53,7 @@ class ErrorWindow:
         """The window of a consumer with ``config`` (its ``max_errors`` and ``error_window``)."""
         return cls(config.max_errors, config.error_window, now)
 
-    def __init__(self, limit: int, window: float, now: Callable[[], float]):
+    def __init__(self, limit: int, window: float, now: Callable[[], float]) -> None:
         self.limit = limit
         self.window = window
         self._now = now

@@ -229,7 +229,7 @@ class _Executor:
         outcome = result.outcome
         if outcome == HALT:
             self.halted = True
-        elif outcome == ERROR or outcome == CONSUMER_ERROR:
+        elif outcome in (ERROR, CONSUMER_ERROR):
             return result._replace(errors=self.errors.record())
         return result
 

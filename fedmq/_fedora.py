@@ -99,9 +99,10 @@ def _build_entry(name: str) -> tuple[type[Any], Callable[[Any], None]] | None:
     from fedora_messaging import message as fm_message
 
     # Loading the registry reads the fedora.messages entry points once.
-    if not fm_message._registry_loaded:
+    # fedora-messaging exposes no public lookup of its registry.
+    if not fm_message._registry_loaded:  # noqa: SLF001
         fm_message.load_message_classes()
-    cls = fm_message._schema_name_to_class.get(name)
+    cls = fm_message._schema_name_to_class.get(name)  # noqa: SLF001
     if cls is None:
         log.warning(
             "No message class is registered for schema %r (install the package that "
@@ -157,7 +158,8 @@ def _validator(cls: type[Any], base: type[Any], name: str) -> Callable[[Any], No
         import jsonschema.exceptions  # type: ignore[import-untyped]
 
         try:
-            headers = message._headers
+            # What fedora-messaging's own validate() checks; it has no public name.
+            headers = message._headers  # noqa: SLF001
             for quick, full in headers_checks:
                 # The full validator decides whatever the quick check does not accept.
                 if quick is None or not quick(headers):
@@ -261,6 +263,7 @@ def schema_message(message: Message, schema: Any) -> Any:
 
     Raises:
         SchemaInvalid: the headers or body fail the class's schemas.
+
     """
     if schema == BASE_SCHEMA or not isinstance(schema, str):
         # The base class adds nothing a plain fedmq.Message lacks; and the most
@@ -288,7 +291,7 @@ def schema_message(message: Message, schema: Any) -> Any:
 
 
 def translate_exception(exc: BaseException) -> BaseException | None:
-    """fedmq's outcome exception for one of fedora-messaging's, else None.
+    """Fedmq's outcome exception for one of fedora-messaging's, else None.
 
     ``Nack``, ``Drop`` and ``HaltConsumer`` become fedmq's of the same name
     (``HaltConsumer`` with its exit code, reason and requeue flag);
@@ -421,6 +424,7 @@ def wire_form(message: Any, publish_priority: int | None) -> tuple[str, bytes, P
 
     Raises:
         PublishFormatError: the message fails its schemas.
+
     """
     import jsonschema.exceptions  # type: ignore[import-untyped]
 
@@ -432,12 +436,13 @@ def wire_form(message: Any, publish_priority: int | None) -> tuple[str, bytes, P
             f"(topic {message.topic!r}) fails its schema, so it was not published: "
             f"{error.message}"
         ) from error
-    properties = Properties.from_object(message._properties)
+    # fedora-messaging exposes no public form of the properties and body it publishes.
+    properties = Properties.from_object(message._properties)  # noqa: SLF001
     properties.headers = dict(properties.headers or {})
     if properties.priority is None and publish_priority is not None:
         properties.priority = publish_priority
         properties.headers["priority"] = publish_priority
-    return message.topic, message._encoded_body, properties
+    return message.topic, message._encoded_body, properties  # noqa: SLF001
 
 
 def add_compatibility_headers(message: Message) -> Properties | None:
@@ -471,16 +476,16 @@ def add_compatibility_headers(message: Message) -> Properties | None:
 
 
 #: (second, its ISO 8601 form): ``sent-at`` has whole seconds, so one formatting a second does.
-_sent_at: tuple[int, str] = (0, "")
+#: A one-entry cache whose entry is replaced whole: safe across threads.
+_sent_at: list[tuple[int, str]] = [(0, "")]
 
 
 def _now() -> str:
-    global _sent_at  # a one-entry cache, replaced whole: safe across threads
     second = int(time.time())
-    cached = _sent_at
+    cached = _sent_at[0]
     if cached[0] != second:
         when = datetime.datetime.fromtimestamp(second, tz=datetime.timezone.utc)
-        cached = _sent_at = (second, when.isoformat())
+        cached = _sent_at[0] = (second, when.isoformat())
     return cached[1]
 
 

@@ -3,23 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
 
-
-class DelayedCall(Protocol):
-    """What ``callLater`` returns (Twisted's ``IDelayedCall``), as far as fedmq uses it."""
-
-    def active(self) -> bool: ...
-
-    def cancel(self) -> None: ...
-
-
-class Clock(Protocol):
-    """The reactor's time and timers (Twisted's ``IReactorTime``), as far as fedmq uses them."""
-
-    def seconds(self) -> float: ...
-
-    def callLater(self, delay: float, callable: Callable[..., Any], /) -> DelayedCall: ...
+from fedmq._reactor_types import Clock, DelayedCall
 
 
 class IdleTimeout:
@@ -33,6 +18,7 @@ class IdleTimeout:
     Args:
         clock: the reactor (or a ``Clock`` in tests) that tells the time and runs the timer.
         on_timeout: called once, with no argument, when the deadline passes in silence.
+
     """
 
     __slots__ = ("_call", "_clock", "_now", "_on_timeout", "last_received", "timeout")

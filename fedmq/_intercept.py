@@ -26,6 +26,7 @@ def intercepting_publishes(handler: Callable[[Any], None]) -> Iterator[None]:
 
     Args:
         handler: called with each message published, in the thread that published it.
+
     """
     with _lock:
         handlers.append(handler)

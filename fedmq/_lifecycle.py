@@ -181,13 +181,13 @@ class Hooks:
         try:
             await done
         except defer.TimeoutError:
-            log.error(
+            log.exception(
                 "teardown() of the callback %r did not return within %g s",
                 self._name,
                 self._timeout,
             )
         except Exception as exc:
-            log.error(
+            log.error(  # noqa: TRY400 - exc_info is given explicitly below
                 "teardown() of the callback %r raised %s: %s",
                 self._name,
                 type(exc).__name__,

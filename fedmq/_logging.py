@@ -21,11 +21,17 @@ import re
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any, cast
 
-from twisted.logger import ILogObserver, LogBeginner, LogEvent, LogLevel, formatEvent
-from twisted.logger import globalLogBeginner as global_log_beginner
+from twisted.logger import (
+    ILogObserver,
+    LogBeginner,
+    LogEvent,
+    LogLevel,
+    formatEvent,
+    globalLogBeginner,
+)
 from zope.interface import classImplements  # type: ignore[import-untyped]
 
 from fedmq import _tracing
@@ -66,6 +72,7 @@ def redact(text: str) -> str:
 
     Returns:
         ``text`` with ``amqp(s)://user:***@host`` for every URL that has a password.
+
     """
     if "amqp" not in text.lower():
         return text
@@ -134,13 +141,14 @@ class JSONFormatter(logging.Formatter):
 
 
 def make_formatter(log_format: str = "text") -> logging.Formatter:
-    """fedmq's formatter: text lines (:data:`TEXT_FORMAT`), or JSON with ``"json"``.
+    """Fedmq's formatter: text lines (:data:`TEXT_FORMAT`), or JSON with ``"json"``.
 
     Args:
         log_format: ``"text"`` or ``"json"``, as the ``log_format`` key.
 
     Returns:
         A new formatter.
+
     """
     return JSONFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
 
@@ -235,8 +243,10 @@ def setup_logging(
 
     Raises:
         ConfigurationError: ``log_config`` is not a valid dictConfig dictionary.
+
     """
-    global _default_handler
+    # One default handler per process, as logging has one root logger.
+    global _default_handler  # noqa: PLW0603
     root = logging.getLogger()
     if _default_handler is not None:
         root.removeHandler(_default_handler)
@@ -248,7 +258,7 @@ def setup_logging(
     wants_default = True
     if config.log_config is not None:
         wants_default = "root" not in config.log_config
-        _apply_log_config(config)
+        _apply_log_config(config, config.log_config)
     if wants_default:
         handler: logging.Handler = logging.StreamHandler(
             stream if stream is not None else _stderr()
@@ -270,13 +280,14 @@ def begin_twisted(log_beginner: LogBeginner | None = None) -> None:
 
     Args:
         log_beginner: the Twisted log beginner; the global one by default.
+
     """
-    beginner = global_log_beginner if log_beginner is None else log_beginner
+    beginner = globalLogBeginner if log_beginner is None else log_beginner
     if beginner in _beginners_started:
         return
     _beginners_started.add(beginner)
     # Standard output stays what it is: a callback's print() is its own business.
-    beginner.beginLoggingTo([cast(ILogObserver, twisted_observer)], redirectStandardIO=False)
+    beginner.beginLoggingTo([cast("ILogObserver", twisted_observer)], redirectStandardIO=False)
 
 
 def _stderr() -> IO[str]:
@@ -285,9 +296,8 @@ def _stderr() -> IO[str]:
     return sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
 
 
-def _apply_log_config(config: Config) -> None:
-    assert config.log_config is not None
-    settings: dict[str, Any] = copy.deepcopy(dict(config.log_config))
+def _apply_log_config(config: Config, log_config: Mapping[str, Any]) -> None:
+    settings: dict[str, Any] = copy.deepcopy(dict(log_config))
     settings.setdefault("version", 1)
     # dictConfig would otherwise silence the loggers fedmq made at import.
     settings.setdefault("disable_existing_loggers", False)

@@ -21,6 +21,7 @@ from fedmq._amqp import AMQPChannel, AMQPConnection
 from fedmq._backoff import reconnect_delay
 from fedmq._confirms import Confirms, Outgoing, settle
 from fedmq._connector import connect
+from fedmq._reactor_types import Clock, as_reactor_time
 from fedmq.acks import AckStatus
 from fedmq.config import Config
 from fedmq.exceptions import PublishConnectionLost
@@ -38,15 +39,16 @@ class PublishLink:
             status, to free room in the publisher's bound.
         open_connection: how to connect, ``(config, reactor, first_url_index)``
             to ``(connection, index)``; tests hand in fakes.
+
     """
 
     def __init__(
         self,
         config: Config,
-        reactor: Any,
+        reactor: Clock,
         on_settled: Callable[[int, int], None],
         open_connection: Any = connect,
-    ):
+    ) -> None:
         self._config = config
         self._reactor = reactor
         self._on_settled = on_settled
@@ -122,7 +124,7 @@ class PublishLink:
         try:
             channel: AMQPChannel = await connection.channel()
             confirming = channel.track_confirms(self._confirms.confirmed, self._confirms.returned)
-            confirming.addTimeout(self._config.connect_timeout, self._reactor)
+            confirming.addTimeout(self._config.connect_timeout, as_reactor_time(self._reactor))
             await confirming
         except BaseException:
             connection.abort()
@@ -194,7 +196,9 @@ class PublishLink:
             return defer.succeed(None)
         closing = connection.close()
         closing.addTimeout(
-            self._config.connect_timeout, self._reactor, lambda *_: connection.abort()
+            self._config.connect_timeout,
+            as_reactor_time(self._reactor),
+            lambda *_: connection.abort(),
         )
         return closing.addErrback(lambda _: None)
 

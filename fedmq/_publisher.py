@@ -42,6 +42,7 @@ def wire_form(message: Any, config: Config) -> tuple[str, bytes, Properties]:
         PublishFormatError: with ``publish_format = "fedora-messaging"``, the
             body is not a JSON object; or a fedora-messaging message fails its schemas.
         TypeError: ``message`` is neither kind of message.
+
     """
     if isinstance(message, Message):
         topic, data = message.topic, message.data
@@ -89,9 +90,12 @@ class Publisher:
         reactor: the reactor to run on.
         connection: an open connection to publish on (a consumer's own); when
             None the publisher opens, and owns, one of its own.
+
     """
 
-    def __init__(self, config: Config, reactor: Any, connection: AMQPConnection | None = None):
+    def __init__(
+        self, config: Config, reactor: Any, connection: AMQPConnection | None = None
+    ) -> None:
         self._config = config
         self._reactor = reactor
         self._connection = connection

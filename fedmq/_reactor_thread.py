@@ -1,5 +1,4 @@
-"""Where the caller stands relative to the reactor, answering in its form, and starting
-the reactor for scripts.
+"""Where the caller stands relative to the reactor; answers in its form; a reactor for scripts.
 
 A script's first publish runs the global reactor in a daemon thread
 (``fedmq-reactor``) for the rest of the process. A reactor that has run and
@@ -34,6 +33,7 @@ def caller_context(reactor: Any, detects_thread: bool) -> bool:
         reactor: the reactor in use.
         detects_thread: False for a reactor handed in by the caller (Twisted
             code, or a ``Clock`` in tests): always the Twisted form then.
+
     """
     if not detects_thread:
         return True
@@ -47,6 +47,7 @@ def ensure_reactor_running(reactor: Any, in_reactor: bool) -> None:
 
     Raises:
         PublishError: the reactor has stopped for good, or did not start in time.
+
     """
     if in_reactor or getattr(reactor, "running", True):
         return
@@ -120,7 +121,8 @@ async def _awaitable(future: concurrent.futures.Future[Any]) -> Any:
 def _running_task_loop() -> asyncio.AbstractEventLoop | None:
     # Not get_running_loop(): raising RuntimeError at every publish outside
     # asyncio costs more than the rest of the check.
-    loop = asyncio._get_running_loop()
+    # asyncio's None-returning form: get_running_loop() raising at every publish costs more.
+    loop = asyncio._get_running_loop()  # noqa: SLF001
     if loop is None:
         return None
     return loop if asyncio.current_task(loop) is not None else None

@@ -1,5 +1,4 @@
-"""The two JSON-lines formats of messages that ``fedmq record`` writes and
-``fedmq publish`` reads.
+"""The two JSON-lines formats of messages that ``fedmq record`` writes and ``fedmq publish`` reads.
 
 **fedora-messaging's format** (the default of ``record`` and ``publish``), as
 ``fedora-messaging record`` writes it and ``fedora-messaging publish`` reads
@@ -93,6 +92,7 @@ def message_record(
 
     Returns:
         A dict ready for :func:`json.dumps` with :func:`dump_record`.
+
     """
     props = Properties.from_object(properties)
     record: dict[str, Any] = {"topic": topic}
@@ -134,6 +134,7 @@ def message_from_record(line: str, where: str) -> tuple[Message, str | None, str
 
     Raises:
         UsageError: the line is not a valid record; the message says why.
+
     """
     try:
         record = json.loads(line)
@@ -195,6 +196,7 @@ def fedora_record(message: Message) -> str:
 
     Raises:
         UsageError: the body is not a JSON object, which is all that format holds.
+
     """
     body = message.body
     if not isinstance(body, Mapping):
@@ -244,6 +246,7 @@ def message_from_fedora_record(
 
     Raises:
         UsageError: the record is not valid in that format; the message says why.
+
     """
     unknown = sorted(set(record) - _FEDORA_KEYS)
     if unknown:
@@ -262,19 +265,7 @@ def message_from_fedora_record(
             f"{where}: body must be a JSON object in fedora-messaging's format, got "
             f"{_json_type(body)} (a record in fedmq's format needs --format fedmq)"
         )
-    headers = record.get("headers")
-    if headers is None:
-        headers = {}
-    if not isinstance(headers, dict):
-        raise UsageError(f"{where}: headers must be an object")
-    for key in (_SCHEMA_HEADER, _SENT_AT_HEADER):
-        if key in headers and not isinstance(headers[key], str):
-            raise UsageError(f"{where}: the {key} header must be a string")
-    if _SEVERITY_HEADER in headers and headers[_SEVERITY_HEADER] not in _SEVERITIES:
-        raise UsageError(
-            f"{where}: the {_SEVERITY_HEADER} header must be one of "
-            f"{', '.join(map(str, _SEVERITIES))}"
-        )
+    headers = _fedora_record_headers(record, where)
     message_id = record.get("id")
     if message_id is not None and not isinstance(message_id, str):
         raise UsageError(f"{where}: id must be a string")
@@ -306,6 +297,24 @@ def message_from_fedora_record(
     return Message(json.dumps(body).encode("utf-8"), topic, headers, properties=properties)
 
 
+def _fedora_record_headers(record: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The record's headers, checked where fedora-messaging gives them a meaning."""
+    headers = record.get("headers")
+    if headers is None:
+        return {}
+    if not isinstance(headers, dict):
+        raise UsageError(f"{where}: headers must be an object")
+    for key in (_SCHEMA_HEADER, _SENT_AT_HEADER):
+        if key in headers and not isinstance(headers[key], str):
+            raise UsageError(f"{where}: the {key} header must be a string")
+    if _SEVERITY_HEADER in headers and headers[_SEVERITY_HEADER] not in _SEVERITIES:
+        raise UsageError(
+            f"{where}: the {_SEVERITY_HEADER} header must be one of "
+            f"{', '.join(map(str, _SEVERITIES))}"
+        )
+    return headers
+
+
 def _json_type(value: Any) -> str:
     names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number")
@@ -323,6 +332,7 @@ def parse_lines(lines: Sequence[str], name: str) -> list[tuple[str, dict[str, An
 
     Raises:
         UsageError: a line is not a JSON object; the message names it.
+
     """
     records = []
     for number, line in enumerate(lines, 1):
@@ -340,13 +350,15 @@ def parse_lines(lines: Sequence[str], name: str) -> list[tuple[str, dict[str, An
 
 
 def detect_format(records: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
-    """Which format a file's records are in: fedmq's when one has a key only fedmq's
-    format has (``exchange``, ``properties``, ``body_base64``, ``redelivered``),
-    else fedora-messaging's.
+    """Which format a file's records are in: ``"fedmq"`` or ``"fedora-messaging"``.
+
+    fedmq's when one record has a key only fedmq's format has (``exchange``,
+    ``properties``, ``body_base64``, ``redelivered``), else fedora-messaging's.
 
     Raises:
         UsageError: one record has a key only fedmq's format has and another a key
             only fedora-messaging's has (``id``, ``priority``).
+
     """
     fedmq_at = next((where for where, record in records if _ONLY_FEDMQ & set(record)), None)
     if fedmq_at is None:

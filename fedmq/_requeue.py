@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from fedmq import _headers
@@ -52,6 +53,7 @@ def without_verdict_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]
     Returns:
         A new dict without :data:`VERDICT_HEADERS` (every other header, the
         ``X-Original-*`` ones included, is kept), or None for None.
+
     """
     if headers is None:
         return None
@@ -70,6 +72,7 @@ async def _check_queue(channel: AMQPChannel, queue: str) -> None:
 
     Raises:
         DeclarationError: it does not (or the broker refused to say), in the broker's words.
+
     """
     try:
         await channel.queue_counts(queue)
@@ -87,7 +90,9 @@ def _plural(count: int) -> str:
     return f"{count} message{'' if count == 1 else 's'}"
 
 
-async def requeue_dead(config: Config, reactor: Any, queue: str, limit: int | None = None) -> int:
+async def requeue_dead(
+    config: Config, reactor: IReactorTime, queue: str, limit: int | None = None
+) -> int:
     """Move the messages parked in ``<queue>.dead`` back to ``queue``, oldest first.
 
     Args:
@@ -105,6 +110,7 @@ async def requeue_dead(config: Config, reactor: Any, queue: str, limit: int | No
             republished message, or closed the channel meanwhile. That
             message stays parked; the error says how many moved before it.
         ConnectionFailed: fedmq could not connect to the broker.
+
     """
     dead = dead_queue_name(queue)
     moved = 0
@@ -144,7 +150,7 @@ async def requeue_dead(config: Config, reactor: Any, queue: str, limit: int | No
 
 
 def _publish_confirmed(
-    channel: AMQPChannel, reactor: Any, queue: str, data: bytes, properties: Properties
+    channel: AMQPChannel, reactor: IReactorTime, queue: str, data: bytes, properties: Properties
 ) -> defer.Deferred[None]:
     d = channel.publish("", queue, data, properties, mandatory=True)
 

@@ -61,25 +61,43 @@ def quick_check(schema: Any) -> Predicate | None:
     Returns:
         The predicate, or None when the schema uses a keyword, a type or a
         draft this module does not know.
+
     """
+    if not _is_simple_object_schema(schema):
+        return None
+    checks = _property_checks(schema.get("properties", {}))
+    if checks is None:
+        return None
+    return _accepting(schema.get("required", []), checks)
+
+
+def _is_simple_object_schema(schema: Any) -> bool:
+    """Whether ``schema`` is an object schema of a known draft, with only known keywords."""
     if not isinstance(schema, dict) or not set(schema) <= _TOP_KEYWORDS:
-        return None
-    if schema.get("$schema", next(iter(_DRAFTS))) not in _DRAFTS:
-        return None
-    if schema.get("type") != "object":
-        return None
+        return False
     required = schema.get("required", [])
-    properties = schema.get("properties", {})
-    if not isinstance(required, list) or not all(isinstance(key, str) for key in required):
-        return None
-    if not isinstance(properties, dict):
-        return None
+    return (
+        schema.get("$schema", next(iter(_DRAFTS))) in _DRAFTS
+        and schema.get("type") == "object"
+        and isinstance(required, list)
+        and all(isinstance(key, str) for key in required)
+        and isinstance(schema.get("properties", {}), dict)
+    )
+
+
+def _property_checks(properties: dict[str, Any]) -> list[tuple[str, Predicate]] | None:
+    """A check per property, or None if one property's schema is not simple."""
     checks: list[tuple[str, Predicate]] = []
     for name, subschema in properties.items():
         check = _property_check(subschema)
         if check is None:
             return None
         checks.append((name, check))
+    return checks
+
+
+def _accepting(required: list[str], checks: list[tuple[str, Predicate]]) -> Predicate:
+    """The predicate: a dict that has every ``required`` key and passes every check."""
 
     def accepts(instance: Any) -> bool:
         if type(instance) is not dict:

@@ -13,10 +13,12 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
+
+from fedmq._reactor_types import RunningClock, as_reactor_time
 
 log = logging.getLogger("fedmq.systemd")
 
@@ -41,6 +43,7 @@ def notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
         True when the message was sent; False without ``$NOTIFY_SOCKET`` or
         when sending failed (which is logged: systemd's own sd_notify also
         carries on).
+
     """
     path = (os.environ if environ is None else environ).get("NOTIFY_SOCKET", "")
     if not path:
@@ -69,6 +72,7 @@ def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
     Returns:
         Half of ``$WATCHDOG_USEC``, in seconds; None when it is unset or
         invalid, or when ``$WATCHDOG_PID`` names another process.
+
     """
     env = os.environ if environ is None else environ
     pid = env.get("WATCHDOG_PID")
@@ -99,6 +103,7 @@ class NotifyService(Service):
         reactor: the reactor that schedules the watchdog pings; the global
             one by default.
         environ: the environment naming the socket; ``os.environ`` by default.
+
     """
 
     name = "fedmq-systemd"
@@ -106,13 +111,14 @@ class NotifyService(Service):
     def __init__(
         self,
         consumer_service: Any,
-        reactor: Any = None,
+        reactor: RunningClock | None = None,
         environ: Mapping[str, str] | None = None,
-    ):
+    ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
-            reactor = global_reactor
+            # The installed reactor provides these interfaces; mypy sees only the module.
+            reactor = cast("RunningClock", global_reactor)
         self._consumer_service = consumer_service
         self._reactor = reactor
         self._environ = environ
@@ -135,7 +141,7 @@ class NotifyService(Service):
         interval = watchdog_interval(self._environ)
         if interval is not None:
             self._watchdog = LoopingCall(self._notify, "WATCHDOG=1")
-            self._watchdog.clock = self._reactor
+            self._watchdog.clock = as_reactor_time(self._reactor)
             self._watchdog.start(interval, now=True)
         if not self._follow_consumer():
             self._reactor.callWhenRunning(self._follow_consumer)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 
 from fedmq._amqp import AMQPChannel
 from fedmq._policy import has_retry_queues, retry_queues
@@ -21,12 +22,13 @@ from fedmq.exceptions import BrokerError, DeclarationError
 log = logging.getLogger(__name__)
 
 
-async def step(d: defer.Deferred[Any], what: str, timeout: float, reactor: Any) -> Any:
+async def step(d: defer.Deferred[Any], what: str, timeout: float, reactor: IReactorTime) -> Any:
     """Await one channel operation with a timeout, naming it if it fails.
 
     Raises:
         BrokerError: the broker did not answer in time, or closed the channel.
         DeclarationError: the broker refused a declaration or binding.
+
     """
     d.addTimeout(timeout, reactor)
     try:
@@ -48,11 +50,12 @@ async def step(d: defer.Deferred[Any], what: str, timeout: float, reactor: Any) 
         raise
 
 
-async def declare(channel: AMQPChannel, config: Config, reactor: Any) -> list[str]:
+async def declare(channel: AMQPChannel, config: Config, reactor: IReactorTime) -> list[str]:
     """Declare (or check) the config's exchanges and queues, and bind them.
 
     Returns:
         The names of the queues, the broker's own for server-named ones.
+
     """
     timeout = config.connect_timeout
     for exchange in config.exchanges:
@@ -94,7 +97,7 @@ async def declare_error_paths(
     channel: AMQPChannel,
     open_channel: Callable[[], defer.Deferred[AMQPChannel]],
     config: Config,
-    reactor: Any,
+    reactor: IReactorTime,
 ) -> list[str]:
     """Declare each queue's retry queues and dead queue; check the drop exchange exists.
 
@@ -113,6 +116,7 @@ async def declare_error_paths(
 
     Returns:
         The names of the consumed queues that have retry queues and a dead queue.
+
     """
     timeout = config.connect_timeout
     candidates = [queue for queue in config.queues if has_retry_queues(queue, config.retry)]

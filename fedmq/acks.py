@@ -56,6 +56,7 @@ class Ack(NamedTuple):
         status: what became of it.
         error: None for SUCCESS; else the :class:`~fedmq.PublishError` that
             :meth:`fedmq.Publisher.publish` would raise.
+
     """
 
     message_id: str | None

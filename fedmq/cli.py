@@ -56,8 +56,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _consume_config(args: argparse.Namespace) -> Config:
-    config = topology_from_options(load(args), args)
-    return config
+    return topology_from_options(load(args), args)
 
 
 def _cmd_consume(args: argparse.Namespace) -> int:
@@ -333,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit status.
+
     """
     args = build_parser().parse_args(argv)
     try:

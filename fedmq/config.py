@@ -79,6 +79,7 @@ class TLSConfig:
         ca_cert: PEM file of the certificate authorities to trust; None trusts the system's.
         certfile: PEM client certificate, for EXTERNAL authentication.
         keyfile: PEM private key of ``certfile``.
+
     """
 
     ca_cert: str | None = None
@@ -214,6 +215,7 @@ class TracingConfig:
             when false, it also is that context's child, in the same trace.
         settle_spans: also make an ``ack``, ``nack`` or ``reject`` span for
             each settlement, a child of the ``process`` span.
+
     """
 
     link_only: bool = False
@@ -268,6 +270,7 @@ class Config:
             has posted and the broker not yet confirmed; more wait for room.
         publish_max_unconfirmed_bytes: the same bound in body bytes.
         source: the file it came from, or ``"<defaults>"`` / ``"<arguments>"``.
+
     """
 
     amqp_url: str = "amqp://"
@@ -346,6 +349,7 @@ class Config:
 
         Raises:
             ConfigurationError: a new value breaks a rule; the message names the field.
+
         """
         return dataclasses.replace(self, **changes)
 
@@ -378,6 +382,7 @@ def parse_exchanges(
 
     Raises:
         ConfigurationError: a name is empty, a key unknown or a value of the wrong type.
+
     """
     exchanges = []
     for name, path, entry in _named_tables(data, "exchanges", source):
@@ -402,6 +407,7 @@ def parse_queues(data: Mapping[str, Any], source: str = "<arguments>") -> tuple[
 
     Raises:
         ConfigurationError: an entry has an unknown key or a value of the wrong type.
+
     """
     return tuple(
         QueueConfig(name=name, **_fields(entry, _QUEUE_KEYS, path, source))
@@ -426,6 +432,7 @@ def parse_bindings(
     Raises:
         ConfigurationError: a table misses ``exchange`` or its routing keys,
             has an unknown key, or has a value of the wrong type.
+
     """
     if isinstance(data, Mapping):
         entries: list[tuple[str, object]] = [("bindings", data)]
@@ -516,6 +523,7 @@ def config_from_mapping(data: Mapping[str, Any], source: str = "<arguments>") ->
 
     Raises:
         ConfigurationError: a key is unknown, a value has the wrong type or breaks a rule.
+
     """
     table = _lower_top_level_keys(_expect(data, _TABLE, "the configuration", source), source)
     _reject_unknown(table, _TOP_LEVEL_KEYS, "", source)
@@ -572,6 +580,7 @@ def load_config(
     Raises:
         ConfigurationError: the file is missing, unreadable or invalid, or
             ``$FEDMQ_AMQP_URL`` is not an AMQP URL.
+
     """
     env = os.environ if environ is None else environ
     data, source = _read_sources(path, env, DEFAULT_CONFIG_PATH)

@@ -51,6 +51,7 @@ async def _run(reactor: Any, url: str) -> None:
 
 
 def main() -> None:
+    """Start a throwaway RabbitMQ node, consume the demo messages from it, stop it."""
     with tempfile.TemporaryDirectory(prefix="fedmq-demo-") as tmp:
         node = RabbitNode(Path(tmp), name="fedmq-demo")
         print("Starting a throwaway RabbitMQ node...")

@@ -61,9 +61,12 @@ class HaltConsumer(Exception):
         exit_code: the exit status the consumer ends with; 0 is a normal stop.
         reason: a sentence saying why, logged when the consumer stops.
         requeue: return this message to the queue instead of acknowledging it.
+
     """
 
-    def __init__(self, exit_code: int = 0, reason: str | None = None, requeue: bool = False):
+    def __init__(
+        self, exit_code: int = 0, reason: str | None = None, requeue: bool = False
+    ) -> None:
         super().__init__(exit_code, reason, requeue)
         self.exit_code = exit_code
         self.reason = reason
@@ -100,7 +103,7 @@ class CallbackError(FedmqError):
         topic: str | None = None,
         queue: str | None = None,
         raised_by_callback: bool = False,
-    ):
+    ) -> None:
         super().__init__(text)
         self.raised_by_callback = raised_by_callback
         self.message_id = message_id
@@ -114,11 +117,12 @@ class DecodeError(FedmqError):
     Attributes:
         content_type: the content type the message carried, or None.
         content_encoding: the content encoding, when that is what failed; else None.
+
     """
 
     def __init__(
         self, text: str, content_type: str | None = None, content_encoding: str | None = None
-    ):
+    ) -> None:
         super().__init__(text)
         self.content_type = content_type
         self.content_encoding = content_encoding
@@ -138,9 +142,10 @@ class BrokerError(FedmqError):
     Attributes:
         reply_code: the AMQP reply code (403, 404, 406, ...), or None.
         reply_text: the broker's own words.
+
     """
 
-    def __init__(self, text: str, reply_code: int | None = None, reply_text: str = ""):
+    def __init__(self, text: str, reply_code: int | None = None, reply_text: str = "") -> None:
         super().__init__(text)
         self.reply_code = reply_code
         self.reply_text = reply_text

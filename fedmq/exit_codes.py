@@ -27,6 +27,9 @@ N      (``HaltConsumer(N)``)       the callback asked to stop with status N
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from twisted.python.failure import Failure
 
 from fedmq.exceptions import (
@@ -58,23 +61,40 @@ def exit_code_for(reason: BaseException | Failure | None) -> int:
         reason = reason.value
     if reason is None:
         return OK
-    if isinstance(reason, HaltConsumer):
-        return reason.exit_code
-    if isinstance(reason, ConfigurationError):
-        return USAGE
-    if isinstance(reason, CallbackError):
-        # A callback that cannot be loaded is a usage error; one that raised is not.
-        return CALLBACK_FAILED if reason.raised_by_callback else USAGE
-    if isinstance(reason, AuthenticationFailed):
-        return ACCESS_REFUSED
-    if isinstance(reason, BrokerError) and reason.reply_code == 403:
-        return ACCESS_REFUSED
-    if isinstance(reason, DeclarationError):
-        return DECLARATION_REFUSED
-    if isinstance(reason, ConsumerCancelled):
-        return CONSUMER_CANCELLED
-    if isinstance(reason, ConnectionFailed):
-        return CONNECTION_FAILED
-    if isinstance(reason, StopForced):
-        return FORCED_STOP
+    for kind, decide in _DECIDERS:
+        if isinstance(reason, kind):
+            code = decide(reason)
+            if code is not None:
+                return code
     return CALLBACK_FAILED if isinstance(reason, Exception) else FORCED_STOP
+
+
+def _halt_code(halt: HaltConsumer) -> int:
+    return halt.exit_code
+
+
+def _callback_code(error: CallbackError) -> int:
+    # A callback that cannot be loaded is a usage error; one that raised is not.
+    return CALLBACK_FAILED if error.raised_by_callback else USAGE
+
+
+def _broker_code(error: BrokerError) -> int | None:
+    return ACCESS_REFUSED if error.reply_code == 403 else None
+
+
+def _always(code: int) -> Callable[[BaseException], int]:
+    return lambda _reason: code
+
+
+# In order: the first class ``reason`` is an instance of whose decider gives a code wins.
+_DECIDERS: tuple[tuple[type[BaseException], Callable[[Any], int | None]], ...] = (
+    (HaltConsumer, _halt_code),
+    (ConfigurationError, _always(USAGE)),
+    (CallbackError, _callback_code),
+    (AuthenticationFailed, _always(ACCESS_REFUSED)),
+    (BrokerError, _broker_code),
+    (DeclarationError, _always(DECLARATION_REFUSED)),
+    (ConsumerCancelled, _always(CONSUMER_CANCELLED)),
+    (ConnectionFailed, _always(CONNECTION_FAILED)),
+    (StopForced, _always(FORCED_STOP)),
+)

@@ -46,9 +46,21 @@ __all__ = [
 ]
 
 #: The AMQP 0-9-1 basic properties, in the order the spec lists them.
-PROPERTY_NAMES = tuple(
-    "content_type content_encoding headers delivery_mode priority correlation_id reply_to"
-    " expiration message_id timestamp type user_id app_id cluster_id".split()
+PROPERTY_NAMES = (
+    "content_type",
+    "content_encoding",
+    "headers",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+    "cluster_id",
 )
 _FIELD_NAMES = frozenset(PROPERTY_NAMES)
 
@@ -60,6 +72,7 @@ class Properties:
 
     Raises:
         TypeError: a keyword argument names no AMQP property.
+
     """
 
     __slots__ = PROPERTY_NAMES
@@ -79,7 +92,7 @@ class Properties:
     app_id: str | None
     cluster_id: str | None
 
-    def __init__(self, **kwargs: Any):
+    def __init__(self, **kwargs: Any) -> None:
         for name in kwargs:
             if name not in _FIELD_NAMES:
                 raise TypeError(f"Properties() got an unexpected keyword argument {name!r}")
@@ -157,6 +170,7 @@ class Message:
             decoded so that :attr:`body` is what consumers see).
         PublishFormatError: a header AMQP cannot carry (a float, say); the
             error names the header and its type.
+
     """
 
     __slots__ = (
@@ -195,10 +209,10 @@ class Message:
         expiration: str | None = None,
         correlation_id: str | None = None,
         reply_to: str | None = None,
-        type: str | None = None,
+        type: str | None = None,  # noqa: A002 - AMQP's name for the property
         app_id: str | None = None,
         persistent: bool = True,
-    ):
+    ) -> None:
         props = Properties() if properties is None else Properties.from_object(properties)
         is_bytes = isinstance(body, (bytes, bytearray, memoryview))
         if content_type is not None:
@@ -265,6 +279,7 @@ class Message:
 
         Raises:
             DecodeError: the body cannot be decoded (see :func:`decode_body`).
+
         """
         message = cls.__new__(cls)
         if not exchange and topic == queue:

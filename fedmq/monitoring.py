@@ -70,9 +70,10 @@ class ConsumerCollector:
     Args:
         consumer_service: an object whose ``consumer`` attribute is the
             :class:`~fedmq.consumer.Consumer`, or None before it starts.
+
     """
 
-    def __init__(self, consumer_service: Any):
+    def __init__(self, consumer_service: Any) -> None:
         self._consumer_service = consumer_service
 
     def collect(self) -> Iterator[Metric]:
@@ -137,7 +138,7 @@ class _Endpoints(Resource):
 
     isLeaf = True
 
-    def __init__(self, consumer_service: Any, registry: CollectorRegistry):
+    def __init__(self, consumer_service: Any, registry: CollectorRegistry) -> None:
         super().__init__()
         self._consumer_service = consumer_service
         self._registry = registry
@@ -218,11 +219,12 @@ class MonitoringService(Service):
     Attributes:
         port: the TCP port listened on, once started; None otherwise.
         registry: the prometheus_client registry ``/metrics`` serves.
+
     """
 
     name = "fedmq-monitoring"
 
-    def __init__(self, config: Config, consumer_service: Any, reactor: Any = None):
+    def __init__(self, config: Config, consumer_service: Any, reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -237,12 +239,14 @@ class MonitoringService(Service):
         self.port: int | None = None
 
     def privilegedStartService(self) -> None:
+        """Listen before the reactor runs, while twistd may still bind a privileged port."""
         # Listen before the reactor runs (and before twistd sheds privileges),
         # as Twisted's own servers do: a port in use fails the start at once.
         super().privilegedStartService()
         self._listen()
 
     def startService(self) -> None:
+        """Listen, unless :meth:`privilegedStartService` did already."""
         super().startService()
         self._listen()
 
@@ -271,6 +275,7 @@ class MonitoringService(Service):
 
         Returns:
             A Deferred firing once the port is closed, or None if it was not open.
+
         """
         super().stopService()
         if self._listening is None:

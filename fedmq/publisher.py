@@ -10,11 +10,12 @@ threads hand messages over in batches, one reactor wake-up per batch.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
@@ -30,10 +31,15 @@ from fedmq._reactor_thread import (
     resolve_future,
     twisted_or_asyncio,
 )
+from fedmq._reactor_types import ThreadHopClock, as_reactor_time
 from fedmq.acks import Ack, AckStatus, OnAck
 from fedmq.config import Config, load_config
 from fedmq.exceptions import PublishError, PublishTimeout
 from fedmq.message import Message, Properties
+
+if TYPE_CHECKING:
+    # Python 3.11 has typing.Self; the annotations are never evaluated.
+    from typing_extensions import Self
 
 ConfigArg = Config | str | os.PathLike[str] | None
 
@@ -65,22 +71,23 @@ class Publisher:
             that is not the global reactor and other threads call in (a
             consumer's worker threads and event loop): calls from any other
             thread then hop to it.
+
     """
 
     def __init__(
         self,
         config: ConfigArg = None,
         *,
-        reactor: Any = None,
+        reactor: ThreadHopClock | None = None,
         max_unconfirmed: int | None = None,
         max_unconfirmed_bytes: int | None = None,
         connect: Any = connect_with_failover,
         reactor_thread: int | None = None,
-    ):
+    ) -> None:
         from twisted.internet import reactor as global_reactor
 
         self.config = config if isinstance(config, Config) else load_config(config)
-        self._reactor: Any = global_reactor if reactor is None else reactor
+        self._reactor: ThreadHopClock = global_reactor if reactor is None else reactor
         self._detects_thread = reactor is None
         self._reactor_thread = reactor_thread
         self._max = max_unconfirmed or self.config.publish_max_unconfirmed
@@ -148,6 +155,7 @@ class Publisher:
         Raises:
             PublishFormatError: the message was refused before sending.
             PublishError: (outside the reactor thread) the reactor cannot run.
+
         """
         if exchange is None:
             exchange = self.config.publish_exchange
@@ -332,6 +340,7 @@ class Publisher:
         Raises:
             PublishError: the :class:`~fedmq.Ack`'s error: nacked, returned,
                 timed out, connection lost, or canceled.
+
         """
         if self._in_reactor():
             return twisted_or_asyncio(
@@ -392,6 +401,7 @@ class Publisher:
 
         Raises:
             PublishTimeout: some messages still have no status after ``timeout`` seconds.
+
         """
         return self._in_reactor_form(lambda: self._flushed(timeout), timeout)
 
@@ -409,7 +419,7 @@ class Publisher:
                 f"after {timeout:g} s"
             )
 
-        return d.addTimeout(timeout, self._reactor, timed_out)
+        return d.addTimeout(timeout, as_reactor_time(self._reactor), timed_out)
 
     def close(self, timeout: float = 30.0) -> Any:
         """Wait up to ``timeout`` seconds for outstanding confirms, then close.
@@ -419,6 +429,7 @@ class Publisher:
 
         Returns:
             A Deferred, an awaitable, or None (see the class).
+
         """
         return self._in_reactor_form(
             lambda: self._close(timeout), timeout + self.config.connect_timeout
@@ -444,10 +455,8 @@ class Publisher:
         with self._room:
             self._closing = True
             self._room.notify_all()
-        try:
+        with contextlib.suppress(PublishTimeout):
             await self._flushed(timeout)
-        except PublishTimeout:
-            pass
         self._hand_over()
         reason = f" within the {timeout:g} s close() waited"
         waiting, self._waiting = self._waiting, deque()
@@ -457,13 +466,13 @@ class Publisher:
                 sent.callback(None)
         await self._link.close(reason)
 
-    def __enter__(self) -> Publisher:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    async def __aenter__(self) -> Publisher:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:

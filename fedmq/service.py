@@ -11,19 +11,21 @@ signals: the first SIGTERM or SIGINT drains, a second one stops at once.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.error import ReactorNotRunning
 from twisted.python.failure import Failure
 
+from fedmq._reactor_types import ReactorControl
 from fedmq.config import Config
 from fedmq.consumer import Consumer
 from fedmq.exceptions import FedmqError
@@ -63,6 +65,7 @@ class ConsumerService(Service):
         consumer: the consumer, from :meth:`startService` on; else None.
         exit_code: the exit status the consumer's ending calls for, once it
             has ended; None while it runs.
+
     """
 
     name = "fedmq-consumer"
@@ -71,15 +74,16 @@ class ConsumerService(Service):
         self,
         config: Config,
         callback: Any = None,
-        reactor: Any = None,
+        reactor: ReactorControl | None = None,
         *,
         handle_signals: bool = False,
         exit_with_status: bool = False,
-    ):
+    ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
-            reactor = global_reactor
+            # The installed reactor provides these interfaces; mypy sees only the module.
+            reactor = cast("ReactorControl", global_reactor)
         self.config = config
         self.callback = callback
         self.consumer: Consumer | None = None
@@ -95,6 +99,7 @@ class ConsumerService(Service):
         return Consumer(self.config, self.callback, reactor=self._reactor)
 
     def startService(self) -> None:
+        """Start consuming; exit with the consumer's status and handle signals if asked."""
         super().startService()
         if self._exit_with_status:
             atexit.register(self._exit_process)
@@ -152,10 +157,8 @@ class ConsumerService(Service):
     def _stop_reactor(self) -> None:
         if self._stop_requested:
             return
-        try:
+        with contextlib.suppress(ReactorNotRunning):  # something else is already stopping it
             self._reactor.stop()
-        except ReactorNotRunning:
-            pass  # something else is already stopping it
 
     # --- signals ----------------------------------------------------------------
 
@@ -175,15 +178,14 @@ class ConsumerService(Service):
 
         Args:
             signum: the signal's number, for the log.
+
         """
         self._signals_received += 1
         name = signal.Signals(signum).name
         if self._signals_received == 1:
             log.info("Received %s: draining (send it again to stop at once)", name)
-            try:
+            with contextlib.suppress(ReactorNotRunning):
                 self._reactor.stop()
-            except ReactorNotRunning:
-                pass
         elif self.consumer is not None and not self._ended.called:
             log.warning(
                 "Received %s again: stopping without waiting for callbacks in flight "
@@ -203,10 +205,8 @@ class ConsumerService(Service):
         # the exit handlers registered before this one, so flush logs here.
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 stream.flush()
-            except (OSError, ValueError):
-                pass
         os._exit(code)
 
 

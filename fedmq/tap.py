@@ -28,6 +28,7 @@ def fail(message: str) -> NoReturn:
 
     Args:
         message: what is wrong, naming the file, key or argument.
+
     """
     sys.stderr.write(f"fedmq: {message}\n")
     sys.stderr.flush()
@@ -39,6 +40,7 @@ class Options(usage.Options):
 
     Attributes:
         config: the loaded configuration, after :meth:`parseOptions`.
+
     """
 
     synopsis = "[--config FILE] [--callback PACKAGE.MODULE:OBJECT]"
@@ -66,6 +68,7 @@ class Options(usage.Options):
     config: Config
 
     def postOptions(self) -> None:
+        """Load the configuration the options name; a bad one fails with one clear line."""
         try:
             self.config = load_config(self["config"])
         except FedmqError as error:
@@ -113,6 +116,7 @@ def build_service(
             or the configuration cannot run a consumer (see
             :func:`~fedmq.config.check_runnable`).
         CallbackError: the callback cannot be loaded.
+
     """
     check_runnable(config)
     setup_logging(config, begin_twisted_logging=begin_twisted_logging)
@@ -155,8 +159,7 @@ class _ServiceTree(MultiService):
 
 def consumer_service_of(top: MultiService) -> ConsumerService:
     """The :class:`~fedmq.service.ConsumerService` in a tree from :func:`build_service`."""
-    found = top.getServiceNamed(ConsumerService.name)
-    assert isinstance(found, ConsumerService)
+    found: ConsumerService = top.getServiceNamed(ConsumerService.name)
     return found
 
 

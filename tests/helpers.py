@@ -136,6 +136,7 @@ class NotifySocket:
 
     Args:
         address: a path, or ``@name`` for the abstract namespace.
+
     """
 
     def __init__(self, address: str):

@@ -43,7 +43,7 @@ class Subscription(NamedTuple):
 class MemoryChannel:
     """One channel on the in-memory broker."""
 
-    def __init__(self, broker: InMemoryBroker, connection: MemoryConnection):
+    def __init__(self, broker: InMemoryBroker, connection: MemoryConnection) -> None:
         self._broker = broker
         self._connection = connection
         self.closed: defer.Deferred[BrokerError | None] = defer.Deferred()
@@ -98,6 +98,7 @@ class MemoryChannel:
         return self._do(lambda: self._broker.model.bind(queue, exchange, routing_key, arguments))
 
     def qos(self, prefetch_count: int, prefetch_size: int = 0) -> defer.Deferred[Any]:
+        del prefetch_size  # RabbitMQ implements no size limit, so neither does the double
         self.prefetch_count = prefetch_count
         return defer.succeed(None)
 
@@ -237,6 +238,7 @@ class MemoryChannel:
 
         Raises:
             PublishConnectionLost: the channel is closed.
+
         """
         if not self.is_open:
             raise PublishConnectionLost(
@@ -292,9 +294,10 @@ class MemoryConnection:
         closed: fires with None when fedmq closed it, or with
             :class:`~fedmq.ConnectionFailed` when the broker dropped it.
         address: where it is connected, for messages.
+
     """
 
-    def __init__(self, broker: InMemoryBroker):
+    def __init__(self, broker: InMemoryBroker) -> None:
         self._broker = broker
         self.address = "in-memory broker"
         self.closed: defer.Deferred[Exception | None] = defer.Deferred()
@@ -325,7 +328,8 @@ class MemoryConnection:
             return
         self.is_open = False
         for channel in self.channels:
-            channel._lose(None)
+            # The connection ends its channels, as pika's does.
+            channel._lose(None)  # noqa: SLF001
         self._broker.connection_closed(self)
         if not self.closed.called:
             self.closed.callback(reason)

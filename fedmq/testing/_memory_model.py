@@ -111,6 +111,7 @@ class Model:
         now: the time in seconds (the broker's clock).
         call_later: schedules a call on the broker's clock.
         on_enqueued: told of each queue a message was added to.
+
     """
 
     def __init__(
@@ -118,7 +119,7 @@ class Model:
         now: Callable[[], float],
         call_later: Callable[..., Any],
         on_enqueued: Callable[[str], None],
-    ):
+    ) -> None:
         self._now = now
         self._call_later = call_later
         self._on_enqueued = on_enqueued
@@ -199,6 +200,7 @@ class Model:
 
         Raises:
             KeyError: no such exchange.
+
         """
         if exchange == "":
             return {routing_key} if routing_key in self.queues else set()

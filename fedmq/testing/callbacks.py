@@ -76,6 +76,7 @@ class CallbackResult:
         duration: seconds the callback ran.
         published: what the callback published, captured (nothing was sent).
         message: the message the callback was given; None when UNDECODABLE.
+
     """
 
     outcome: Outcome
@@ -163,6 +164,7 @@ def make_message(
 
     Raises:
         DecodeError: the consumer could not decode this body either.
+
     """
     config = config if config is not None else Config()
     item = _delivery(
@@ -177,7 +179,8 @@ def make_message(
         queue,
         exchange,
     )
-    message: Message = _executors._message(
+    # The consumer's own conversion of a delivery, so the callback sees what it would.
+    message: Message = _executors._message(  # noqa: SLF001
         item, config.max_body_size, config.decode, config.decode and _fedora.installed()
     )
     return message
@@ -215,7 +218,9 @@ def run_callback(
     Args:
         callback: a function, ``async def`` function, callable object, class,
             or ``"module:object"`` path.
-        body, topic, headers: the message (see :func:`make_message`).
+        body: the message's body (see :func:`make_message`).
+        topic: the message's topic.
+        headers: the message's headers.
         consumer_config: the config's ``consumer_config`` table for a class;
             ``config.consumer_config`` when None.
         config: decoding settings and the consumer_config; defaults when None.
@@ -228,6 +233,7 @@ def run_callback(
     Raises:
         CallbackError: the callback cannot be loaded or built, or its
             ``setup()`` raised (``__cause__`` is that exception).
+
     """
     config = config if config is not None else Config()
     target, is_async = _load(callback, consumer_config, config)
@@ -239,7 +245,8 @@ def run_callback(
             _run_hook(target, "setup", loop_thread, timeout)
             try:
                 if is_async:
-                    assert loop_thread is not None
+                    if loop_thread is None:
+                        raise RuntimeError("an async callback needs an event loop thread")
                     coroutine = _executors.run_async(
                         target, item, config.max_body_size, config.decode, schemas
                     )
@@ -335,14 +342,19 @@ def _hook_failed(target: Any, name: str, exc: BaseException) -> BaseException:
     return error
 
 
+def _loop_of(loop_thread: LoopThread | None) -> asyncio.AbstractEventLoop:
+    if loop_thread is None:
+        raise RuntimeError("an async hook needs an event loop thread")
+    return loop_thread.loop
+
+
 def _run_hook(target: Any, name: str, loop_thread: LoopThread | None, timeout: float) -> None:
     method = hook(target, name)
     if method is None:
         return
     try:
         if inspect.iscoroutinefunction(method):
-            assert loop_thread is not None
-            asyncio.run_coroutine_threadsafe(method(), loop_thread.loop).result(timeout)
+            asyncio.run_coroutine_threadsafe(method(), _loop_of(loop_thread)).result(timeout)
         else:
             method()
     except Exception as exc:

@@ -29,6 +29,7 @@ class PublishCapture:
     Attributes:
         messages: every message passed to :func:`fedmq.publish`, in the order
             published, from any thread.
+
     """
 
     def __init__(self) -> None:
@@ -60,6 +61,7 @@ class PublishCapture:
             body: the body, compared with ``==``.
             headers: headers the message must have with these values (others
                 may be there too).
+
         """
         found = []
         for message in self.messages:
@@ -84,7 +86,9 @@ class PublishCapture:
         """Check that messages matching the criteria were published.
 
         Args:
-            topic, body, headers: as for :meth:`matching`.
+            topic: as for :meth:`matching`.
+            body: as for :meth:`matching`.
+            headers: as for :meth:`matching`.
             count: how many must match exactly; at least one when None.
 
         Returns:
@@ -92,6 +96,7 @@ class PublishCapture:
 
         Raises:
             AssertionError: naming the criteria and what was published.
+
         """
         found = self.matching(topic, body, headers)
         if (count is None and not found) or (count is not None and len(found) != count):
@@ -107,6 +112,7 @@ class PublishCapture:
 
         Raises:
             AssertionError: listing what was.
+
         """
         if self.messages:
             raise AssertionError(f"Expected nothing published; published: {self._describe()}")
@@ -116,6 +122,7 @@ class PublishCapture:
 
         Raises:
             AssertionError: the count or the order differs.
+
         """
         topics = self.topics
         if len(topics) != len(patterns) or not all(
@@ -159,11 +166,13 @@ def capture_publishes() -> Iterator[PublishCapture]:
         with capture_publishes() as published:
             notify_owner(build)
         published.assert_published("org.example.build.#", count=1)
+
     """
     from fedmq.api import intercepting_publishes
 
     capture = PublishCapture()
-    with intercepting_publishes(capture._record):
+    # Recording is the capture's own business; users only read it.
+    with intercepting_publishes(capture._record):  # noqa: SLF001
         yield capture
 
 
@@ -193,6 +202,7 @@ def mock_sends(*expected: Any) -> Iterator[list[Any]]:
     Raises:
         AssertionError: the messages sent are not the ones expected.
         jsonschema.ValidationError: a fedora-messaging message sent fails its schemas.
+
     """
     from fedmq.api import intercepting_publishes
 
@@ -222,7 +232,8 @@ def _assert_same_message(message: Any, wanted: Any) -> None:
     if message.body != wanted.body:
         raise AssertionError(f"Expected body {wanted.body!r}, but {message.body!r} was sent")
     if not isinstance(message, type(wanted)):
-        raise AssertionError(
+        # A failed assertion in the user's test, as fedora-messaging's own helper reports it.
+        raise AssertionError(  # noqa: TRY004
             f"Expected message of type {type(wanted)}, but {message.__class__} was sent"
         )
     sent_headers, wanted_headers = _headers_of(message), _headers_of(wanted)

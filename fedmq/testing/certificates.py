@@ -12,8 +12,10 @@ TEST_CLIENT_NAME = "fedmq-test-client"
 
 
 def make_test_certificates(directory: Path) -> None:
-    """Write a throwaway CA, a server certificate for ``localhost`` and a client
-    certificate for :data:`TEST_CLIENT_NAME` into ``directory``.
+    """Write a throwaway CA and certificates signed by it into ``directory``.
+
+    They are a server certificate for ``localhost`` and a client certificate
+    for :data:`TEST_CLIENT_NAME`.
 
     For tests only: the keys are unencrypted and the CA signs anything asked of it.
     """

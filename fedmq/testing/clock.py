@@ -46,6 +46,7 @@ class ThreadedClock(task.Clock):
 
         Raises:
             TimeoutError: ``done()`` still does not hold after ``timeout`` seconds.
+
         """
         deadline = time.monotonic() + timeout
         while not done():

@@ -52,9 +52,10 @@ class InMemoryBroker:
         settlements: every ack, requeue and reject, in order.
         returned: ``(exchange, routing_key)`` of each mandatory message no queue took.
         connections: the connections open now.
+
     """
 
-    def __init__(self, clock: Any = None):
+    def __init__(self, clock: task.Clock | None = None) -> None:
         self.clock = clock if clock is not None else task.Clock()
         self.model = Model(self.clock.seconds, self.clock.callLater, self._enqueued)
         self.settlements: list[Settled] = []
@@ -72,12 +73,15 @@ class InMemoryBroker:
         """Open a connection: the ``connect=`` callable of a Consumer or a publisher.
 
         Args:
-            config, reactor, url: what fedmq passes to a connect function;
-                the in-memory broker needs none of them.
+            config: the config fedmq passes to a connect function; not needed here.
+            reactor: the reactor fedmq passes; not needed here.
+            url: the broker URL fedmq passes; not needed here.
 
         Returns:
             A Deferred that has fired with a :class:`MemoryConnection`.
+
         """
+        del config, reactor, url  # the in-memory broker needs none of them
         if self._refusals:
             return defer.fail(self._refusals.pop(0))
         connection = MemoryConnection(self)
@@ -108,7 +112,10 @@ class InMemoryBroker:
     # --- setting up, as a test or another application would ---------------
 
     def declare_exchange(
-        self, name: str, type: str = "topic", arguments: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        type: str = "topic",  # noqa: A002 - AMQP's name for an exchange's kind
+        arguments: Mapping[str, Any] | None = None,
     ) -> None:
         """Declare an exchange (``alternate-exchange`` among its arguments, say)."""
         self.model.declare_exchange(name, type, dict(arguments or {}))
@@ -157,6 +164,7 @@ class InMemoryBroker:
         Raises:
             PublishReturned: ``mandatory`` and no queue took it.
             KeyError: no such exchange.
+
         """
         key = message.topic if routing_key is None else routing_key
         return self.publish_data(exchange, key, message.data, message.properties, mandatory)
@@ -221,7 +229,8 @@ class InMemoryBroker:
     def ready(self, queue: str) -> list[Message]:
         """The messages waiting in ``queue``, as a consumer would receive them."""
         return [
-            Message._from_delivery(
+            # Built as the consumer builds a delivered message.
+            Message._from_delivery(  # noqa: SLF001
                 stored.body,
                 stored.properties,
                 topic=stored.routing_key,
@@ -258,25 +267,31 @@ class InMemoryBroker:
     # --- for channels ---------------------------------------------------------
 
     def record_settlement(self, queue: str, how: str, message: Stored) -> None:
+        """A channel settled ``message`` from ``queue``: "acked", "requeued" or "rejected"."""
         self.settlements.append(Settled(queue, how, message))
 
     def subscribe(self, subscription: Subscription) -> None:
+        """A channel consumes from a queue; what waits there is delivered."""
         self._subscriptions.setdefault(subscription.queue, []).append(subscription)
         self._enqueued(subscription.queue)
 
     def unsubscribe(self, tag: str) -> None:
+        """A channel cancels the consumer ``tag``."""
         for subscriptions in self._subscriptions.values():
             subscriptions[:] = [s for s in subscriptions if s.tag != tag]
 
     def channel_closed(self, channel: MemoryChannel) -> None:
+        """``channel`` closed: its consumers are gone."""
         for subscriptions in self._subscriptions.values():
             subscriptions[:] = [s for s in subscriptions if s.channel is not channel]
 
     def connection_closed(self, connection: MemoryConnection) -> None:
+        """``connection`` closed: it no longer counts among the connections."""
         if connection in self.connections:
             self.connections.remove(connection)
 
     def dead_letter(self, queue: str, message: Stored) -> None:
+        """A channel rejected ``message`` from ``queue``: dead-letter it as the queue says."""
         if queue in self.model.queues:
             self.model.dead_letter(self.model.queues[queue], message, "rejected")
 

@@ -24,7 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import quote
 
 from fedmq.testing.certificates import make_test_certificates
@@ -34,6 +34,10 @@ __all__ = ["NOT_INSTALLED", "RabbitNode", "find_rabbitmq_server"]
 NOT_INSTALLED = (
     "rabbitmq-server is not installed: run `make deps` (as root: apt-get install rabbitmq-server)"
 )
+
+if TYPE_CHECKING:
+    # Python 3.11 has typing.Self; the annotations are never evaluated.
+    from typing_extensions import Self
 
 # Debian's /usr/sbin/rabbitmq-server is a wrapper that switches to the
 # rabbitmq user when run as root; this is the script it ends up running.
@@ -63,6 +67,7 @@ def find_rabbitmq_server() -> str | None:
         Its path, or None when RabbitMQ is not installed. Debian's
         ``/usr/sbin`` wrapper, which switches user when run as root, is never
         returned.
+
     """
     if os.access(_DEBIAN_SERVER, os.X_OK):
         return _DEBIAN_SERVER
@@ -118,6 +123,7 @@ class RabbitNode:
             a free one by default. Nodes of one cluster must share it.
         cookie: Erlang cookie; random by default. Nodes of one cluster must
             share it. Written to ``base_dir`` on the first start and kept.
+
     """
 
     def __init__(
@@ -168,15 +174,19 @@ class RabbitNode:
 
         Returns:
             An ``amqp://`` URL with every part percent-quoted.
+
         """
         userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
         return f"amqp://{userinfo}@127.0.0.1:{self.amqp_port}/{quote(vhost, safe='')}"
 
     @property
     def tls_files(self) -> dict[str, Path]:
-        """Paths of the test CA (``ca_cert``), the server's certificate and key, and a
+        """Paths of the node's TLS files, by name.
+
+        They are the test CA (``ca_cert``), the server's certificate and key, and a
         client certificate and key (``client_cert``, ``client_key``) whose common name,
-        :data:`~fedmq.testing.TEST_CLIENT_NAME`, is the user it logs in as with EXTERNAL."""
+        :data:`~fedmq.testing.TEST_CLIENT_NAME`, is the user it logs in as with EXTERNAL.
+        """
         tls = self.base_dir / "tls"
         return {
             "ca_cert": tls / "ca.pem",
@@ -239,6 +249,7 @@ class RabbitNode:
             RuntimeError: RabbitMQ is not installed, the node is already
                 running, or it did not boot in time; the message then ends
                 with the tail of the node's log.
+
         """
         server = find_rabbitmq_server()
         if server is None:
@@ -327,7 +338,7 @@ class RabbitNode:
             self.kill()
             self._stop_epmd()
 
-    def __enter__(self) -> RabbitNode:
+    def __enter__(self) -> Self:
         if not self.running:
             try:
                 self.start()
@@ -346,7 +357,12 @@ class RabbitNode:
 
     # --- rabbitmqctl -----------------------------------------------------
 
-    def ctl(self, *args: str, timeout: float = 60, input: str | None = None) -> str:
+    def ctl(
+        self,
+        *args: str,
+        timeout: float = 60,
+        input: str | None = None,  # noqa: A002 - subprocess.run's name for it
+    ) -> str:
         """Run ``rabbitmqctl`` against this node.
 
         Args:
@@ -360,6 +376,7 @@ class RabbitNode:
         Raises:
             RuntimeError: The command failed; the message holds its stderr.
             subprocess.TimeoutExpired: It ran longer than ``timeout``.
+
         """
         result = subprocess.run(
             [self._rabbitmqctl(), "-n", self.nodename, *args],
@@ -369,6 +386,7 @@ class RabbitNode:
             capture_output=True,
             text=True,
             timeout=timeout,
+            check=False,  # a failure is reported below, with its stderr
         )
         if result.returncode != 0:
             # Only the command's name: arguments may hold a password.
@@ -384,6 +402,7 @@ class RabbitNode:
 
         Raises:
             LookupError: No such queue in ``vhost``.
+
         """
         output = self.ctl(
             "list_queues",
@@ -408,6 +427,7 @@ class RabbitNode:
 
         Raises:
             LookupError: No such queue in ``vhost``.
+
         """
         return sum(self.queue_counts(queue, vhost))
 
@@ -553,7 +573,8 @@ class RabbitNode:
         last_error = ""
         while True:
             process = self._process
-            assert process is not None
+            if process is None:
+                raise RuntimeError(f"RabbitMQ node {self.nodename} was not started")
             if process.poll() is not None:
                 self._raise_boot_failure(f"exited with status {process.returncode}")
             remaining = deadline - time.monotonic()
@@ -566,9 +587,10 @@ class RabbitNode:
                     str(max(1, int(remaining))),
                     timeout=remaining + 10,
                 )
-                return
             except (RuntimeError, subprocess.TimeoutExpired) as e:
                 last_error = str(e)
+            else:
+                return
             time.sleep(0.2)
 
     def _raise_boot_failure(self, what: str) -> NoReturn:

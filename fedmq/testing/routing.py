@@ -36,6 +36,7 @@ def topic_matches(pattern: str, routing_key: str) -> bool:
 
     Returns:
         True when RabbitMQ would route it.
+
     """
     return _match(_words(pattern), _words(routing_key))
 
@@ -78,6 +79,7 @@ def headers_match(arguments: Mapping[str, Any], headers: Mapping[str, Any] | Non
 
     Raises:
         ValueError: ``x-match`` is none of the four modes.
+
     """
     mode = arguments.get("x-match", "all")
     if mode not in HEADERS_MATCH_MODES:

@@ -102,7 +102,7 @@ def fault_node_for_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 @pytest.fixture
 def fault_node(fault_node_for_module: RabbitNode) -> RabbitNode:
-    """This module's own single node, running (an earlier failed test may have stopped it)."""
+    """The single node of this module, running (an earlier failed test may have stopped it)."""
     if not fault_node_for_module.running:
         fault_node_for_module.start()
     return fault_node_for_module
@@ -152,7 +152,7 @@ def cluster_for_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lis
 
 @pytest.fixture
 def cluster(cluster_for_module: list[RabbitNode]) -> list[RabbitNode]:
-    """This module's three-node cluster, every node running."""
+    """The three-node cluster of this module, every node running."""
     for node in cluster_for_module:
         if not node.running:
             node.start()

@@ -76,16 +76,14 @@ def publish_confirmed(
     Raises:
         AssertionError: the broker nacked a message, the connection failed,
             or the confirms took longer than ``timeout`` seconds.
+
     """
     ids = list(ids)
     state: dict[str, Any] = {"next": 0, "sent": 0, "confirmed": 0, "error": None}
     unconfirmed: set[int] = set()
 
     def fail(text: str) -> None:
-        if state["error"] is None:
-            state["error"] = text
-        if connection.is_open:
-            connection.close()
+        _record_failure(state, connection, text)
 
     def send_more(channel: Any) -> None:
         while state["next"] < len(ids) and len(unconfirmed) < window:
@@ -107,11 +105,7 @@ def publish_confirmed(
         if isinstance(method, pika.spec.Basic.Nack):
             fail(f"the broker nacked delivery tag {method.delivery_tag}")
             return
-        tags = (
-            {tag for tag in unconfirmed if tag <= method.delivery_tag}
-            if method.multiple
-            else {method.delivery_tag}
-        )
+        tags = _confirmed_tags(unconfirmed, method)
         unconfirmed.difference_update(tags)
         state["confirmed"] += len(tags)
         if state["confirmed"] == len(ids):
@@ -145,11 +139,32 @@ def publish_confirmed(
     )
     connection.ioloop.call_later(timeout, lambda: fail(f"no confirms after {timeout:g} s"))
     connection.ioloop.start()
-    if state["error"] is None and state["confirmed"] != len(ids):
-        state["error"] = "the connection closed early"
-    assert state["error"] is None, (
-        f"publishing to {queue!r}: {state['error']} ({state['confirmed']} of {len(ids)} confirmed)"
+    error = _publish_error(state, len(ids))
+    assert error is None, (
+        f"publishing to {queue!r}: {error} ({state['confirmed']} of {len(ids)} confirmed)"
     )
+
+
+def _record_failure(state: dict[str, Any], connection: Any, text: str) -> None:
+    """Keep the first failure's text, and end the connection so the ioloop stops."""
+    if state["error"] is None:
+        state["error"] = text
+    if connection.is_open:
+        connection.close()
+
+
+def _confirmed_tags(unconfirmed: set[int], method: Any) -> set[int]:
+    """The delivery tags a basic.ack confirms: up to its tag if ``multiple``, else its own."""
+    if method.multiple:
+        return {tag for tag in unconfirmed if tag <= method.delivery_tag}
+    return {method.delivery_tag}
+
+
+def _publish_error(state: dict[str, Any], total: int) -> str | None:
+    """Why publishing failed, or None when every message was confirmed."""
+    if state["error"] is None and state["confirmed"] != total:
+        return "the connection closed early"
+    return state["error"]
 
 
 def take_all(url: str, queue: str) -> list[Any]:
@@ -224,6 +239,7 @@ class ConsumerProcess:
         config: the config keys (see :func:`consumer_config`).
         record: the file of processed ids; several processes may append to it.
         options: extra command-line options (``--nack``, ``--slow``).
+
     """
 
     def __init__(
@@ -283,7 +299,8 @@ class ConsumerProcess:
 
     def first_processed_since(self, after: float) -> float | None:
         """When it finished the first message after it last started consuming, if it
-        started to after ``after`` (monotonic time)."""
+        started to after ``after`` (monotonic time).
+        """
         since = self.consuming_since(after)
         if since is None:
             return None
@@ -306,6 +323,7 @@ class ConsumerProcess:
 
         Raises:
             AssertionError: it did not exit in time, or exited with a non-zero status.
+
         """
         if not self.exited:
             self.process.send_signal(signal.SIGTERM)
@@ -396,6 +414,7 @@ class Scenario:
         count: how many messages it publishes.
         arguments: the queue's arguments (``x-queue-type`` and so on).
         report: takes the scenario's :class:`Row`.
+
     """
 
     def __init__(
@@ -462,6 +481,7 @@ class Scenario:
 
         Raises:
             AssertionError: everything was processed already: the fault would not be mid-stream.
+
         """
         self.fault_at = time.monotonic()
         done = set(self.records.refresh())
@@ -474,7 +494,8 @@ class Scenario:
 
     def wait_first_delivery(self, process: ConsumerProcess, timeout: float = 60) -> float:
         """Seconds from the fault until ``process`` finished its first message on a new
-        connection: noticing the fault, reconnecting and consuming again, all of it."""
+        connection: noticing the fault, reconnecting and consuming again, all of it.
+        """
         assert self.fault_at is not None, "call fault() before injecting the fault"
         fault_at = self.fault_at
         done = wait_until(
@@ -525,6 +546,7 @@ class Scenario:
             note: for the table.
             records: the record files to tally (the scenario's own by default).
             accounted: ids accounted for without being processed (dead-lettered).
+
         """
         self.exits = {process.name: process.stop() for process in self.running()}
         processed = [i for source in (records or [self.records]) for i in source.refresh()]

@@ -15,7 +15,11 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # Python 3.11 has typing.Self; the annotations are never evaluated.
+    from typing_extensions import Self
 
 
 @dataclass(eq=False)
@@ -63,6 +67,7 @@ class TCPProxy:
 
         Returns:
             How many connections were cut.
+
         """
 
         def cut() -> int:
@@ -90,6 +95,7 @@ class TCPProxy:
 
         Returns:
             How many connections were reset.
+
         """
 
         def reset_all() -> int:
@@ -109,7 +115,7 @@ class TCPProxy:
             self._running = False
             self._thread.join(10)
 
-    def __enter__(self) -> TCPProxy:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -179,9 +185,10 @@ class TCPProxy:
             if data:
                 try:
                     target.sendall(data)
-                    return
                 except OSError:
                     pass
+                else:
+                    return
             self._close_link(link)
 
         return on_readable

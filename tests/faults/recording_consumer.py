@@ -33,6 +33,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import task
@@ -74,7 +75,7 @@ def make_callback(args: argparse.Namespace, events: EventLog) -> Any:
         message_id = message.id or ""
         if args.nack and message_id.startswith(args.nack):
             events.write("nack", message_id)
-            raise fedmq.Nack()
+            raise fedmq.Nack
         if args.retry_first and message.attempt == 1:
             raise fedmq.Retry("first run")
         if slow_prefix and message_id.startswith(slow_prefix):
@@ -105,8 +106,9 @@ def make_callback(args: argparse.Namespace, events: EventLog) -> Any:
 
 async def main(reactor: Any, argv: list[str]) -> None:
     args = parse_arguments(argv)
-    with open(args.config) as file:
-        config = config_from_mapping(json.load(file), source=args.config)
+    # Read once, before the consumer starts: nothing else waits on the reactor yet.
+    text = Path(args.config).read_text()  # noqa: ASYNC240
+    config = config_from_mapping(json.loads(text), source=args.config)
     events = EventLog(args.events)
 
     def on_state(state: str) -> None:

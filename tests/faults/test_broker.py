@@ -8,7 +8,7 @@ N = 10_000
 
 
 def test_a_broker_stopped_and_started_again_loses_no_message(fault_node, scenario):
-    """a. Every message is processed although the broker restarts mid-stream."""
+    """A. Every message is processed although the broker restarts mid-stream."""
     run = scenario("a. broker stopped and started", N)
     run.publish(fault_node.url)
     consumer = run.start_consumer([fault_node.url])
@@ -25,8 +25,9 @@ def test_a_broker_stopped_and_started_again_loses_no_message(fault_node, scenari
 
 @pytest.mark.parametrize("callback", ["plain", "async"])
 def test_a_connection_closed_by_the_broker_loses_no_message(fault_node, scenario, callback):
-    """b. Every message is processed although the broker closes the connection mid-stream,
-    whether the callback is a plain function or an ``async def`` one."""
+    """B. Every message is processed although the broker closes the connection mid-stream,
+    whether the callback is a plain function or an ``async def`` one.
+    """
     name = "b. connection closed by the broker" + (
         " (async callback)" if callback == "async" else ""
     )
@@ -46,8 +47,9 @@ def test_a_connection_closed_by_the_broker_loses_no_message(fault_node, scenario
 
 
 def test_a_broker_killed_and_started_again_loses_no_message(fault_node, scenario):
-    """k. Every confirmed message is processed although the broker is SIGKILLed mid-stream
-    (a crash: no clean shutdown, recent acks perhaps never written) and started again."""
+    """K. Every confirmed message is processed although the broker is SIGKILLed mid-stream
+    (a crash: no clean shutdown, recent acks perhaps never written) and started again.
+    """
     count = N // 2
     run = scenario("k. broker SIGKILLed and started again", count)
     run.publish(fault_node.url)

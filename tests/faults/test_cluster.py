@@ -33,7 +33,8 @@ def queue_leader(node, queue):
 
 def test_two_consumers_share_a_quorum_queue_and_together_process_everything(cluster, scenario):
     """Two consumer processes, on different nodes, compete for one quorum queue; between
-    them every message is processed once."""
+    them every message is processed once.
+    """
     run = scenario("h. two competing consumers, 3-node cluster", N, arguments=QUORUM)
     urls = [node.url for node in cluster]
     records = [Records(run.directory / f"processed-{n}") for n in (1, 2)]
@@ -51,8 +52,9 @@ def test_two_consumers_share_a_quorum_queue_and_together_process_everything(clus
 
 
 def test_a_consumer_fails_over_when_the_node_it_uses_stops(cluster, scenario):
-    """e. The consumer's node is stopped mid-stream; the consumer moves to another node
-    through amqp_urls and finishes the queue."""
+    """E. The consumer's node is stopped mid-stream; the consumer moves to another node
+    through amqp_urls and finishes the queue.
+    """
     run = scenario("e. 3-node cluster, the consumer's node stopped", N, arguments=QUORUM)
     urls = [node.url for node in cluster]
     run.publish(urls[0])
@@ -79,9 +81,10 @@ def test_a_consumer_fails_over_when_the_node_it_uses_stops(cluster, scenario):
 
 
 def test_retries_survive_the_loss_of_the_consumers_node(cluster, scenario):
-    """j. Every message's first run raises Retry, through a quorum wait queue; the
+    """J. Every message's first run raises Retry, through a quorum wait queue; the
     consumer's node is stopped mid-stream. The consumer fails over, declares its wait
-    queues again on the surviving nodes, and every message comes back and is processed."""
+    queues again on the surviving nodes, and every message comes back and is processed.
+    """
     count = N // 2
     run = scenario("j. every message retried once; 3-node cluster, a node stopped", count)
     run.arguments = QUORUM

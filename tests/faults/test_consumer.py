@@ -10,7 +10,7 @@ N = 10_000
 
 
 def test_a_consumer_killed_mid_batch_and_started_again_loses_no_message(fault_node, scenario):
-    """d. What a SIGKILLed consumer had not acked is processed by the next one."""
+    """D. What a SIGKILLed consumer had not acked is processed by the next one."""
     run = scenario("d. consumer SIGKILLed and started again", N)
     run.publish(fault_node.url)
     # Four callbacks at once, fifty prefetched: a batch is in flight when it dies.
@@ -27,8 +27,9 @@ def test_a_consumer_killed_mid_batch_and_started_again_loses_no_message(fault_no
 
 
 def test_a_callback_longer_than_three_heartbeats_keeps_its_connection(fault_node, scenario):
-    """g. A callback running 7 s with a 2 s heartbeat neither loses the connection nor
-    has its message redelivered."""
+    """G. A callback running 7 s with a 2 s heartbeat neither loses the connection nor
+    has its message redelivered.
+    """
     seconds = 3.5 * HEARTBEAT
     run = scenario("g. callback runs 7 s, heartbeat 2 s", N)
     slow = run.ids[N // 3]
@@ -55,8 +56,9 @@ def connection_names(node) -> list[str]:
 
 
 def test_a_poison_message_is_dead_lettered_and_the_rest_processed(fault_node, scenario):
-    """f. Messages the callback always refuses go to the dead-letter queue after the
-    delivery limit; every other message is processed."""
+    """F. Messages the callback always refuses go to the dead-letter queue after the
+    delivery limit; every other message is processed.
+    """
     limit = 3
     run = scenario("f. poison messages", N)
     dead_letters = f"{run.queue}.dlx"  # not .dead: that is fedmq's own dead queue
@@ -91,9 +93,10 @@ def test_a_poison_message_is_dead_lettered_and_the_rest_processed(fault_node, sc
 
 
 def test_retries_survive_a_consumer_killed_mid_stream(fault_node, scenario):
-    """i. Each message's first run raises Retry; the consumer is SIGKILLed mid-stream and
+    """I. Each message's first run raises Retry; the consumer is SIGKILLed mid-stream and
     started again. Every message comes back from its wait queue and is processed; none is
-    lost between the confirmed copy and the ack, and none is parked."""
+    lost between the confirmed copy and the ack, and none is parked.
+    """
     count = N // 2
     run = scenario("i. every message retried once; consumer SIGKILLed", count)
     run.publish(fault_node.url)

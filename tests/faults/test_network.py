@@ -25,9 +25,10 @@ RECOVERY_MARGIN = 3.0
 def test_a_silent_network_cut_is_noticed_within_two_heartbeats_and_loses_no_message(
     fault_node, scenario, heartbeat
 ):
-    """c. A connection that goes silent (no FIN, no RST) is given up after two heartbeat
+    """C. A connection that goes silent (no FIN, no RST) is given up after two heartbeat
     intervals without data and replaced: the first message is processed on the new
-    connection within 2 x heartbeat + a reconnect delay + a margin of the cut."""
+    connection within 2 x heartbeat + a reconnect delay + a margin of the cut.
+    """
     run = scenario("c. network cut, blackhole (no FIN)", N)
     run.publish(fault_node.url)
     with TCPProxy(fault_node.amqp_port) as proxy:
@@ -56,7 +57,7 @@ def test_a_silent_network_cut_is_noticed_within_two_heartbeats_and_loses_no_mess
 
 
 def test_a_reset_connection_loses_no_message(fault_node, scenario):
-    """c. A connection reset (RST) mid-stream is replaced at once."""
+    """C. A connection reset (RST) mid-stream is replaced at once."""
     run = scenario("c. network cut, reset (RST)", N)
     run.publish(fault_node.url)
     with TCPProxy(fault_node.amqp_port) as proxy:
@@ -73,9 +74,10 @@ def test_a_reset_connection_loses_no_message(fault_node, scenario):
 
 
 def test_connection_attempts_that_hang_time_out_and_are_retried(fault_node, scenario):
-    """c. The connection is reset and, for a while, attempts to reconnect hang (the TCP
+    """C. The connection is reset and, for a while, attempts to reconnect hang (the TCP
     connect succeeds, the handshake gets no answer): each attempt times out and is logged
-    as such, and the consumer resumes once the broker answers again."""
+    as such, and the consumer resumes once the broker answers again.
+    """
     run = scenario("c. reset, then reconnects hang", N)
     run.publish(fault_node.url)
     with TCPProxy(fault_node.amqp_port) as proxy:

@@ -108,7 +108,8 @@ class Broker:
 
     def get_all(self, queue: str) -> list[tuple[Any, Any, bytes]]:
         """Take every ready message out of ``queue``, in order: (pika's Basic.GetOk, with
-        the exchange and routing key; pika properties; body)."""
+        the exchange and routing key; pika properties; body).
+        """
         connection, channel = self._channel()
         taken = []
         while True:

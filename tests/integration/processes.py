@@ -53,7 +53,11 @@ def start(command: Sequence[str], cwd: Path, **env: str) -> subprocess.Popen[str
 
 
 def run(
-    command: Sequence[str], cwd: Path, input: str | None = None, timeout: float = 60, **env: str
+    command: Sequence[str],
+    cwd: Path,
+    input: str | None = None,  # noqa: A002 - subprocess.run's name for it
+    timeout: float = 60,
+    **env: str,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         list(command),
@@ -67,7 +71,10 @@ def run(
 
 
 def fedmq(
-    *args: str, cwd: Path, input: str | None = None, timeout: float = 60
+    *args: str,
+    cwd: Path,
+    input: str | None = None,  # noqa: A002 - subprocess.run's name for it
+    timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m fedmq ARGS`` to completion."""
     return run([sys.executable, "-m", "fedmq", *args], cwd, input=input, timeout=timeout)

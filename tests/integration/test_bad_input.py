@@ -221,7 +221,7 @@ async def test_an_unusual_but_valid_message_is_processed(
 @needs_yaml
 @pytest_twisted.ensureDeferred
 async def test_msgpack_and_yaml_messages_are_decoded(broker, queue_name, make_config):
-    """msgpack and YAML bodies, from the optional extras, reach the callback decoded."""
+    """Msgpack and YAML bodies, from the optional extras, reach the callback decoded."""
     seen: list[Any] = []
     consumer = await fedmq.consume(lambda m: seen.append(m.body), config=make_config())
     broker.publish(queue_name, [msgpack_value()], content_type="application/msgpack")
@@ -334,7 +334,7 @@ async def test_a_configured_max_body_size_parks_a_smaller_bomb(broker, queue_nam
 async def test_with_decode_off_the_callback_gets_every_body_as_bytes(
     broker, queue_name, make_config
 ):
-    """decode = false: bodies, even ones that would not decode, reach the callback as bytes."""
+    """Decode = false: bodies, even ones that would not decode, reach the callback as bytes."""
     config = make_config(decode=False)
     seen: list[Any] = []
     consumer = await fedmq.consume(lambda m: seen.append(m.body), config=config)

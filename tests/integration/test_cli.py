@@ -129,7 +129,8 @@ def test_record_then_publish_file_replays_topics_headers_properties_and_bodies(
     broker, tmp_path, queue_name
 ):
     """What record --format fedmq writes, publish sends again: same topics,
-    headers, message ids and bodies, JSON, text and binary alike."""
+    headers, message ids and bodies, JSON, text and binary alike.
+    """
     config = config_file(tmp_path, broker.url)
     recording = tmp_path / "recorded.jsonl"
     topic = f"{queue_name}.orders"
@@ -246,7 +247,8 @@ def test_consume_without_a_queue_name_uses_a_server_named_queue_that_goes_away(
     broker, rabbit_node, tmp_path
 ):
     """The queue is the broker's server-named one, bound with the routing key; the message
-    is printed; and once the process exits the queue no longer exists."""
+    is printed; and once the process exits the queue no longer exists.
+    """
     routing_key = f"anon-{uuid.uuid4().hex[:8]}"
     config = config_file(tmp_path, broker.url, callback="fedmq.example:printer")
     process = start(

@@ -198,7 +198,8 @@ def test_a_fedora_messaging_recording_is_published_by_fedmq_as_fedora_messaging_
     rabbit_node, vhost, vhost_name, tmp_path
 ):
     """fedora-messaging record's file, published by fedmq and by fedora-messaging:
-    the same topics, body bytes, headers, ids, priority and content properties."""
+    the same topics, body bytes, headers, ids, priority and content properties.
+    """
     config = config_for(tmp_path / "config.toml", vhost)
     recording = tmp_path / "recorded.jsonl"
     recorder = start(
@@ -249,9 +250,10 @@ def test_a_fedora_messaging_recording_is_published_by_fedmq_as_fedora_messaging_
 def test_a_fedmq_recording_is_published_by_fedora_messaging_to_its_consumers_unchanged(
     rabbit_node, vhost, vhost_name, tmp_path
 ):
-    """fedmq record's file (written as fedora-messaging's recorder, app name
+    """Fedmq record's file (written as fedora-messaging's recorder, app name
     included), published by fedora-messaging's publish: its consume sees the
-    recorded ids, topics, bodies and headers."""
+    recorded ids, topics, bodies and headers.
+    """
     config = config_for(tmp_path / "config.toml", vhost)
     recording = tmp_path / "recorded.jsonl"
     recorder = start(
@@ -368,7 +370,8 @@ def test_consume_flags_declare_what_fedora_messaging_declares_for_them(
     """The same configuration and flags (--conf before the command,
     --callback-file, --app-name, and the topology flags), given to
     fedora-messaging in one vhost and to fedmq in another: the same queues,
-    with the same flags, the same bindings, the same application name."""
+    with the same flags, the same bindings, the same application name.
+    """
     data, flags = SCENARIOS[scenario]
     processes = {}
     spec, _ = callback_file(tmp_path)

@@ -62,7 +62,7 @@ async def test_a_message_that_raises_nack_is_redelivered(broker, queue_name, mak
     def callback(message):
         seen.append(message.redelivered)
         if not message.redelivered:
-            raise fedmq.Nack()
+            raise fedmq.Nack
 
     consumer = await start(make_config(), callback)
     await wait_for(lambda: len(seen) == 2, what="the redelivery")
@@ -84,7 +84,7 @@ async def test_a_message_that_raises_drop_lands_in_the_dead_letter_queue(
     def callback(message):
         seen.append(message.body)
         if message.body == "bad":
-            raise fedmq.Drop()
+            raise fedmq.Drop
 
     consumer = await start(config, callback)
     broker.publish(queue_name, ["good", "bad", "good"])
@@ -576,7 +576,8 @@ async def test_several_queues_share_one_channel_and_the_workers_with_prefetch_pe
     broker, queue_name, make_config
 ):
     """Two queues: one channel consumes both, the broker sends each queue's consumer up to
-    prefetch_count messages, and concurrency bounds the callbacks running across both."""
+    prefetch_count messages, and concurrency bounds the callbacks running across both.
+    """
     first, second = f"{queue_name}-a", f"{queue_name}-b"
     for queue in (first, second):
         broker.declare_queue(queue)
@@ -624,7 +625,8 @@ async def test_callbacks_running_past_drain_timeout_are_abandoned_with_stop_forc
     broker, queue_name, make_config, caplog
 ):
     """The stop does not wait past drain_timeout: the broker has the message back, result
-    fails with StopForced, the abandonment is logged, and teardown() is not called."""
+    fails with StopForced, the abandonment is logged, and teardown() is not called.
+    """
     broker.declare_queue(queue_name)
     broker.publish(queue_name, ["stuck"])
     started, release = threading.Event(), threading.Event()
@@ -659,7 +661,8 @@ async def test_a_queue_deleted_under_passive_declares_ends_the_consumer_with_con
     broker, queue_name, make_config, rabbit
 ):
     """The broker cancels the consumer; fedmq may not declare the queue again, so result
-    fails with ConsumerCancelled (exit status 6) and the queue stays gone."""
+    fails with ConsumerCancelled (exit status 6) and the queue stays gone.
+    """
     broker.declare_queue(queue_name)
     config = make_config(passive_declares=True, retry={"enabled": False})
     consumer = await start(config, lambda m: None)

@@ -43,7 +43,12 @@ async def test_a_message_that_keeps_raising_retry_is_parked_after_max_attempts(
 
     def callback(message: fedmq.Message) -> None:
         runs.append(
-            (message.attempt, message.topic, message.exchange, datetime.datetime.now().timestamp())
+            (
+                message.attempt,
+                message.topic,
+                message.exchange,
+                datetime.datetime.now(datetime.timezone.utc).timestamp(),
+            )
         )
         raise fedmq.Retry(f"the stock service said 503 on attempt {message.attempt}")
 
@@ -147,7 +152,8 @@ async def test_retry_on_a_server_named_queue_drops_the_message(
     broker, queue_name, make_config, caplog
 ):
     """A server-named queue has no wait queues: Retry drops the message (to the queue's
-    dead-letter exchange, here) and says why; the callback ran once."""
+    dead-letter exchange, here) and says why; the callback ran once.
+    """
     dead_letters = f"{queue_name}-dlx"
     broker.declare_queue(dead_letters)
     arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead_letters}
@@ -268,7 +274,8 @@ async def test_a_message_of_another_type_is_dropped_without_calling_the_callback
 @pytest_twisted.ensureDeferred
 async def test_a_class_callback_can_name_its_message_types(broker, queue_name, make_config):
     """A message_types attribute on the callback class works as the config key does: the
-    message of another type is dropped (to the dead-letter queue) without reaching it."""
+    message of another type is dropped (to the dead-letter queue) without reaching it.
+    """
     seen: list[Any] = []
 
     class OrdersOnly:
@@ -417,7 +424,7 @@ async def test_nack_requeues_and_the_message_comes_back(broker, queue_name, make
     def callback(message: fedmq.Message) -> None:
         runs.append(message.redelivered)
         if not message.redelivered:
-            raise fedmq.Nack()
+            raise fedmq.Nack
 
     consumer = await fedmq.consume(callback, config=make_config())
     broker.publish(queue_name, ["x"])
@@ -487,13 +494,14 @@ async def test_nack_drop_retry_and_undecodable_bodies_do_not_count_toward_max_er
     broker, queue_name, make_config
 ):
     """With max_errors = 1, four verdicts on messages leave the consumer running; the first
-    real consumer error then stops it."""
+    real consumer error then stops it.
+    """
     runs: list[str] = []
 
     def callback(message: fedmq.Message) -> None:
         runs.append(message.body)
         if message.body == "nack" and not message.redelivered:
-            raise fedmq.Nack()
+            raise fedmq.Nack
         if message.body == "drop":
             raise fedmq.Drop("never")
         if message.body == "retry" and message.attempt == 1:

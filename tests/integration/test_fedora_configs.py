@@ -107,7 +107,8 @@ def test_the_example_configuration_is_valid(tmp_path):
 @pytest.mark.parametrize("path", [FEDORA, FEDORA_STAGING], ids=["fedora", "fedora.stg"])
 def test_the_fedora_configurations_name_the_missing_ca_file(tmp_path, path):
     """They connect with amqps:// and name /etc/fedora-messaging's files: where those
-    are missing, the file cannot run, and check-config says which file is missing."""
+    are missing, the file cannot run, and check-config says which file is missing.
+    """
     result = fedmq("check-config", str(path), cwd=tmp_path)
     assert result.returncode == 2, result.stdout
     assert result.stderr.startswith(f"fedmq: {path}: tls.ca_cert: /etc/fedora-messaging/")
@@ -118,7 +119,8 @@ def test_the_fedora_configurations_name_the_missing_ca_file(tmp_path, path):
 @pytest.mark.parametrize("path", [FEDORA, FEDORA_STAGING], ids=["fedora", "fedora.stg"])
 def test_the_fedora_configurations_are_valid_with_their_certificates_installed(tmp_path, path):
     """With the certificate files the package ships where the file says, check-config
-    passes: a server-named queue (none is listed) and its binding to amq.topic."""
+    passes: a server-named queue (none is listed) and its binding to amq.topic.
+    """
     shipped = FEDORA_MESSAGING / "configs"
     text = path.read_text().replace("/etc/fedora-messaging/", f"{shipped}/")
     installed = tmp_path / path.name
@@ -153,7 +155,8 @@ def test_the_fixture_with_a_toml_mistake_is_refused_with_its_line(tmp_path):
 
 def test_a_fixture_whose_callback_cannot_be_imported_is_refused(tmp_path):
     """good_conf.toml names a callback in fedora-messaging's own test suite, which is
-    not importable here: fedora-messaging could not run it either."""
+    not importable here: fedora-messaging could not run it either.
+    """
     path = FIXTURES / "good_conf.toml"
     result = fedmq("check-config", str(path), cwd=tmp_path)
     assert result.returncode == 2
@@ -168,7 +171,8 @@ def test_the_fedora_configuration_consumes_from_a_server_named_queue_bound_to_am
 ):
     """configs/fedora.toml lists no queue and a binding without one: fedmq declares a
     server-named, exclusive, auto-delete queue, binds it to amq.topic with "#", runs
-    the file's callback (fedora-messaging's printer) and deletes the queue on exit."""
+    the file's callback (fedora-messaging's printer) and deletes the queue on exit.
+    """
     process = start(
         [sys.executable, "-m", "fedmq", "consume", "--config", str(FEDORA)],
         tmp_path,
@@ -200,7 +204,8 @@ def test_the_example_configuration_consumes_in_the_clear_with_its_tls_table(
     """config.toml.example has amqp_url = "amqp://" and a [tls] table naming files that
     do not exist: as in fedora-messaging, [tls] only applies to amqps:// URLs, so it
     connects in the clear, declares my_queue, binds it and prints what arrives, on
-    standard output as its log_config says."""
+    standard output as its log_config says.
+    """
     process = start(
         [sys.executable, "-m", "fedmq", "consume", "--config", str(EXAMPLE)],
         tmp_path,
@@ -228,7 +233,8 @@ def test_the_example_log_config_shows_why_the_consumer_stopped(
     """The example's log_config disables existing loggers and sets the root logger to
     ERROR, configuring only fedora_messaging's logger: fedmq's lines are shown the way
     that logger's would be, so each failure of the callback and the reason the
-    consumer stopped (five errors within a minute, exit status 5) are seen."""
+    consumer stopped (five errors within a minute, exit status 5) are seen.
+    """
     process = start(
         [
             sys.executable, "-m", "fedmq", "consume", "--config", str(EXAMPLE),

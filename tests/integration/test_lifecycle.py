@@ -172,7 +172,8 @@ async def test_reconnecting_does_not_call_setup_or_teardown_again(
     broker, queue_name, make_config, rabbit
 ):
     """The broker closes the connection; fedmq consumes again on a new channel, and the
-    callback's setup() and teardown() still run once each."""
+    callback's setup() and teardown() still run once each.
+    """
     consumer = await fedmq.consume(Recorder, config=make_config())
     recorder: Any = consumer._callback
     broker.publish(queue_name, [1])

@@ -157,10 +157,10 @@ async def test_metrics_count_what_the_consumer_processed(broker, queue_name, mak
     def callback(message: fedmq.Message) -> None:
         n = message.body["n"]
         if n % 5 == 0:
-            raise fedmq.Drop()  # the queue has no dead-letter exchange: discarded
+            raise fedmq.Drop  # the queue has no dead-letter exchange: discarded
         if n == 3 and n not in requeued_once:
             requeued_once.add(n)
-            raise fedmq.Nack()
+            raise fedmq.Nack
 
     monitored = Monitored(make_config(monitoring={"port": 0}), callback)
     port = await monitored.start()
@@ -307,7 +307,8 @@ async def test_twistd_as_the_unit_runs_it_notifies_serves_health_and_logs_json(
     )
     # The unit's ExecStart, with this venv's twistd and a file of the test's.
     command = [str(TWISTD), "--nodaemon", "--pidfile=", "fedmq", "--config", str(config)]
-    process = subprocess.Popen(
+    # Popen returns at once; the test then waits on the reactor, not on the process.
+    process = subprocess.Popen(  # noqa: ASYNC220
         command,
         cwd=tmp_path,
         env=env,

@@ -85,7 +85,8 @@ async def test_passive_declares_without_retry_queues_consume_and_warn(
     rabbit_node, vhost, vhost_name, caplog
 ):
     """The consumer starts (no exit 3), says which queue is missing, still binds, and
-    a Retry goes where a Drop goes: the queue's dead-letter exchange."""
+    a Retry goes where a Drop goes: the queue's dead-letter exchange.
+    """
     admin_declares(vhost)
     caplog.set_level(logging.WARNING, logger="fedmq")
     seen: list[str] = []
@@ -110,7 +111,8 @@ async def test_passive_declares_without_retry_queues_consume_and_warn(
 @pytest_twisted.ensureDeferred
 async def test_passive_declares_use_retry_queues_that_exist(rabbit_node, vhost, vhost_name, caplog):
     """Once the retry and dead queues exist (here: made by a first, non-passive run),
-    a passive consumer uses them: Retry waits in orders.retry.1s."""
+    a passive consumer uses them: Retry waits in orders.retry.1s.
+    """
     admin_declares(vhost)
     first = await fedmq.consume(retry_some([]), config=settings(vhost, retry={"delays": [30]}))
     await first.cancel()
@@ -132,7 +134,8 @@ async def test_a_user_who_may_not_declare_retry_queues_still_consumes(
     rabbit_node, vhost, vhost_name, caplog
 ):
     """A user allowed to configure only its own queue (a shared broker's usual rule)
-    gets 403 for orders.retry.1s: a warning, no retry queues, and consuming goes on."""
+    gets 403 for orders.retry.1s: a warning, no retry queues, and consuming goes on.
+    """
     admin_declares(vhost)
     user, password = "orders-only", "orders-only-password"
     rabbit_node.add_user(user, password, vhost_name, configure=f"^{QUEUE}$")

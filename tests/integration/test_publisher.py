@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_twisted
@@ -19,6 +19,10 @@ from fedmq.config import config_from_mapping
 from tests.integration.conftest import wait_for
 from tests.integration.processes import environment, write_config
 from tests.integration.processes import fedmq as fedmq_cli
+
+if TYPE_CHECKING:
+    # Python 3.11 has typing.Self; the annotations are never evaluated.
+    from typing_extensions import Self
 
 SCRIPT = Path(__file__).parent / "scripts" / "publishing.py"
 
@@ -58,7 +62,7 @@ class Alarm:
     def __init__(self, node: Any):
         self.node = node
 
-    def __enter__(self) -> Alarm:
+    def __enter__(self) -> Self:
         self.node.ctl("set_vm_memory_high_watermark", "0.0000001")
         return self
 
@@ -216,7 +220,7 @@ async def test_publish_with_only_amqp_urls_fails_over_to_the_broker_that_answers
 
 
 def test_the_one_shot_commands_use_amqp_urls(broker, tmp_path, queue_name):
-    """fedmq publish and fedmq get work with a config that lists only amqp_urls."""
+    """Fedmq publish and fedmq get work with a config that lists only amqp_urls."""
     broker.declare_queue(queue_name)
     config = write_config(
         tmp_path / "config.toml", {"amqp_urls": [unused_url(), broker.url], "connect_timeout": 5}

@@ -33,7 +33,8 @@ def test_parked_messages_go_back_to_their_queue_without_the_verdict_headers(
 ):
     """The moved messages keep their order, their X-Original-* headers, their
     other properties and their exact body bytes (a gzipped body stays gzipped);
-    the X-Dropped-* and X-Processing-* headers are gone."""
+    the X-Dropped-* and X-Processing-* headers are gone.
+    """
     broker.declare_queue(queue_name)
     broker.declare_queue(f"{queue_name}.dead")
     original = {
@@ -121,7 +122,8 @@ def test_a_missing_queue_exits_3_naming_it(broker, tmp_path, queue_name):
 
 def test_a_refused_republish_exits_8_and_the_message_stays_parked(broker, tmp_path, queue_name):
     """The queue takes one message and refuses (nacks) the next: one moves,
-    the other two stay parked, and the error says how many moved."""
+    the other two stay parked, and the error says how many moved.
+    """
     broker.declare_queue(queue_name, **{"x-max-length": 1, "x-overflow": "reject-publish"})
     broker.declare_queue(f"{queue_name}.dead")
     ids = broker.publish(f"{queue_name}.dead", [{"n": n} for n in range(3)], headers=VERDICT)

@@ -73,7 +73,8 @@ def test_rabbitmq_and_the_in_memory_router_route_every_case_of_the_table_alike(
     vhost: str, rabbit_node: RabbitNode
 ):
     """Every (pattern, key) and (binding, headers) case: the broker, the recorded
-    table and fedmq.testing.routing give the same answer."""
+    table and fedmq.testing.routing give the same answer.
+    """
     topic, headers = _broker_verdicts(vhost)
     assert len(topic) == len(topic_cases()) >= 500
     assert len(headers) == len(headers_cases()) >= 300

@@ -69,8 +69,9 @@ def assert_one_clear_line(err, text, status):
 
 
 def test_a_wheel_built_from_the_checkout_gives_twistd_its_fedmq_plugin(tmp_path):
-    """pip installs the built wheel (not the checkout); twistd then lists fedmq,
-    and the fedmq command is installed."""
+    """Pip installs the built wheel (not the checkout); twistd then lists fedmq,
+    and the fedmq command is installed.
+    """
     source = tmp_path / "source"
     tracked = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
@@ -141,7 +142,8 @@ def test_sigterm_drains_processed_plus_queued_equals_published(
     runner, broker, tmp_path, queue_name
 ):
     """On SIGTERM the callbacks running finish and are acked, unstarted messages
-    go back to the queue, and the process exits 0: nothing lost, nothing twice."""
+    go back to the queue, and the process exits 0: nothing lost, nothing twice.
+    """
     broker.declare_queue(queue_name)
     ids = broker.publish(queue_name, [{"n": n} for n in range(12)])
     config = consumer_config(broker, tmp_path, queue_name, "Slow", sleep=0.5, concurrency=2)
@@ -169,7 +171,8 @@ def test_a_second_sigterm_during_a_slow_drain_stops_at_once_with_status_1(
     runner, broker, tmp_path, queue_name
 ):
     """The second signal does not wait for a stuck callback: exit 1, and the
-    broker has every message back."""
+    broker has every message back.
+    """
     broker.declare_queue(queue_name)
     broker.publish(queue_name, [{"n": n} for n in range(3)])
     config = consumer_config(broker, tmp_path, queue_name, "Slow", sleep=120)
@@ -340,7 +343,8 @@ def test_a_callback_that_raises_exits_5_and_requeues_the_message(
 @runners
 def test_a_normal_stop_logs_nothing_at_warning_or_above(runner, broker, tmp_path, queue_name):
     """Consuming and a SIGTERM leave no WARNING, ERROR or traceback in the log, pika's and
-    Twisted's included; the log itself is there (the INFO line saying what it consumes)."""
+    Twisted's included; the log itself is there (the INFO line saying what it consumes).
+    """
     broker.declare_queue(queue_name)
     ids = broker.publish(queue_name, [{"n": n} for n in range(3)])
     config = consumer_config(broker, tmp_path, queue_name, "Slow", sleep=0)
@@ -364,7 +368,8 @@ def test_a_normal_stop_logs_nothing_at_warning_or_above(runner, broker, tmp_path
 @runners
 def test_a_queue_deleted_under_passive_declares_exits_6(runner, broker, tmp_path, queue_name):
     """The broker cancels the consumer and fedmq may not declare the queue again: the
-    process exits 6 (CONSUMER_CANCELLED), saying why, and the queue stays gone."""
+    process exits 6 (CONSUMER_CANCELLED), saying why, and the queue stays gone.
+    """
     broker.declare_queue(queue_name)
     config = consumer_config(broker, tmp_path, queue_name, "Slow")
     config.write_text(

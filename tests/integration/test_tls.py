@@ -1,5 +1,6 @@
 """Connecting over TLS, with the server's certificate checked against a CA, and logging
-in with a client certificate (EXTERNAL)."""
+in with a client certificate (EXTERNAL).
+"""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ async def test_a_server_certificate_from_another_ca_is_refused(rabbit, tmp_path,
 async def test_a_client_certificate_logs_in_as_its_common_name_with_external(
     rabbit, broker, queue_name, make_config
 ):
-    """certfile and keyfile: fedmq logs in with EXTERNAL, as the certificate's user.
+    """Certfile and keyfile: fedmq logs in with EXTERNAL, as the certificate's user.
 
     Before that user exists the broker refuses the login (exit status 4); once it
     exists, with rights on the vhost, the consumer consumes with no password at all.
@@ -85,7 +86,8 @@ async def test_every_authority_of_a_ca_bundle_is_trusted(
     rabbit, broker, queue_name, make_config, tmp_path
 ):
     """A bundle whose first certificate is another CA's (Fedora's, as fedora-messaging
-    ships it) still trusts the broker's CA further down, as system bundles do."""
+    ships it) still trusts the broker's CA further down, as system bundles do.
+    """
     bundle = tmp_path / "bundle.pem"
     other_ca = (sdist_dir("fedora-messaging") / "configs" / "cacert.pem").read_bytes()
     bundle.write_bytes(other_ca + b"\n" + rabbit.tls_files["ca_cert"].read_bytes())
@@ -106,7 +108,8 @@ async def test_a_tls_table_does_not_turn_a_plain_url_into_tls(
     broker, queue_name, make_config, tmp_path
 ):
     """[tls] applies to amqps:// URLs only: with amqp:// the consumer connects in the
-    clear with the URL's user, even though the table names a client certificate."""
+    clear with the URL's user, even though the table names a client certificate.
+    """
     broker.declare_queue(queue_name)
     broker.publish(queue_name, [{"in": "the clear"}])
     config = make_config(
@@ -126,7 +129,8 @@ async def test_a_tls_table_does_not_turn_a_plain_url_into_tls(
 @pytest_twisted.ensureDeferred
 async def test_an_unreadable_ca_file_is_a_configuration_error(rabbit, make_config, tmp_path):
     """Not a lost connection to retry, and not a failed callback (exit 5): exit 2,
-    naming the key and the path."""
+    naming the key and the path.
+    """
     missing = tmp_path / "missing-ca.pem"
     config = make_config(amqp_url=rabbit.tls_url, tls={"ca_cert": str(missing)})
     with pytest.raises(fedmq.ConfigurationError) as raised:

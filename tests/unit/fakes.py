@@ -1,5 +1,6 @@
 """Small fakes shared by unit tests: what watches a consumer; a connection and its channels; a
-broker's end of a connection."""
+broker's end of a connection.
+"""
 
 from __future__ import annotations
 
@@ -143,7 +144,8 @@ class FakeConnection:
 
 class BrokerTransport(StringTransport):
     """A client's TCP connection in memory: it records what the client writes and, like
-    a real one, reports an abort or a close to the protocol on the next reactor turn."""
+    a real one, reports an abort or a close to the protocol on the next reactor turn.
+    """
 
     def __init__(self, clock: Any, protocol: Any) -> None:
         super().__init__()

@@ -1,6 +1,7 @@
 """The pika seam, fedmq/_amqp.py, in memory: a MemoryReactorClock for time and the
 network, a FakeBroker speaking AMQP frames, an in-memory TLS handshake. No broker,
-no sockets, no sleeps."""
+no sockets, no sleeps.
+"""
 
 from __future__ import annotations
 
@@ -92,26 +93,34 @@ TRANSLATIONS = [
     (
         pika.exceptions.ProbableAuthenticationError("ACCESS_REFUSED - Login was refused"),
         AuthenticationFailed,
-        f"The broker at {WHERE} refused the credentials (check the user name and password "
-        "in amqp_url): ACCESS_REFUSED - Login was refused",
+        (
+            f"The broker at {WHERE} refused the credentials (check the user name and password "
+            "in amqp_url): ACCESS_REFUSED - Login was refused"
+        ),
     ),
     (
         pika.exceptions.ProbableAuthenticationError(),
         AuthenticationFailed,
-        f"The broker at {WHERE} refused the credentials (check the user name and password "
-        "in amqp_url): ProbableAuthenticationError",
+        (
+            f"The broker at {WHERE} refused the credentials (check the user name and password "
+            "in amqp_url): ProbableAuthenticationError"
+        ),
     ),
     (
         pika.exceptions.ProbableAccessDeniedError("NOT_ALLOWED - vhost /x not found"),
         AuthenticationFailed,
-        f"The broker at {WHERE} refused access to the virtual host (it is missing or the "
-        "user has no permission on it): NOT_ALLOWED - vhost /x not found",
+        (
+            f"The broker at {WHERE} refused access to the virtual host (it is missing or the "
+            "user has no permission on it): NOT_ALLOWED - vhost /x not found"
+        ),
     ),
     (
         pika.exceptions.AuthenticationError("EXTERNAL"),
         AuthenticationFailed,
-        f"The broker at {WHERE} does not offer the authentication mechanism fedmq asked "
-        "for: EXTERNAL",
+        (
+            f"The broker at {WHERE} does not offer the authentication mechanism fedmq asked "
+            "for: EXTERNAL"
+        ),
     ),
     (
         pika.exceptions.ConnectionClosedByBroker(403, "ACCESS_REFUSED"),
@@ -146,8 +155,10 @@ TRANSLATIONS = [
     (
         TLS_VERIFY_FAILED,
         ConnectionFailed,
-        f"The TLS handshake with the broker at {WHERE} failed: "
-        f"certificate verify failed {TLS_HINT}",
+        (
+            f"The TLS handshake with the broker at {WHERE} failed: "
+            f"certificate verify failed {TLS_HINT}"
+        ),
     ),
     (
         SSL.Error("unexpected eof"),
@@ -192,14 +203,18 @@ TRANSLATIONS = [
     (
         BrokerSilent("no data from the broker for 4 s (2 heartbeat intervals)"),
         ConnectionFailed,
-        f"The connection to the broker at {WHERE} was lost: no data from the broker for 4 s "
-        "(2 heartbeat intervals)",
+        (
+            f"The connection to the broker at {WHERE} was lost: no data from the broker for 4 s "
+            "(2 heartbeat intervals)"
+        ),
     ),
     (
         pika.exceptions.IncompatibleProtocolError("StreamLostError"),
         ConnectionFailed,
-        f"The connection to the broker at {WHERE} failed: IncompatibleProtocolError: "
-        "The protocol returned by the server is not supported: ('StreamLostError',)",
+        (
+            f"The connection to the broker at {WHERE} failed: IncompatibleProtocolError: "
+            "The protocol returned by the server is not supported: ('StreamLostError',)"
+        ),
     ),
     (
         OSError("Network is unreachable"),

@@ -103,7 +103,8 @@ def test_gzip_members_together_may_not_pass_max_body_size():
 
 def test_a_gzip_bomb_is_stopped_without_inflating_it_all():
     """A 1 GiB gzip bomb fails at the limit: fedmq never holds more than a few times
-    max_body_size in memory, instead of inflating the whole gibibyte."""
+    max_body_size in memory, instead of inflating the whole gibibyte.
+    """
     compressor = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
     chunk = b"\0" * (1 << 20)
     bomb = b"".join(compressor.compress(chunk) for _ in range(1024)) + compressor.flush()

@@ -1,6 +1,7 @@
 """The meaning fedmq gives fedora-messaging's configuration keys: defaults for the
 topology, bindings without a queue, per-queue ``passive``, upper-case keys, the
-files it looks for, and which TLS settings apply when."""
+files it looks for, and which TLS settings apply when.
+"""
 
 from __future__ import annotations
 

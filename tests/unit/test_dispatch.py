@@ -366,7 +366,7 @@ def test_returned_deliveries_are_requeued(harness: Harness):
 
 
 def test_the_counts_add_up_over_every_outcome(harness: Harness):
-    """counts and in_flight follow each delivery from receipt to settlement."""
+    """Counts and in_flight follow each delivery from receipt to settlement."""
     harness.callback.raises.update({2: Nack(), 3: Drop(), 4: ValueError("bad")})
     harness.receive(1, 2, 3, 4)
     harness.receive(5, body=b"{bad")

@@ -284,7 +284,7 @@ async def test_thread_executor_lets_a_running_callback_finish_after_another_halt
         if message.delivery_tag in (1, 2):
             both_started.wait()
         if message.delivery_tag == 1:
-            raise HaltConsumer()
+            raise HaltConsumer
         release.wait(WAIT)
 
     results = Results()
@@ -513,7 +513,7 @@ async def test_asyncio_executor_reports_a_callback_that_raises_cancelled_error(
 
     async def callback(message: Message) -> None:
         called.set()
-        raise asyncio.CancelledError()
+        raise asyncio.CancelledError
 
     results = Results()
     executor = AsyncioExecutor(callback, 1, reactor, results)

@@ -165,7 +165,8 @@ def test_a_new_message_takes_its_amqp_properties_as_arguments():
 
 def test_a_new_message_starts_from_given_properties_without_changing_them():
     """Properties passed in are the starting point, arguments override them, and the
-    caller's object is left as it was."""
+    caller's object is left as it was.
+    """
     template = Properties(app_id="template", delivery_mode=1, headers={"a": 1})
     message = Message({}, headers={"b": 2}, properties=template, priority=9)
     assert message.properties.app_id == "template"
@@ -344,7 +345,7 @@ def test_encoding_a_non_json_value_raises_type_error():
 
 def test_encoding_nan_as_json_raises_value_error():
     """NaN is refused rather than sent as JSON other consumers cannot parse."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not JSON compliant"):
         Message(float("nan"))
 
 
@@ -549,7 +550,7 @@ def test_a_message_built_with_a_content_encoding_is_compressed(encoding):
 
 
 def test_a_gzip_message_is_the_same_bytes_each_time():
-    """gzip output carries no timestamp, so equal bodies give equal bytes."""
+    """Gzip output carries no timestamp, so equal bodies give equal bytes."""
     assert Message([1], content_encoding="gzip").data == Message([1], content_encoding="gzip").data
 
 

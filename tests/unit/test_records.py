@@ -1,5 +1,6 @@
 """The two file formats of ``fedmq record`` and ``fedmq publish``: fedmq's own,
-and fedora-messaging's, checked against fedora-messaging's own reader and writer."""
+and fedora-messaging's, checked against fedora-messaging's own reader and writer.
+"""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def test_header_values_json_has_no_type_for_are_written_as_strings():
     props = Properties(
         content_type="application/json",
         headers={
-            "when": datetime.datetime(2024, 5, 1, 12, 0),
+            "when": datetime.datetime(2024, 5, 1, 12, 0),  # noqa: DTZ001 - naive, as recorded
             "price": decimal.Decimal("1.50"),
             "raw": b"\xff\x00",
             "text": b"plain",

@@ -1,5 +1,6 @@
 """What ``fedmq requeue-dead`` republishes a parked message with (the broker part is in
-tests/integration/test_requeue_dead.py)."""
+tests/integration/test_requeue_dead.py).
+"""
 
 from __future__ import annotations
 

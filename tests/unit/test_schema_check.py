@@ -47,7 +47,7 @@ SCHEMAS = {
 VALUES: list[Any] = [
     None, True, False, 0, 1, 2, 5, 6, -1, 1.0, 2.5, -1.5, -2.0, float("inf"),
     10, 20, 30, 40, 20.0, 25, "", "a", "ab", "abcd", "é", [], [1], {}, {"k": 1},
-    Decimal("20"), Decimal("1"), b"ab",
+    Decimal(20), Decimal(1), b"ab",
 ]  # fmt: skip
 
 

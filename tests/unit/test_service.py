@@ -129,7 +129,8 @@ def test_stopping_drains_and_fires_once_the_drain_is_done(config, reactor):
 
 def test_a_stop_while_connecting_is_a_normal_exit(config, reactor):
     """A signal before the consumer consumes: the start fails because of the stop,
-    which is not a connection failure."""
+    which is not a connection failure.
+    """
     service, consumer = started(config, reactor)
     service.stopService()
     consumer.started.errback(ConnectionFailed("Cancelled before consuming"))

@@ -65,7 +65,7 @@ def test_fedora_messagings_exceptions_mean_what_fedmqs_do():
     from fedora_messaging.exceptions import Drop as FmDrop
 
     def callback(message: Message) -> None:
-        raise FmDrop()
+        raise FmDrop
 
     result = run_callback(callback)
     assert result.outcome is Outcome.DROP
@@ -178,7 +178,7 @@ def test_an_async_callback_runs_from_plain_pytest():
 
 
 def test_async_hooks_run_on_the_callbacks_loop():
-    """async setup() and teardown() run around an async callback."""
+    """Async setup() and teardown() run around an async callback."""
     AsyncHooks.events.clear()
     assert run_callback(AsyncHooks).outcome is Outcome.ACK
     assert AsyncHooks.events == ["setup", "call", "teardown"]

@@ -119,7 +119,7 @@ def test_a_message_expires_when_the_clock_passes_its_ttl(broker: InMemoryBroker)
 
 
 def test_a_per_message_expiration_without_a_dead_letter_exchange_discards(broker):
-    """expiration "1000" and no DLX: gone after a second, recorded as expired."""
+    """Expiration "1000" and no DLX: gone after a second, recorded as expired."""
     broker.declare_queue("q")
     broker.publish(Message("m", "q", expiration="1000"), exchange="")
     broker.advance(1)
@@ -149,7 +149,7 @@ def test_a_quorum_queue_dead_letters_past_its_delivery_limit(broker: InMemoryBro
 
 
 def test_a_nacked_message_comes_back_redelivered(broker: InMemoryBroker):
-    """nack with requeue puts it back at the head, flagged redelivered."""
+    """Nack with requeue puts it back at the head, flagged redelivered."""
     broker.declare_queue("q")
     broker.publish(Message("first", "q"), exchange="")
     broker.publish(Message("second", "q"), exchange="")

@@ -117,7 +117,7 @@ def test_a_nacked_message_is_redelivered_and_then_acked():
     def callback(message: Message) -> None:
         runs.append(message.redelivered)
         if not message.redelivered:
-            raise Nack()
+            raise Nack
 
     h = Harness(callback)
     h.broker.publish(Message("m", "org.x"))
@@ -159,7 +159,8 @@ def test_an_async_callback_publishes_through_the_consumers_connection():
 
 def test_the_consumer_reconnects_and_gets_unsettled_messages_again():
     """The broker drops the connection mid-callback; once the callback has finished the
-    consumer connects again and the unsettled message is redelivered, and acked."""
+    consumer connects again and the unsettled message is redelivered, and acked.
+    """
     release = threading.Event()
     runs: list[bool] = []
 

@@ -1,5 +1,6 @@
 """fedmq's pytest plugin: nothing changes for a suite that does not use it; its fixtures
-and its publish guard work for one that does. Each scenario runs pytest in a subprocess."""
+and its publish guard work for one that does. Each scenario runs pytest in a subprocess.
+"""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def test_a_suite_that_does_not_use_the_plugin_runs_exactly_as_without_it(
 
 
 def test_the_plugin_is_loaded_from_its_entry_point(pytester: pytest.Pytester):
-    """pytest lists fedmq's fixtures with their documentation once fedmq is installed."""
+    """Pytest lists fedmq's fixtures with their documentation once fedmq is installed."""
     result = pytester.runpytest_subprocess("--fixtures")
     text = result.stdout.str()
     for name in ("fedmq_run_callback", "fedmq_publishes", "fedmq_broker", "fedmq_amqp_url"):
@@ -132,15 +133,18 @@ def test_with_the_guard_on_a_stray_publish_fails_at_once_and_says_what_to_do(
     pytester: pytest.Pytester,
 ):
     """fedmq_guard_publishes = true: an uncaptured publish fails naming its topic and the
-    remedies; a captured one passes; a marked one goes to the network."""
+    remedies; a captured one passes; a marked one goes to the network.
+    """
     pytester.makeini("[pytest]\nfedmq_guard_publishes = true\n")
     pytester.makepyfile(test_guarded=GUARDED)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--strict-markers")
     assert _summary(result) == {"passed": 2, "failed": 1}
     result.stdout.fnmatch_lines(
         [
-            "*PublishNotCaptured: fedmq.publish() of a message with topic 'org.example.stray'"
-            " in a test that set up no broker*",
+            (
+                "*PublishNotCaptured: fedmq.publish() of a message with topic 'org.example.stray'"
+                " in a test that set up no broker*"
+            ),
         ]
     )
     assert result.duration < 60
