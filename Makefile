@@ -68,7 +68,7 @@ test: deps venv lint docs pythons
 # is missing is reported, not installed (this machine reaches no Python builds).
 OTHER_PYTHONS := 3.10 3.12 3.13
 pythons: venv
-	for version in $(OTHER_PYTHONS); do
+	@for version in $(OTHER_PYTHONS); do
 		python=
 		for candidate in $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$version.*/bin/python$$version 2>/dev/null) $$(command -v python$$version || true); do
 			if $$candidate -c pass 2>/dev/null; then python=$$candidate; break; fi

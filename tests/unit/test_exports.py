@@ -7,11 +7,12 @@ EXPECTED_EXPORTS below, in the same commit as ``fedmq/__init__.py``.
 from __future__ import annotations
 
 import ast
+import configparser
 import importlib
+import importlib.metadata
 from pathlib import Path
 
 import pytest
-from setuptools.config.setupcfg import read_configuration
 
 import fedmq
 
@@ -108,9 +109,11 @@ def test_star_import_gives_exactly_the_public_names():
 
 
 def test_the_version_is_the_packaged_version():
-    """fedmq.__version__ is the version setup.cfg packages."""
-    metadata = read_configuration(REPO_ROOT / "setup.cfg")["metadata"]
-    assert fedmq.__version__ == metadata["version"]
+    """fedmq.__version__ is the version setup.cfg packages, and the installed one."""
+    setup = configparser.ConfigParser()
+    setup.read(REPO_ROOT / "setup.cfg")
+    assert setup["metadata"]["version"] == "attr: fedmq._version.__version__"
+    assert fedmq.__version__ == importlib.metadata.version("fedmq")
 
 
 def _imports_pika(source: str, filename: str) -> bool:
