@@ -107,7 +107,8 @@ class ConsumerService(Service):
             self._end(Failure(error))
             return
         # start() fails with the reason when the consumer never gets going
-        # (and result then fires None); result says why it ended otherwise.
+        # (and result with the same one, which _end then ignores); result
+        # says why it ended otherwise.
         consumer.start().addErrback(self._start_failed)
         consumer.result.addBoth(self._end)
 
