@@ -436,3 +436,50 @@ class AsyncioExecutor(_Executor):
             return unstarted
 
         return self._call_in_loop(take_back)
+
+
+def executor_for(
+    callback: Callable[[Message], Any],
+    is_async: bool,
+    config: Config,
+    reactor: Any,
+    on_results: Callable[[list[Result]], None],
+    consumer: Any,
+    *,
+    loop: Callable[[], asyncio.AbstractEventLoop],
+    errors: ErrorWindow,
+) -> ThreadExecutor | AsyncioExecutor:
+    """The executor a consumer's callback runs on, with the config's settings.
+
+    Args:
+        callback: the loaded callback.
+        is_async: it is an ``async def`` callback (an :class:`AsyncioExecutor`).
+        config: its ``concurrency``, ``max_body_size`` and ``decode``.
+        reactor: the reactor results go back to.
+        on_results: receives each batch of results on the reactor thread.
+        consumer: the consumer a callback publishes through.
+        loop: returns the event loop an async callback runs on.
+        errors: the consumer's error window.
+    """
+    if is_async:
+        return AsyncioExecutor(
+            callback,
+            config.concurrency,
+            reactor,
+            on_results,
+            consumer,
+            loop=loop(),
+            errors=errors,
+            max_body_size=config.max_body_size,
+            decode=config.decode,
+        )
+    return ThreadExecutor(
+        callback,
+        config.concurrency,
+        reactor,
+        on_results,
+        consumer,
+        errors=errors,
+        max_body_size=config.max_body_size,
+        decode=config.decode,
+    )

@@ -38,19 +38,21 @@ class Session:
 
     Args:
         url: the broker to connect to.
+        on_blocked: called with the broker's reason when it blocks the connection.
+        on_unblocked: called when the broker unblocks it.
         config: what to declare and consume, and the operations' timeout.
         reactor: handed to ``connect``.
         clock: what the timeouts run on.
         connect: opens the connection (see :class:`fedmq._connection.Connection`).
         policy_for: the error policy, given the retry queues declared.
         dispatcher_for: the dispatcher for the channel and policy.
-        on_blocked: called with the broker's reason when it blocks the connection.
-        on_unblocked: called when the broker unblocks it.
     """
 
     def __init__(
         self,
         url: str,
+        on_blocked: Callable[[str], None],
+        on_unblocked: Callable[[], None],
         *,
         config: Config,
         reactor: Any,
@@ -58,8 +60,6 @@ class Session:
         connect: Connect,
         policy_for: PolicyFactory,
         dispatcher_for: DispatcherFactory,
-        on_blocked: Callable[[str], None],
-        on_unblocked: Callable[[], None],
     ):
         self.url = url
         self._config = config

@@ -25,7 +25,7 @@ from fedmq._deferreds import chain
 from fedmq._delivery import Result
 from fedmq._dispatch import Dispatcher
 from fedmq._error_window import ErrorCount, ErrorWindow, log_consumer_error, too_many_errors
-from fedmq._executors import AsyncioExecutor, ThreadExecutor
+from fedmq._executors import executor_for
 from fedmq._lifecycle import Hooks
 from fedmq._policy import ErrorPolicy
 from fedmq._reconnect import STATES, Reconnector, State
@@ -117,7 +117,15 @@ class Consumer:
         self._machine = Reconnector(
             Attempts(config.broker_urls, config.reconnect),
             self._clock,
-            self._new_session,
+            functools.partial(
+                Session,
+                config=config,
+                reactor=reactor,
+                clock=self._clock,
+                connect=connect,
+                policy_for=self._error_policy,
+                dispatcher_for=self._dispatcher,
+            ),
             self._session_opened,
             self._give_up,
         )
@@ -176,21 +184,6 @@ class Consumer:
         if not self._machine.stopping:
             self._give_up(failure)
 
-    def _new_session(
-        self, url: str, on_blocked: Callable[[str], None], on_unblocked: Callable[[], None]
-    ) -> Session:
-        return Session(
-            url,
-            config=self.config,
-            reactor=self._reactor,
-            clock=self._clock,
-            connect=self._open_connection,
-            policy_for=self._error_policy,
-            dispatcher_for=self._dispatcher,
-            on_blocked=on_blocked,
-            on_unblocked=on_unblocked,
-        )
-
     def _session_opened(self, session: Session, reconnected: bool) -> None:
         self.queues = session.queues
         if reconnected:
@@ -235,28 +228,15 @@ class Consumer:
         )
 
     def _make_executor(self, on_results: Any) -> Any:
-        config = self.config
-        if self.is_async:
-            return AsyncioExecutor(
-                self.callback,
-                config.concurrency,
-                self._reactor,
-                on_results,
-                self,
-                loop=self._hooks.event_loop(),
-                errors=self._errors,
-                max_body_size=config.max_body_size,
-                decode=config.decode,
-            )
-        return ThreadExecutor(
+        return executor_for(
             self.callback,
-            config.concurrency,
+            self.is_async,
+            self.config,
             self._reactor,
             on_results,
             self,
+            loop=self._hooks.event_loop,
             errors=self._errors,
-            max_body_size=config.max_body_size,
-            decode=config.decode,
         )
 
     def _republish(

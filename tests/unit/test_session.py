@@ -50,14 +50,14 @@ class Harness:
         )
         self.session = Session(
             "amqp://a/",
+            lambda reason: None,
+            lambda: None,
             config=self.config,
             reactor=self.clock,
             clock=self.clock,
             connect=self.connect,
             policy_for=lambda retry_queues: None,  # type: ignore[arg-type,return-value]
             dispatcher_for=self.dispatcher_for,  # type: ignore[arg-type]
-            on_blocked=lambda reason: None,
-            on_unblocked=lambda: None,
         )
         self.reasons: list[Exception] = []
         self.session.lost.addCallback(self.reasons.append)
