@@ -72,7 +72,8 @@ class Consumer:
             :class:`AuthenticationFailed`, :class:`ConnectionFailed` (gave up
             reconnecting), :class:`ConsumerCancelled` (the broker cancelled
             the consumer and its queue is gone, with ``passive_declares``) or
-            :class:`StopForced`.
+            :class:`StopForced`. When :meth:`start` fails, it fails with the
+            same reason (a :meth:`cancel` before consuming is a normal stop).
         queues: the names of the queues consumed (the broker's names for
             server-named queues), once started.
         stats: counters across all connections, for monitoring.
