@@ -21,6 +21,7 @@ def reconnect_delay(
         attempt: consecutive failures so far, at least 1.
         policy: the ``[reconnect]`` settings.
         uniform: a source of numbers in [0, 1); tests pin it.
+
     """
     base = min(policy.max_delay, policy.initial_delay * policy.factor ** max(attempt - 1, 0))
     spread = base * policy.jitter * (2 * uniform() - 1)
@@ -34,6 +35,7 @@ class Attempts:
         urls: the brokers, tried in turn (a failed attempt moves to the next).
         policy: the ``[reconnect]`` settings.
         uniform: a source of numbers in [0, 1) for the jitter; tests pin it.
+
     """
 
     def __init__(

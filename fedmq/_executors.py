@@ -78,7 +78,7 @@ def _failed(item: Delivery, exc: BaseException, message: Any, duration: float) -
 
 def _message(item: Delivery, max_body_size: int, decode: bool, schemas: bool = False) -> Any:
     _tag, redelivered, exchange, routing_key, properties, body, queue = item
-    message = Message._from_delivery(
+    message = Message._from_delivery(  # noqa: SLF001 - the package's delivery fast path
         body,
         properties,
         topic=routing_key,
@@ -162,7 +162,7 @@ class _ResultQueue:
 
     def __init__(
         self, wake: Callable[[Callable[[], None]], Any], deliver: Callable[[list[Result]], None]
-    ):
+    ) -> None:
         self._results: deque[Result] = deque()
         self._scheduled = False
         self._deliver = deliver
@@ -200,7 +200,7 @@ class _Executor:
         errors: ErrorWindow | None,
         max_body_size: int,
         decode: bool,
-    ):
+    ) -> None:
         self._callback = callback
         self._reactor = reactor
         # What fedmq.publish() finds as the current consumer in a callback.
@@ -267,7 +267,7 @@ class ThreadExecutor(_Executor):
         errors: ErrorWindow | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         decode: bool = True,
-    ):
+    ) -> None:
         super().__init__(callback, size, reactor, consumer, errors, max_body_size, decode)
         self._inbox: queue_module.SimpleQueue[Delivery] = queue_module.SimpleQueue()
         self._results = _ResultQueue(reactor.callFromThread, on_results)
@@ -331,7 +331,7 @@ class AsyncioExecutor(_Executor):
         errors: ErrorWindow | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         decode: bool = True,
-    ):
+    ) -> None:
         super().__init__(callback, size, reactor, consumer, errors, max_body_size, decode)
         self._pending: deque[Delivery] = deque()
         self._pump_scheduled = False
@@ -380,7 +380,7 @@ class AsyncioExecutor(_Executor):
 
     async def _work(self) -> None:
         current_consumer.set(self._consumer)
-        assert self._queue is not None
+        assert self._queue is not None  # noqa: S101 - set in __init__ before any work
         get, put, callback = self._queue.get, self._results.put, self._callback
         while True:
             item = await get()
@@ -426,7 +426,7 @@ class AsyncioExecutor(_Executor):
         """Take back deliveries not yet started, and let the tasks finish."""
 
         def take_back() -> list[Delivery]:
-            assert self._queue is not None
+            assert self._queue is not None  # noqa: S101 - set in __init__ before any work
             unstarted = list(self._pending)
             self._pending.clear()
             while not self._queue.empty():
@@ -436,3 +436,51 @@ class AsyncioExecutor(_Executor):
             return unstarted
 
         return self._call_in_loop(take_back)
+
+
+def executor_for(
+    callback: Callable[[Message], Any],
+    is_async: bool,
+    config: Config,
+    reactor: Any,
+    on_results: Callable[[list[Result]], None],
+    consumer: Any,
+    *,
+    loop: Callable[[], asyncio.AbstractEventLoop],
+    errors: ErrorWindow,
+) -> ThreadExecutor | AsyncioExecutor:
+    """The executor a consumer's callback runs on, with the config's settings.
+
+    Args:
+        callback: the loaded callback.
+        is_async: it is an ``async def`` callback (an :class:`AsyncioExecutor`).
+        config: its ``concurrency``, ``max_body_size`` and ``decode``.
+        reactor: the reactor results go back to.
+        on_results: receives each batch of results on the reactor thread.
+        consumer: the consumer a callback publishes through.
+        loop: returns the event loop an async callback runs on.
+        errors: the consumer's error window.
+
+    """
+    if is_async:
+        return AsyncioExecutor(
+            callback,
+            config.concurrency,
+            reactor,
+            on_results,
+            consumer,
+            loop=loop(),
+            errors=errors,
+            max_body_size=config.max_body_size,
+            decode=config.decode,
+        )
+    return ThreadExecutor(
+        callback,
+        config.concurrency,
+        reactor,
+        on_results,
+        consumer,
+        errors=errors,
+        max_body_size=config.max_body_size,
+        decode=config.decode,
+    )

@@ -1,5 +1,7 @@
-"""The application headers fedmq writes on messages it retries, parks or drops, and the
-check every message's headers pass."""
+"""The application headers fedmq writes, and the check every message's headers pass.
+
+The headers are those of messages it retries, parks or drops.
+"""
 
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ def checked_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         PublishFormatError: a header name is not a string, or a value is of
             another type (a float, say); the text names the header and the type.
+
     """
     return {_checked_name(name): _checked(value, name) for name, value in headers.items()}
 

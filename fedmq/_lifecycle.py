@@ -27,7 +27,7 @@ log = logging.getLogger("fedmq")
 class LoopThread:
     """An asyncio event loop running in a daemon thread, until :meth:`stop`."""
 
-    def __init__(self, name: str = "fedmq-asyncio"):
+    def __init__(self, name: str = "fedmq-asyncio") -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -69,6 +69,7 @@ def run_hook(
         method: the hook.
         reactor: the reactor, to come back to its thread.
         loop: returns the event loop async hooks run on (made on first use).
+
     """
     done: defer.Deferred[None] = defer.Deferred()
 
@@ -116,9 +117,10 @@ class Hooks:
         reactor: the reactor, to come back to its thread.
         clock: what the teardown's timeout runs on.
         timeout: seconds ``teardown()`` may take (the ``drain_timeout``).
+
     """
 
-    def __init__(self, callback: Any, name: str, reactor: Any, clock: Any, timeout: float):
+    def __init__(self, callback: Any, name: str, reactor: Any, clock: Any, timeout: float) -> None:
         self._setup = hook(callback, "setup")
         self._teardown = hook(callback, "teardown")
         self._name = name

@@ -113,6 +113,7 @@ class ErrorPolicy:
         message_types: the AMQP types the callback accepts; None accepts any.
         drop_invalid_messages: drop a message of another type (else it is a consumer error).
         publish: how to republish; None where nothing is ever republished (tests).
+
     """
 
     def __init__(
@@ -124,7 +125,7 @@ class ErrorPolicy:
         message_types: Iterable[str] | None = None,
         drop_invalid_messages: bool = True,
         publish: PublishFunction | None = None,
-    ):
+    ) -> None:
         self.name = name
         self.retry = retry if retry is not None else RetryConfig()
         self.retry_queues = frozenset(retry_queues)

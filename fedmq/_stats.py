@@ -44,6 +44,7 @@ class ConsumerStats:
         duration_count: callbacks timed.
         reconnects: connections made after the first.
         last_message_time: UNIX time a callback last finished, or None.
+
     """
 
     def __init__(self) -> None:

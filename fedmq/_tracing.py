@@ -175,8 +175,7 @@ class _Settings:
         tracing = getattr(config, "tracing", None)
         self.link_only = bool(getattr(tracing, "link_only", False))
         self.settle_spans = bool(getattr(tracing, "settle_spans", False))
-        connection = getattr(consumer, "_connection", None)
-        self.server = _server(getattr(connection, "address", None), config)
+        self.server = _server(getattr(consumer, "broker_address", None), config)
 
 
 def _server(address: str | None, config: Any) -> dict[str, Any]:

@@ -91,6 +91,7 @@ def consume(
             exception; ``__cause__`` is that exception.
         DeclarationError, AuthenticationFailed, ConnectionFailed: (blocking form)
             the broker refused or could not be reached.
+
     """
     resolved = _with_topology(_resolve_config(config), bindings, queues)
     # Resolve (import, instantiate) the callback before connecting: a bad
@@ -105,13 +106,13 @@ def consume(
     if reactor is not None:
         # Twisted code that hands over its reactor (task.react, a service's
         # startService) gets a Deferred, whether or not the reactor runs yet.
-        return Consumer(resolved, target, reactor=reactor).start()
+        return _started(Consumer(resolved, target, reactor=reactor))
     from twisted.internet import reactor as global_reactor
     from twisted.python.threadable import isInIOThread
 
     consumer = Consumer(resolved, target, reactor=global_reactor)
     if global_reactor.running and isInIOThread():
-        return consumer.start()
+        return _started(consumer)
     if global_reactor.running:
         # A blocking publish() earlier in this script started the reactor in
         # a thread of its own: consume there, and wait here.
@@ -119,6 +120,20 @@ def consume(
     else:
         _run_blocking(consumer, global_reactor)
     return None
+
+
+def _started(consumer: Consumer) -> defer.Deferred[Consumer]:
+    """Start the consumer; its caller, told by start() why it never got going, is told once.
+
+    When start() fails, :attr:`Consumer.result` fails with the same reason;
+    nobody here reads it then, so it is not reported as unhandled.
+    """
+
+    def told(failure: Failure) -> Failure:
+        consumer.result.addErrback(lambda _: None)
+        return failure
+
+    return consumer.start().addErrback(told)
 
 
 def _run_blocking(consumer: Consumer, reactor: Any) -> None:
@@ -132,13 +147,12 @@ def _run_blocking(consumer: Consumer, reactor: Any) -> None:
 
     def finished(result: Any) -> None:
         outcome.append(result if isinstance(result, Failure) else None)
-        try:
+        # Already shutting down when a signal started the drain that ended here.
+        with contextlib.suppress(ReactorNotRunning):
             reactor.stop()
-        except ReactorNotRunning:
-            pass  # already shutting down: a signal started the drain that ended here
 
     def go() -> None:
-        consumer.start().addCallback(started).addBoth(finished)
+        _started(consumer).addCallback(started).addBoth(finished)
 
     reactor.callWhenRunning(go)
     # Twisted's handlers stop the reactor on SIGINT and SIGTERM, which runs
@@ -157,7 +171,7 @@ def _wait_in_caller_thread(consumer: Consumer, reactor: Any) -> None:
         done.set()
 
     def go() -> None:
-        consumer.start().addCallback(lambda _: consumer.result).addBoth(finished)
+        _started(consumer).addCallback(lambda _: consumer.result).addBoth(finished)
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -267,6 +281,7 @@ def publish(
         PublishCanceled: the broker refused, could not route, or did not
             confirm in time; the connection was lost; the publisher closed.
         PublishError: no reactor can run (a blocking ``consume()`` returned).
+
     """
     target = _publisher_for(config)
     if reactor is not None:

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any, cast
 
@@ -35,6 +36,13 @@ log = logging.getLogger("fedmq.service")
 
 #: The signals that stop a fedmq process: the first drains, a second forces.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+#: Builds the service's consumer: ``consumer_factory(config, callback, reactor)``.
+ConsumerFactory = Callable[[Config, Any, Any], Consumer]
+
+
+def _consumer(config: Config, callback: Any, reactor: Any) -> Consumer:
+    return Consumer(config, callback, reactor=reactor)
 
 
 class ConsumerService(Service):
@@ -60,6 +68,10 @@ class ConsumerService(Service):
         exit_with_status: make the process exit with :attr:`exit_code` when
             it is not 0, after everything else has run at interpreter exit.
             For runners that exit 0 whatever happened, such as ``twistd``.
+        consumer_factory: builds the consumer from ``(config, callback,
+            reactor)``; :class:`~fedmq.consumer.Consumer` by default. A
+            :class:`~fedmq.exceptions.FedmqError` it raises ends the service
+            as a callback that cannot be loaded does. Tests hand in a double.
 
     Attributes:
         consumer: the consumer, from :meth:`startService` on; else None.
@@ -78,6 +90,7 @@ class ConsumerService(Service):
         *,
         handle_signals: bool = False,
         exit_with_status: bool = False,
+        consumer_factory: ConsumerFactory = _consumer,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -94,25 +107,26 @@ class ConsumerService(Service):
         self._stop_requested = False
         self._signals_received = 0
         self._ended: defer.Deferred[None] = defer.Deferred()
-
-    def _make_consumer(self) -> Consumer:
-        return Consumer(self.config, self.callback, reactor=self._reactor)
+        self._consumer_factory = consumer_factory
 
     def startService(self) -> None:
         """Start consuming; exit with the consumer's status and handle signals if asked."""
         super().startService()
         if self._exit_with_status:
-            atexit.register(self._exit_process)
+            atexit.register(self.exit_process)
         if self._handle_signals:
             self._reactor.callWhenRunning(self._install_signal_handlers)
         try:
-            consumer = self.consumer = self._make_consumer()
+            consumer = self.consumer = self._consumer_factory(
+                self.config, self.callback, self._reactor
+            )
         except FedmqError as error:
             # A callback that cannot be loaded: there is nothing to run.
             self._end(Failure(error))
             return
         # start() fails with the reason when the consumer never gets going
-        # (and result then fires None); result says why it ended otherwise.
+        # (and result with the same one, which _end then ignores); result
+        # says why it ended otherwise.
         consumer.start().addErrback(self._start_failed)
         consumer.result.addBoth(self._end)
 
@@ -196,7 +210,11 @@ class ConsumerService(Service):
 
     # --- the process's exit status ----------------------------------------------
 
-    def _exit_process(self) -> None:
+    def exit_process(self) -> None:
+        """Exit the process with :attr:`exit_code` when it is not 0 (``exit_with_status``).
+
+        Registered with :mod:`atexit` when the service starts.
+        """
         code = self.exit_code
         if not code:
             return

@@ -562,7 +562,13 @@ async def test_the_broker_connection_sends_small_frames_without_delay(
     """TCP_NODELAY is on, so a lone ack or cancel is not held back by Nagle's algorithm."""
     broker.declare_queue(queue_name)
     consumer = await start(make_config(), print)
-    handle = consumer._connection._protocol.transport.getHandle()
+    assert consumer.broker_address is not None
+    port = int(consumer.broker_address.rpartition(":")[2])
+    (handle,) = [
+        reader.getHandle()
+        for reader in reactor.getReaders()
+        if hasattr(reader, "getPeer") and getattr(reader.getPeer(), "port", None) == port
+    ]
     nodelay = handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     await consumer.cancel()
     assert nodelay != 0

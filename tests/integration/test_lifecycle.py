@@ -41,7 +41,7 @@ async def test_setup_runs_before_the_first_message_and_teardown_after_the_drain(
 ):
     """setup() once before any message, off the reactor thread; teardown() once, last."""
     consumer = await fedmq.consume(Recorder, config=make_config())
-    recorder: Any = consumer._callback
+    recorder: Any = consumer.callback
     broker.publish(queue_name, [1, 2])
     await wait_for(lambda: consumer.counts["acked"] == 2, what="both messages")
     await consumer.cancel()
@@ -78,7 +78,7 @@ async def test_async_setup_runs_on_the_loop_the_async_callback_runs_on(
             self.torn_down = True
 
     consumer = await fedmq.consume(AsyncConsumer, config=make_config(concurrency=2))
-    instance: Any = consumer._callback
+    instance: Any = consumer.callback
     broker.publish(queue_name, [1, 2, 3])
     await wait_for(lambda: consumer.counts["acked"] == 3, what="every message")
     await consumer.cancel()
@@ -161,7 +161,7 @@ async def test_a_teardown_running_past_drain_timeout_is_logged_and_the_stop_comp
         assert broker.consumers(queue_name) == []
     finally:
         release.set()
-    assert consumer._callback.events[-1] == "teardown"
+    assert consumer.callback.events[-1] == "teardown"
     assert "teardown() of the callback 'stuck-teardown' did not return within 0.5 s" in (
         caplog.text
     )
@@ -175,7 +175,7 @@ async def test_reconnecting_does_not_call_setup_or_teardown_again(
     callback's setup() and teardown() still run once each.
     """
     consumer = await fedmq.consume(Recorder, config=make_config())
-    recorder: Any = consumer._callback
+    recorder: Any = consumer.callback
     broker.publish(queue_name, [1])
     await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="the first message acked")
     [(channel_before, _)] = broker.consumers(queue_name)

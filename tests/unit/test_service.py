@@ -45,9 +45,11 @@ class FakeConsumer:
             self.result.errback(StopForced("Stopped without waiting for callbacks in flight"))
 
 
-class Service(ConsumerService):
-    def _make_consumer(self) -> Any:
-        return FakeConsumer()
+def Service(config: Any, callback: Any, reactor: Any, **options: Any) -> ConsumerService:
+    """A ConsumerService whose consumer is a FakeConsumer."""
+    return ConsumerService(
+        config, callback, reactor, consumer_factory=lambda *_: FakeConsumer(), **options
+    )
 
 
 @pytest.fixture
@@ -62,7 +64,7 @@ def config() -> Any:
     return config_from_mapping({"queues": {"orders": {}}})
 
 
-def started(config: Any, reactor: Any, **options: Any) -> tuple[Service, FakeConsumer]:
+def started(config: Any, reactor: Any, **options: Any) -> tuple[ConsumerService, FakeConsumer]:
     service = Service(config, "fedmq.example:printer", reactor, **options)
     service.startService()
     assert isinstance(service.consumer, FakeConsumer)
@@ -109,7 +111,7 @@ def test_a_consumer_that_never_starts_exits_with_the_reason_from_start(
 ):
     service, consumer = started(config, reactor)
     consumer.started.errback(reason)
-    consumer.result.callback(None)  # as Consumer does: start() says why
+    consumer.result.errback(reason)  # as Consumer does: result fails with the same reason
     assert service.exit_code == code
     assert reactor.hasStopped
 
@@ -161,11 +163,10 @@ def test_signals_after_the_consumer_ended_do_nothing_more(config, reactor):
 
 
 def test_a_callback_that_cannot_be_built_exits_2(config, reactor):
-    class Broken(ConsumerService):
-        def _make_consumer(self) -> Any:
-            raise CallbackError("The callback 'x:y' could not be loaded")
+    def broken(*_: Any) -> Any:
+        raise CallbackError("The callback 'x:y' could not be loaded")
 
-    service = Broken(config, "x:y", reactor)
+    service = ConsumerService(config, "x:y", reactor, consumer_factory=broken)
     service.startService()
     assert service.consumer is None
     assert service.exit_code == 2
@@ -179,9 +180,9 @@ def test_exit_with_status_ends_the_process_with_a_failing_status(config, reactor
     monkeypatch.setattr("atexit.register", registered.append)
     monkeypatch.setattr(os, "_exit", exits.append)
     service, consumer = started(config, reactor, exit_with_status=True)
-    assert registered == [service._exit_process]
+    assert registered == [service.exit_process]
     consumer.result.errback(HaltConsumer(3))
-    service._exit_process()
+    service.exit_process()
     assert exits == [3]
 
 
@@ -191,7 +192,7 @@ def test_exit_with_status_leaves_a_normal_exit_alone(config, reactor, monkeypatc
     monkeypatch.setattr(os, "_exit", exits.append)
     service, consumer = started(config, reactor, exit_with_status=True)
     consumer.result.callback(None)
-    service._exit_process()
+    service.exit_process()
     assert exits == []
 
 

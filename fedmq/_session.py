@@ -1,0 +1,226 @@
+"""One connection's worth of consuming: open, declare, consume, then drain, close or abandon.
+
+A :class:`Session` is made for each connection attempt and dies with its
+connection: its connection, channel, dispatcher, consumer tags and queue
+names live here and nowhere else, so nothing has to be cleared together.
+Once consuming, it reports the end of its connection once, through
+:attr:`Session.lost`, whichever way it came: the connection was lost, the
+broker closed the channel, the broker cancelled the consumer, or a retry or
+dead queue turned out to be gone. The reconnect machine
+(:mod:`fedmq._reconnect`) decides what happens next.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+
+from fedmq._connection import Channel, Clock, Connect, Connection
+from fedmq._dispatch import Dispatcher
+from fedmq._policy import ErrorPolicy
+from fedmq._topology import declare, declare_error_paths, step
+from fedmq.config import Config, redact_url
+from fedmq.exceptions import BrokerError, ConnectionFailed
+
+log = logging.getLogger("fedmq")
+
+#: Builds a session's dispatcher: ``(channel, policy, on_queue_missing)``.
+DispatcherFactory = Callable[[Channel, ErrorPolicy, Callable[[Exception], None]], Dispatcher]
+#: Builds the error policy from the retry queues declared: ``retry_queues -> policy``.
+PolicyFactory = Callable[[list[str]], ErrorPolicy]
+
+
+class Session:
+    """One connection to the broker, consuming every configured queue.
+
+    Args:
+        url: the broker to connect to.
+        on_blocked: called with the broker's reason when it blocks the connection.
+        on_unblocked: called when the broker unblocks it.
+        config: what to declare and consume, and the operations' timeout.
+        reactor: handed to ``connect``.
+        clock: what the timeouts run on.
+        connect: opens the connection (see :class:`fedmq._connection.Connection`).
+        policy_for: the error policy, given the retry queues declared.
+        dispatcher_for: the dispatcher for the channel and policy.
+
+    """
+
+    def __init__(
+        self,
+        url: str,
+        on_blocked: Callable[[str], None],
+        on_unblocked: Callable[[], None],
+        *,
+        config: Config,
+        reactor: Any,
+        clock: Clock,
+        connect: Connect,
+        policy_for: PolicyFactory,
+        dispatcher_for: DispatcherFactory,
+    ) -> None:
+        self.url = url
+        self._config = config
+        self._reactor = reactor
+        # Any: Deferred.addTimeout wants Twisted's IReactorTime, which a Clock provides.
+        self._clock: Any = clock
+        self._connect = connect
+        self._policy_for = policy_for
+        self._dispatcher_for = dispatcher_for
+        self._on_blocked = on_blocked
+        self._on_unblocked = on_unblocked
+        self.connection: Connection | None = None
+        self.channel: Channel | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.consumer_tags: list[str] = []
+        #: The queues consumed (the broker's names for server-named queues), once open.
+        self.queues: tuple[str, ...] = ()
+        #: Fires once, with the reason, when the open session ends without fedmq ending it.
+        self.lost: defer.Deferred[Exception] = defer.Deferred()
+        #: The broker cancelled this session's consumer.
+        self.cancelled_by_broker = False
+        self._consuming = False
+
+    async def open(self) -> None:
+        """Connect, declare, set the prefetch and consume; on failure, close what was opened."""
+        config = self._config
+        self.connection = connection = await self._connect(config, self._reactor, self.url)
+        try:
+            self.channel = channel = await self._step(connection.channel(), "opening a channel")
+            names = await declare(channel, config, self._clock)
+            retry_queues = await declare_error_paths(
+                channel, connection.channel, config, self._clock
+            )
+            policy = self._policy_for(retry_queues)
+            await self._step(
+                channel.qos(config.qos.prefetch_count, config.qos.prefetch_size),
+                "setting the prefetch count",
+            )
+            self.dispatcher = dispatcher = self._dispatcher_for(channel, policy, self._lose)
+            for name in names:
+                tag = await self._step(
+                    channel.consume(name, dispatcher.deliver_for(name), self._cancelled_by_broker),
+                    f"consuming from queue {name!r}",
+                )
+                self.consumer_tags.append(tag)
+        except BaseException:
+            if self.dispatcher is not None:
+                self.dispatcher.abandon()
+            await connection.close()
+            raise
+        self.queues = tuple(names)
+        self._consuming = True
+        connection.closed.addCallback(self._connection_closed)
+        channel.closed.addCallback(self._channel_closed)
+        connection.add_blocked_callbacks(self._on_blocked, self._on_unblocked)
+        log.info("Consuming from %s on %s", ", ".join(map(repr, names)), redact_url(self.url))
+
+    async def _step(self, d: defer.Deferred[Any], what: str) -> Any:
+        """Await one channel operation with a timeout, naming it if it fails."""
+        return await step(d, what, self._config.connect_timeout, self._clock)
+
+    # --- the one way a session is lost ------------------------------------------
+
+    def _lose(self, reason: Exception) -> None:
+        if self._consuming and not self.lost.called:
+            self.lost.callback(reason)
+
+    def _connection_closed(self, reason: Exception | None) -> None:
+        if reason is not None:
+            self._lose(reason)
+
+    def _channel_closed(self, reason: BrokerError | None) -> None:
+        if reason is None:
+            return
+        if self.connection is not None and not self.connection.is_open:
+            return  # the connection went first: its loss says why
+        self._lose(reason)
+
+    def _cancelled_by_broker(self) -> None:
+        # RabbitMQ cancels a consumer whose queue was deleted (or whose
+        # quorum-queue leader moved away). Declaring and consuming again
+        # restores it; a passive declare of a queue that is gone fails then.
+        log.warning("The broker cancelled the consumer (was its queue deleted?)")
+        self.cancelled_by_broker = True
+        self._lose(ConnectionFailed("The broker cancelled the consumer"))
+
+    # --- ending -------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries received on this session and not yet settled."""
+        return self.dispatcher.in_flight if self.dispatcher is not None else 0
+
+    def abandon(self) -> defer.Deferred[None]:
+        """Give the session up after it was lost: drop the connection, settle nothing more.
+
+        Callbacks still running finish first (the Deferred fires then); their
+        delivery tags are dead, and the broker redelivers their messages.
+        """
+        dispatcher, self.dispatcher = self.dispatcher, None
+        connection = self.connection
+        if connection is not None and connection.is_open:
+            connection.abort()
+        if dispatcher is None:
+            return defer.succeed(None)
+        return dispatcher.abandon()
+
+    def abort(self) -> None:
+        """Drop the connection now; the broker requeues every unsettled delivery."""
+        if self.dispatcher is not None:
+            self.dispatcher.abandon()
+        if self.connection is not None:
+            self.connection.abort()
+
+    async def drain(self, timeout: float) -> bool:
+        """Cancel the consumers, then let callbacks in flight finish within ``timeout``.
+
+        Returns:
+            True when callbacks were still running after ``timeout`` and were
+            abandoned (their messages left to the broker).
+
+        """
+        channel, dispatcher = self.channel, self.dispatcher
+        if channel is not None and channel.is_open:
+            for tag in self.consumer_tags:
+                cancelled = channel.cancel(tag)
+                cancelled.addTimeout(self._config.connect_timeout, self._clock)
+                try:
+                    await cancelled
+                except defer.TimeoutError:
+                    log.warning("The broker did not confirm basic.cancel in time")
+        if dispatcher is None:
+            return False
+        drained = dispatcher.stop()
+        drained.addTimeout(timeout, self._clock)
+        try:
+            await drained
+        except defer.TimeoutError:
+            log.error(  # noqa: TRY400 - a timeout, not an error with a useful traceback
+                "Callbacks still running after %g s; stopping without them (the "
+                "broker requeues their messages)",
+                timeout,
+            )
+            dispatcher.abandon()
+            return True
+        return False
+
+    async def close(self) -> None:
+        """Close the channel, then the connection."""
+        if self.channel is not None and self.channel.is_open:
+            await self.channel.close()
+        if self.connection is not None:
+            await self.connection.close()
+
+    def close_opened_late(self) -> None:
+        """Close a session that finished opening after the consumer began to stop.
+
+        The drain did not see it; the broker requeues what it delivered.
+        """
+        if self.dispatcher is not None:
+            self.dispatcher.abandon()
+        if self.connection is not None:
+            self.connection.close()
