@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from fedmq._reactor_types import Clock
 from fedmq.acks import ERRORS, Ack, AckStatus, OnAck
-from fedmq.exceptions import PublishError
+from fedmq.exceptions import BrokerError, PublishError, PublishRefused
 
 
 class Outgoing(NamedTuple):
@@ -47,6 +47,13 @@ def settle(item: Outgoing, status: AckStatus, reason: str = "") -> None:
     if status is not AckStatus.SUCCESS:
         error = ERRORS[status](_TEXTS[status].format(what=item.describe(), reason=reason))
     item.on_ack(Ack(item.message_id, status, error))
+
+
+def refuse(item: Outgoing, refusal: BrokerError) -> None:
+    """Tell ``item``'s ``on_ack`` the broker refused it, closing the channel."""
+    code, text = refusal.reply_code, refusal.reply_text
+    error = PublishRefused(f"The broker refused {item.describe()}: {code} {text}", code, text)
+    item.on_ack(Ack(item.message_id, AckStatus.NACKED, error))
 
 
 _TEXTS = {
@@ -137,8 +144,14 @@ class Confirms:
         if count:
             self._on_settled(count, size)
 
-    def fail_all(self, status: AckStatus, reason: str = "") -> None:
-        """Settle every pending message with ``status``: the channel is gone, or closing."""
+    def fail_all(
+        self, status: AckStatus, reason: str = "", refusal: BrokerError | None = None
+    ) -> None:
+        """Settle every pending message with ``status``: the channel is gone, or closing.
+
+        With ``refusal`` (the broker closed the channel refusing a publish),
+        each message gets NACKED and a :class:`~fedmq.PublishRefused` with the reply.
+        """
         pending, self._pending = self._pending, {}
         self._returned.clear()
         # A new channel numbers its messages from 1 again.
@@ -146,7 +159,10 @@ class Confirms:
         self._stop_timer()
         self._deadlines = []
         for item in pending.values():
-            settle(item, status, reason)
+            if refusal is None:
+                settle(item, status, reason)
+            else:
+                refuse(item, refusal)
         if pending:
             self._on_settled(len(pending), sum(len(item.body) for item in pending.values()))
 

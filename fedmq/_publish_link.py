@@ -24,7 +24,10 @@ from fedmq._connector import connect
 from fedmq._reactor_types import Clock, as_reactor_time
 from fedmq.acks import AckStatus
 from fedmq.config import Config
-from fedmq.exceptions import PublishConnectionLost
+from fedmq.exceptions import BrokerError, PublishConnectionLost
+
+# Reply codes with which the broker closes a channel to refuse a publish.
+_REFUSALS = (403, 404)
 
 log = logging.getLogger("fedmq")
 
@@ -175,8 +178,14 @@ class PublishLink:
         if self._closed:
             return
         text = str(reason) if reason is not None else "the connection closed"
-        log.warning("The connection to publish on was lost: %s", text)
-        self._confirms.fail_all(AckStatus.NOT_CONNECTED, text)
+        if isinstance(reason, BrokerError) and reason.reply_code in _REFUSALS:
+            # The broker refused a publish (no such exchange, no permission):
+            # what waits for a confirm on this channel is refused, not lost.
+            log.warning("The broker refused a publish: %s", text)
+            self._confirms.fail_all(AckStatus.NACKED, text, refusal=reason)
+        else:
+            log.warning("The connection to publish on was lost: %s", text)
+            self._confirms.fail_all(AckStatus.NOT_CONNECTED, text)
         if self._held:
             self._open_soon()
 

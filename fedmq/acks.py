@@ -26,7 +26,9 @@ class AckStatus(enum.Enum):
 
     #: The broker took responsibility for it.
     SUCCESS = "success"
-    #: The broker refused it (basic.nack): a full queue with ``reject-publish``, say.
+    #: The broker refused it: basic.nack (a full queue with ``reject-publish``,
+    #: say), or a channel closed over it (no such exchange: the error is then
+    #: a :class:`~fedmq.PublishRefused` with the reply code).
     NACKED = "nacked"
     #: Mandatory, and no queue matched its routing key: the broker returned it.
     RETURNED = "returned"

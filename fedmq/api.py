@@ -24,6 +24,7 @@ from fedmq._executors import current_consumer
 from fedmq._intercept import intercepting_publishes
 from fedmq.config import Config, load_config, parse_bindings, parse_queues
 from fedmq.consumer import Consumer
+from fedmq.exceptions import PublishConnectionLost
 from fedmq.message import Message
 from fedmq.publisher import Publisher
 
@@ -226,10 +227,21 @@ _shared = _SharedPublishers()
 _default_config: list[Config] = []
 
 
+# The consumer states in which a callback's delivery is still on a live connection.
+_CONNECTED_STATES = ("consuming", "blocked", "draining")
+
+
 def _publisher_for(config: ConfigArg) -> Publisher:
     if config is None:
         consumer = current_consumer.get()
         if consumer is not None:
+            if consumer.state not in _CONNECTED_STATES:
+                # The message being handled goes back to its queue with its
+                # connection: publishing for it now would repeat when it comes back.
+                raise PublishConnectionLost(
+                    f"The consumer's connection to the broker is closed ({consumer.state}); "
+                    "nothing was published"
+                )
             return consumer.publisher  # type: ignore[no-any-return]
         if not _default_config:
             _default_config.append(load_config())

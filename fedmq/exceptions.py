@@ -208,6 +208,15 @@ class PublishConnectionLost(PublishError, ConnectionFailed):
     """
 
 
+class PublishRefused(PublishError, BrokerError):
+    """The broker refused a publish by closing the channel: nothing was published.
+
+    The exchange does not exist (reply code 404) or the user may not write
+    to it (403); :attr:`reply_code` and :attr:`reply_text` say which. It is a
+    :class:`BrokerError` too. The next publish opens a new channel.
+    """
+
+
 class PublishCanceled(PublishError):
     """The publisher closed before the broker confirmed the message.
 

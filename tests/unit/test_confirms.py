@@ -171,3 +171,17 @@ def test_losing_the_channel_fails_every_pending_message_and_numbers_from_one_aga
     confirms.confirmed(True, 1, False)
     assert recorder.statuses()["next"] is AckStatus.SUCCESS
     assert not clock.getDelayedCalls()
+
+
+def test_a_channel_closed_refusing_a_publish_nacks_what_waits_with_the_reply_code():
+    """404 from the broker: each waiting message is NACKED with a PublishRefused naming it."""
+    confirms, recorder, clock = make()
+    send(confirms, recorder, clock, "refused")
+    refusal = fedmq.BrokerError("closed", 404, "NOT_FOUND - no exchange 'x' in vhost '/'")
+    confirms.fail_all(AckStatus.NACKED, "closed", refusal=refusal)
+    [ack] = recorder.acks
+    assert ack.status is AckStatus.NACKED
+    assert isinstance(ack.error, fedmq.PublishRefused)
+    assert isinstance(ack.error, fedmq.BrokerError) and isinstance(ack.error, fedmq.PublishError)
+    assert (ack.error.reply_code, ack.error.reply_text) == (404, refusal.reply_text)
+    assert "message refused" in str(ack.error) and "404 NOT_FOUND" in str(ack.error)

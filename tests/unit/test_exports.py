@@ -48,6 +48,7 @@ EXPECTED_EXPORTS = {
     "PublishError": "fedmq.exceptions",
     "PublishFormatError": "fedmq.exceptions",
     "PublishNacked": "fedmq.exceptions",
+    "PublishRefused": "fedmq.exceptions",
     "PublishReturned": "fedmq.exceptions",
     "PublishTimeout": "fedmq.exceptions",
     "StopForced": "fedmq.exceptions",
