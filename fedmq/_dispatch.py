@@ -2,10 +2,12 @@
 
 The reactor thread receives each delivery and hands it to an executor (see
 :mod:`fedmq._executors`). Executors report outcomes back in batches, and
-:class:`Dispatcher` settles them: acks are coalesced into ``multiple=True``
-over a contiguous run of finished deliveries; nacks and rejects are always
-sent one delivery at a time; a message retried, parked or dropped to the drop
-exchange is settled once the broker has confirmed its copy.
+:class:`Dispatcher` settles them at once: after each batch, the finished
+deliveries from the oldest unsettled one on are acked with one
+``multiple=True`` ack, and every other finished delivery with an ack of its
+own, so that no callback, however slow, holds back another's ack; nacks and
+rejects are always sent one delivery at a time; a message retried, parked or
+dropped to the drop exchange is settled once the broker has confirmed its copy.
 """
 
 from __future__ import annotations
@@ -52,11 +54,14 @@ class Dispatcher:
     """Hands one channel's deliveries to an executor and settles their outcomes.
 
     Everything here runs on the reactor thread. Delivery tags are settled in
-    one of two ways: an ack covering a contiguous run of finished deliveries
-    (``multiple=True`` when the run is longer than one), or a nack or reject
-    of exactly one delivery. No delivery is acked before its callback has
-    finished; one that is republished (to a retry queue, its dead queue or
-    the drop exchange) is settled only once the broker confirmed the copy.
+    one of three ways: an ack covering the run of finished deliveries that
+    starts at the oldest unsettled one (``multiple=True`` when the run holds
+    more than one delivery to ack), an ack of one finished delivery that an
+    unfinished one precedes, or a nack or reject of exactly one delivery.
+    Each batch of outcomes is settled at once, and no tag is settled twice.
+    No delivery is acked before its callback has finished; one that is
+    republished (to a retry queue, its dead queue or the drop exchange) is
+    settled only once the broker confirmed the copy.
 
     Args:
         channel: the channel the deliveries came on; settlements go there.
@@ -93,8 +98,11 @@ class Dispatcher:
         self._channel = channel
         self._ack = channel.ack
         self._pending: deque[int] = deque()
-        # tag -> True when it still needs an ack, False once settled alone.
+        # tag -> True when it still needs an ack, False once settled alone
+        # (nacked, rejected, or acked on its own past an unfinished tag).
         self._finished: dict[int, bool] = {}
+        # Tags set True in _finished since the last _ack_finished_run.
+        self._due: list[int] = []
         self._on_halt = on_halt
         self._on_error = on_error
         self._on_queue_missing = on_queue_missing
@@ -138,6 +146,7 @@ class Dispatcher:
 
     def _on_results(self, batch: list[Result]) -> None:
         finished, counts = self._finished, self.counts
+        due = self._due.append
         record = self.stats.record
         self.stats.batch_done()
         self.in_flight -= len(batch)
@@ -146,6 +155,7 @@ class Dispatcher:
             if outcome == ACK:
                 record(item.queue, ACK, duration)
                 finished[tag] = True
+                due(tag)
                 continue
             if outcome == NACK or outcome == RETURNED:
                 record(item.queue, outcome, duration)
@@ -178,6 +188,7 @@ class Dispatcher:
                     self._settle_alone(tag, requeue=True)
                 else:
                     finished[tag] = True
+                    due(tag)
                 self._on_halt(exc)
             else:
                 assert exc is not None
@@ -286,6 +297,7 @@ class Dispatcher:
                     self.counts["dropped"] += 1
                 if then_ack:
                     self._finished[tag] = True
+                    self._due.append(tag)
                 else:
                     self._finished[tag] = False
                     self._settle_alone(tag, requeue=False)
@@ -339,6 +351,13 @@ class Dispatcher:
             self._channel.reject(tag)
 
     def _ack_finished_run(self) -> None:
+        """Ack every delivery finished since the last call, at once.
+
+        The run from the oldest pending tag gets one ack (``multiple=True`` up
+        to its last tag still to ack: it covers no unfinished tag); each
+        finished tag past an unfinished one is acked alone and marked settled,
+        so that the run reaching it later neither acks it again nor ends on it.
+        """
         pending, finished = self._pending, self._finished
         last_ack = 0
         run = 0
@@ -347,9 +366,24 @@ class Dispatcher:
             if finished.pop(tag):
                 last_ack = tag
                 run += 1
-        if run and self._live:
+        live = self._live
+        if run and live:
             self.counts["acked"] += run
             self._ack(last_ack, run > 1)
+        due = self._due
+        if not due:
+            return
+        if finished and live:
+            # Finished behind an unfinished tag: acked one by one, now.
+            ack = self._ack
+            alone = 0
+            for tag in due:
+                if finished.get(tag):
+                    finished[tag] = False
+                    ack(tag, False)
+                    alone += 1
+            self.counts["acked"] += alone
+        due.clear()
 
     def stop(self) -> defer.Deferred[None]:
         """Return unstarted deliveries to the queue; fire once in-flight ones are settled.
