@@ -15,7 +15,7 @@ from fedmq._backoff import Attempts
 from fedmq._callback import load_callback
 from fedmq._connection import Clock, Connect
 from fedmq._connector import connect as connect_with_failover
-from fedmq._deferreds import chain
+from fedmq._deferreds import BoundedCloses, chain
 from fedmq._delivery import Result
 from fedmq._dispatch import Dispatcher
 from fedmq._error_window import ErrorCount, ErrorWindow, log_consumer_error, too_many_errors
@@ -542,13 +542,14 @@ class Consumer:
                         self._outcome = Failure(
                             StopForced(f"Callbacks still running after {self.drain_timeout:g} s")
                         )
+            closes = BoundedCloses(self._connection, self.config.connect_timeout, self._clock)
             if self._publisher is not None:
                 # Confirms still due after connect_timeout end CANCELED.
-                await self._publisher.close_deferred(self.config.connect_timeout)
+                await closes.publisher(self._publisher)
             if channel is not None and channel.is_open:
-                await channel.close()
+                await closes.within(channel.close())
             if self._connection is not None:
-                await self._connection.close()
+                await closes.within(self._connection.close())
             if self._outcome is not None and isinstance(self._outcome.value, StopForced):
                 if self._hooks.tears_down:
                     log.error("teardown() not called: callbacks are still running")
