@@ -459,6 +459,16 @@ def test_halt_acks_the_message_and_reports_the_halt(harness: Harness):
     assert harness.counts == counts(received=1, acked=1)
 
 
+def test_halt_acks_its_message_at_once_while_an_older_one_runs(harness: Harness):
+    """HaltConsumer() from tag 2 while tag 1 still runs: 2 is acked alone, at once."""
+    harness.callback.raises[2] = HaltConsumer(exit_code=0)
+    harness.receive(1, 2)
+    harness.executor.start(1)
+    harness.executor.finish(2)
+    assert harness.sent == [("ack", 2, False)]
+    assert len(harness.halts) == 1
+
+
 def test_halt_with_requeue_nacks_the_message_and_reports_the_halt(harness: Harness):
     """HaltConsumer(requeue=True) returns its message to the queue and hands itself to on_halt."""
     halt = HaltConsumer(exit_code=3, requeue=True)
@@ -636,6 +646,20 @@ def test_deliveries_after_one_awaiting_its_copy_s_confirm_are_acked_meanwhile():
     publish.confirm()
     assert harness.sent == [("ack", 1, False), ("ack", 3, False), ("ack", 2, False)]
     assert harness.counts == counts(received=3, acked=3)
+
+
+def test_a_retried_message_is_acked_on_its_copy_s_confirm_while_an_older_one_runs():
+    """2 raises Retry while 1 runs: the confirm of 2's copy acks 2 at once, not after 1."""
+    harness, publish = republishing_harness()
+    harness.callback.raises[2] = Retry("later")
+    harness.receive(1, 2)
+    harness.executor.start(1)
+    harness.executor.finish(2)
+    assert harness.sent == []
+    publish.confirm()
+    assert harness.sent == [("ack", 2, False)]
+    harness.executor.finish(1)
+    assert harness.sent == [("ack", 2, False), ("ack", 1, False)]
 
 
 def test_a_delivery_after_one_copied_to_the_drop_exchange_is_acked_before_its_reject():
