@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from time import monotonic
 from typing import Any
 
@@ -101,8 +101,6 @@ class Dispatcher:
         # tag -> True when it still needs an ack, False once settled alone
         # (nacked, rejected, or acked on its own past an unfinished tag).
         self._finished: dict[int, bool] = {}
-        # Tags set True in _finished since the last _ack_finished_run.
-        self._due: list[int] = []
         self._on_halt = on_halt
         self._on_error = on_error
         self._on_queue_missing = on_queue_missing
@@ -146,7 +144,6 @@ class Dispatcher:
 
     def _on_results(self, batch: list[Result]) -> None:
         finished, counts = self._finished, self.counts
-        due = self._due.append
         record = self.stats.record
         self.stats.batch_done()
         self.in_flight -= len(batch)
@@ -155,7 +152,6 @@ class Dispatcher:
             if outcome == ACK:
                 record(item.queue, ACK, duration)
                 finished[tag] = True
-                due(tag)
                 continue
             if outcome == NACK or outcome == RETURNED:
                 record(item.queue, outcome, duration)
@@ -188,12 +184,13 @@ class Dispatcher:
                     self._settle_alone(tag, requeue=True)
                 else:
                     finished[tag] = True
-                    due(tag)
                 self._on_halt(exc)
             else:
                 assert exc is not None
                 self._consumer_error(tag, item, exc, message, duration, errors)
         self._ack_finished_run()
+        if finished and self._live:
+            self._ack_past_unfinished(result[0] for result in batch)
         _tracing.batch_settled()
 
     def _consumer_error(
@@ -297,11 +294,12 @@ class Dispatcher:
                     self.counts["dropped"] += 1
                 if then_ack:
                     self._finished[tag] = True
-                    self._due.append(tag)
                 else:
                     self._finished[tag] = False
                     self._settle_alone(tag, requeue=False)
             self._ack_finished_run()
+            if self._finished and self._live:
+                self._ack_past_unfinished((tag,))
             if self._republishing == 0 and self._republished is not None:
                 done, self._republished = self._republished, None
                 done.callback(None)
@@ -351,12 +349,10 @@ class Dispatcher:
             self._channel.reject(tag)
 
     def _ack_finished_run(self) -> None:
-        """Ack every delivery finished since the last call, at once.
+        """Ack the run of finished deliveries from the oldest pending tag, in one ack.
 
-        The run from the oldest pending tag gets one ack (``multiple=True`` up
-        to its last tag still to ack: it covers no unfinished tag); each
-        finished tag past an unfinished one is acked alone and marked settled,
-        so that the run reaching it later neither acks it again nor ends on it.
+        ``multiple=True`` reaches the run's last tag still to ack: it covers no
+        unfinished tag, and tags already settled in the run are skipped.
         """
         pending, finished = self._pending, self._finished
         last_ack = 0
@@ -366,24 +362,26 @@ class Dispatcher:
             if finished.pop(tag):
                 last_ack = tag
                 run += 1
-        live = self._live
-        if run and live:
+        if run and self._live:
             self.counts["acked"] += run
             self._ack(last_ack, run > 1)
-        due = self._due
-        if not due:
-            return
-        if finished and live:
-            # Finished behind an unfinished tag: acked one by one, now.
-            ack = self._ack
-            alone = 0
-            for tag in due:
-                if finished.get(tag):
-                    finished[tag] = False
-                    ack(tag, False)
-                    alone += 1
-            self.counts["acked"] += alone
-        due.clear()
+
+    def _ack_past_unfinished(self, just_finished: Iterable[int]) -> None:
+        """Ack alone each of ``just_finished`` that waits behind an unfinished tag.
+
+        Called after :meth:`_ack_finished_run`, only when something is left in
+        ``_finished`` (in order, the common case, nothing is). Each tag acked
+        here is marked settled, so that the run reaching it later neither acks
+        it again nor ends on it.
+        """
+        finished, ack = self._finished, self._ack
+        alone = 0
+        for tag in just_finished:
+            if finished.get(tag):
+                finished[tag] = False
+                ack(tag, False)
+                alone += 1
+        self.counts["acked"] += alone
 
     def stop(self) -> defer.Deferred[None]:
         """Return unstarted deliveries to the queue; fire once in-flight ones are settled.
