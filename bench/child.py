@@ -41,6 +41,8 @@ from bench.contenders import (
     PREFETCH,
     SCHEMA,
     SCHEMA_PACKAGE,
+    SLOW_EVERY,
+    SLOW_SLEEP,
 )
 
 #: Seconds the consumer may take to stop once it has consumed everything.
@@ -253,6 +255,7 @@ def _fedmq(
     is_async: bool = False,
     concurrency: int = 1,
     sleep: float = 0.0,
+    slow_every: int = 0,
 ) -> Start:
     import fedmq
     from fedmq.config import config_from_mapping
@@ -270,6 +273,13 @@ def _fedmq(
     if is_async:
 
         async def callback(message: Any) -> None:
+            count()
+
+    elif slow_every:
+
+        def callback(message: Any) -> None:
+            if message.delivery_tag % slow_every == 0:
+                time.sleep(sleep)
             count()
 
     elif sleep:
@@ -388,6 +398,10 @@ _PREPARERS: dict[str, Callable[[Harness, argparse.Namespace], Start]] = {
     "fedmq-async": lambda h, a: _fedmq(h, a, is_async=True),
     "fedmq-async-default": lambda h, a: _fedmq(h, a, is_async=True),
     "fedmq-c16-sleep1ms": lambda h, a: _fedmq(h, a, concurrency=16, sleep=0.001),
+    "fedmq-sync-c16": lambda h, a: _fedmq(h, a, concurrency=16),
+    "fedmq-sync-c16-slow1pct": lambda h, a: _fedmq(
+        h, a, concurrency=16, sleep=SLOW_SLEEP, slow_every=SLOW_EVERY
+    ),
     "pika-twisted-raw": lambda h, a: _pika_raw(h, a, batched=False),
     "pika-twisted-raw-batched": lambda h, a: _pika_raw(h, a, batched=True),
     "fedora-messaging": _fedora_messaging,

@@ -16,6 +16,9 @@ BACKLOG_CONSUMED = 10_000
 FEDORA_MESSAGING_CAP = 5_000
 #: Above this many messages the 1 ms-sleep contender gets a fifth of them.
 SLEEP_SCALE_FROM = 10_000
+#: In the slow-message contender, one message in this many sleeps SLOW_SLEEP seconds.
+SLOW_EVERY = 100
+SLOW_SLEEP = 0.050
 #: Prefetch for every contender, so that they differ only in the client.
 PREFETCH = 100
 #: A publisher waiting for each confirm manages about 1,000 msg/s; more only take longer.
@@ -123,6 +126,17 @@ CONTENDERS: tuple[Contender, ...] = (
         "fedmq-c16-sleep1ms",
         "fedmq, sync callback sleeping 1 ms, concurrency 16",
         _fifth_if_large,
+    ),
+    Contender(
+        "fedmq-sync-c16",
+        "fedmq, sync no-op callback, concurrency 16 (the pair of fedmq-sync-c16-slow1pct)",
+        _all,
+    ),
+    Contender(
+        "fedmq-sync-c16-slow1pct",
+        f"fedmq, sync callback, concurrency 16, one message in {SLOW_EVERY} sleeping "
+        f"{SLOW_SLEEP * 1000:g} ms",
+        _all,
     ),
     Contender(
         RAW,

@@ -2,17 +2,19 @@
 
 The reactor thread receives each delivery and hands it to an executor (see
 :mod:`fedmq._executors`). Executors report outcomes back in batches, and
-:class:`Dispatcher` settles them: acks are coalesced into ``multiple=True``
-over a contiguous run of finished deliveries; nacks and rejects are always
-sent one delivery at a time; a message retried, parked or dropped to the drop
-exchange is settled once the broker has confirmed its copy.
+:class:`Dispatcher` settles them at once: after each batch, the finished
+deliveries from the oldest unsettled one on are acked with one
+``multiple=True`` ack, and every other finished delivery with an ack of its
+own, so that no callback, however slow, holds back another's ack; nacks and
+rejects are always sent one delivery at a time; a message retried, parked or
+dropped to the drop exchange is settled once the broker has confirmed its copy.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from time import monotonic
 from typing import Any
 
@@ -52,11 +54,14 @@ class Dispatcher:
     """Hands one channel's deliveries to an executor and settles their outcomes.
 
     Everything here runs on the reactor thread. Delivery tags are settled in
-    one of two ways: an ack covering a contiguous run of finished deliveries
-    (``multiple=True`` when the run is longer than one), or a nack or reject
-    of exactly one delivery. No delivery is acked before its callback has
-    finished; one that is republished (to a retry queue, its dead queue or
-    the drop exchange) is settled only once the broker confirmed the copy.
+    one of three ways: an ack covering the run of finished deliveries that
+    starts at the oldest unsettled one (``multiple=True`` when the run holds
+    more than one delivery to ack), an ack of one finished delivery that an
+    unfinished one precedes, or a nack or reject of exactly one delivery.
+    Each batch of outcomes is settled at once, and no tag is settled twice.
+    No delivery is acked before its callback has finished; one that is
+    republished (to a retry queue, its dead queue or the drop exchange) is
+    settled only once the broker confirmed the copy.
 
     Args:
         channel: the channel the deliveries came on; settlements go there.
@@ -74,6 +79,7 @@ class Dispatcher:
         errors: the consumer's error window, shared with its executors; it
             counts the consumer errors the dispatcher finds itself (a message
             of a type not accepted).
+
     """
 
     def __init__(
@@ -86,14 +92,15 @@ class Dispatcher:
         policy: ErrorPolicy | None = None,
         on_queue_missing: Callable[[Exception], None] | None = None,
         errors: ErrorWindow | None = None,
-    ):
+    ) -> None:
         self.stats = stats if stats is not None else ConsumerStats()
         self.policy = policy if policy is not None else ErrorPolicy()
         self.errors = errors if errors is not None else ErrorWindow.of(Config(), monotonic)
         self._channel = channel
         self._ack = channel.ack
         self._pending: deque[int] = deque()
-        # tag -> True when it still needs an ack, False once settled alone.
+        # tag -> True when it still needs an ack, False once settled alone
+        # (nacked, rejected, or acked on its own past an unfinished tag).
         self._finished: dict[int, bool] = {}
         self._on_halt = on_halt
         self._on_error = on_error
@@ -137,53 +144,61 @@ class Dispatcher:
         return on_delivery
 
     def _on_results(self, batch: list[Result]) -> None:
-        finished, counts = self._finished, self.counts
+        finished = self._finished
         record = self.stats.record
         self.stats.batch_done()
         self.in_flight -= len(batch)
-        for tag, outcome, exc, message, duration, item, errors in batch:
-            _tracing.settling(item, outcome, exc)
-            if outcome == ACK:
-                record(item.queue, ACK, duration)
-                finished[tag] = True
-                continue
-            if outcome == NACK or outcome == RETURNED:
-                record(item.queue, outcome, duration)
-                finished[tag] = False
-                counts["requeued"] += 1
-                self._settle_alone(tag, requeue=True)
-            elif outcome == DROP:
-                if isinstance(exc, SchemaInvalid):
-                    # Refused by its schema class before any callback saw it.
-                    self._drop(tag, item, duration, str(exc), level=logging.WARNING)
-                else:
-                    self._drop(tag, item, duration, f"the callback raised Drop: {exc}")
-            elif outcome == RETRY:
-                assert exc is not None
-                self._retry(tag, item, exc, duration)
-            elif outcome == UNDECODABLE:
-                self._park(tag, item, f"undecodable {exc}")
-            elif outcome == INVALID:
-                assert exc is not None
-                if self.policy.drop_invalid_messages:
-                    self._drop(tag, item, duration, str(exc), level=logging.WARNING)
-                else:
-                    self._consumer_error(tag, item, exc, None, duration, None)
-            elif outcome == HALT:
-                record(item.queue, HALT, duration)
-                assert isinstance(exc, HaltConsumer)
-                finished[tag] = False
-                if exc.requeue:
-                    counts["requeued"] += 1
-                    self._settle_alone(tag, requeue=True)
-                else:
-                    finished[tag] = True
-                self._on_halt(exc)
+        for result in batch:
+            _tracing.settling(result.delivery, result.outcome, result.error)
+            if result.outcome == ACK:  # the common case, kept inline
+                record(result.delivery.queue, ACK, result.duration)
+                finished[result.delivery_tag] = True
             else:
-                assert exc is not None
-                self._consumer_error(tag, item, exc, message, duration, errors)
+                self._settle_other(result)
         self._ack_finished_run()
+        if finished and self._live:
+            self._ack_past_unfinished(result.delivery_tag for result in batch)
         _tracing.batch_settled()
+
+    def _settle_other(self, result: Result) -> None:
+        """Settle a delivery whose outcome is not a plain ack."""
+        tag, outcome, exc, message, duration, item, errors = result
+        if outcome in (NACK, RETURNED):
+            self.stats.record(item.queue, outcome, duration)
+            self._finished[tag] = False
+            self.counts["requeued"] += 1
+            self._settle_alone(tag, requeue=True)
+        elif outcome == DROP:
+            if isinstance(exc, SchemaInvalid):
+                # Refused by its schema class before any callback saw it.
+                self._drop(tag, item, duration, str(exc), level=logging.WARNING)
+            else:
+                self._drop(tag, item, duration, f"the callback raised Drop: {exc}")
+        elif outcome == UNDECODABLE:
+            self._park(tag, item, f"undecodable {exc}")
+        elif outcome == HALT and isinstance(exc, HaltConsumer):
+            self._halt(tag, item, exc, duration)
+        elif exc is None:
+            raise TypeError(f"the outcome {outcome!r} of delivery {tag} came without its error")
+        elif outcome == RETRY:
+            self._retry(tag, item, exc, duration)
+        elif outcome == INVALID and self.policy.drop_invalid_messages:
+            self._drop(tag, item, duration, str(exc), level=logging.WARNING)
+        elif outcome == INVALID:
+            self._consumer_error(tag, item, exc, None, duration, None)
+        else:
+            self._consumer_error(tag, item, exc, message, duration, errors)
+
+    def _halt(self, tag: int, item: Delivery, exc: HaltConsumer, duration: float) -> None:
+        """The callback halted the consumer: settle its message as it asked, then stop."""
+        self.stats.record(item.queue, HALT, duration)
+        if exc.requeue:
+            self._finished[tag] = False
+            self.counts["requeued"] += 1
+            self._settle_alone(tag, requeue=True)
+        else:
+            self._finished[tag] = True
+        self._on_halt(exc)
 
     def _consumer_error(
         self,
@@ -263,7 +278,7 @@ class Dispatcher:
             self._republishing -= 1
             self.in_flight -= 1
             if isinstance(result, Failure) and result.check(PublishReturned):
-                self._unroutable(tag, item, route, duration, then_ack)
+                self._unroutable(tag, item, route, duration)
             elif isinstance(result, Failure):
                 log.error(
                     "Could not republish %s to %s (%s); it goes back to its queue",
@@ -290,15 +305,15 @@ class Dispatcher:
                     self._finished[tag] = False
                     self._settle_alone(tag, requeue=False)
             self._ack_finished_run()
+            if self._finished and self._live:
+                self._ack_past_unfinished((tag,))
             if self._republishing == 0 and self._republished is not None:
                 done, self._republished = self._republished, None
                 done.callback(None)
 
         _tracing.republishing(item, route, self.policy.publish(route, item.body)).addBoth(published)
 
-    def _unroutable(
-        self, tag: int, item: Delivery, route: Route, duration: float, then_ack: bool
-    ) -> None:
+    def _unroutable(self, tag: int, item: Delivery, route: Route, duration: float) -> None:
         """The broker routed a copy to no queue: a missing queue, or a drop exchange unbound."""
         if route.exchange:
             # The drop exchange has no queue bound for this routing key. Requeueing
@@ -339,6 +354,11 @@ class Dispatcher:
             self._channel.reject(tag)
 
     def _ack_finished_run(self) -> None:
+        """Ack the run of finished deliveries from the oldest pending tag, in one ack.
+
+        ``multiple=True`` reaches the run's last tag still to ack: it covers no
+        unfinished tag, and tags already settled in the run are skipped.
+        """
         pending, finished = self._pending, self._finished
         last_ack = 0
         run = 0
@@ -350,6 +370,23 @@ class Dispatcher:
         if run and self._live:
             self.counts["acked"] += run
             self._ack(last_ack, run > 1)
+
+    def _ack_past_unfinished(self, just_finished: Iterable[int]) -> None:
+        """Ack alone each of ``just_finished`` that waits behind an unfinished tag.
+
+        Called after :meth:`_ack_finished_run`, only when something is left in
+        ``_finished`` (in order, the common case, nothing is). Each tag acked
+        here is marked settled, so that the run reaching it later neither acks
+        it again nor ends on it.
+        """
+        finished, ack = self._finished, self._ack
+        alone = 0
+        for tag in just_finished:
+            if finished.get(tag):
+                finished[tag] = False
+                ack(tag, False)
+                alone += 1
+        self.counts["acked"] += alone
 
     def stop(self) -> defer.Deferred[None]:
         """Return unstarted deliveries to the queue; fire once in-flight ones are settled.

@@ -19,6 +19,7 @@ from typing import Any
 from twisted.internet import defer
 
 from fedmq._connection import Channel, Clock, Connect, Connection
+from fedmq._deferreds import BoundedCloses
 from fedmq._dispatch import Dispatcher
 from fedmq._policy import ErrorPolicy
 from fedmq._topology import declare, declare_error_paths, step
@@ -208,12 +209,12 @@ class Session:
             return True
         return False
 
-    async def close(self) -> None:
-        """Close the channel, then the connection."""
+    async def close(self, closes: BoundedCloses) -> None:
+        """Close the channel, then the connection, each within ``closes``' timeout."""
         if self.channel is not None and self.channel.is_open:
-            await self.channel.close()
+            await closes.within(self.channel.close())
         if self.connection is not None:
-            await self.connection.close()
+            await closes.within(self.connection.close())
 
     def close_opened_late(self) -> None:
         """Close a session that finished opening after the consumer began to stop.

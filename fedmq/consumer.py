@@ -21,7 +21,7 @@ from fedmq._backoff import Attempts
 from fedmq._callback import load_callback
 from fedmq._connection import Channel, Clock, Connect
 from fedmq._connector import connect as connect_with_failover
-from fedmq._deferreds import chain
+from fedmq._deferreds import BoundedCloses, chain
 from fedmq._delivery import Result
 from fedmq._dispatch import Dispatcher
 from fedmq._error_window import ErrorCount, ErrorWindow, log_consumer_error, too_many_errors
@@ -365,11 +365,14 @@ class Consumer:
                 self._outcome = Failure(
                     StopForced(f"Callbacks still running after {self.drain_timeout:g} s")
                 )
+            # Each close is bounded: one the broker never answers must not hang the stop.
+            connection = session.connection if session is not None else None
+            closes = BoundedCloses(connection, self.config.connect_timeout, self._clock)
             if self._publisher is not None:
                 # Confirms still due after connect_timeout end CANCELED.
-                await self._publisher.close_deferred(self.config.connect_timeout)
+                await closes.publisher(self._publisher)
             if session is not None:
-                await session.close()
+                await session.close(closes)
             if self._outcome is not None and isinstance(self._outcome.value, StopForced):
                 if self._hooks.tears_down:
                     log.error("teardown() not called: callbacks are still running")

@@ -316,6 +316,39 @@ async def test_by_default_one_callback_runs_at_a_time(broker, queue_name, make_c
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_slow_callback_does_not_hold_back_the_acks_of_the_others(
+    broker, queue_name, make_config
+):
+    """Concurrency 4, prefetch 20: while the first message's callback runs, the broker sees
+    every other message acked, and the other workers keep consuming the queue.
+    """
+    broker.declare_queue(queue_name)
+    broker.publish(queue_name, list(range(200)))
+    release = threading.Event()
+    slow_done = threading.Event()
+
+    def callback(message):
+        if message.body == 0:
+            release.wait(15)  # the slow message: held until the test has looked
+            slow_done.set()
+
+    config = make_config(concurrency=4, qos={"prefetch_count": 20})
+    consumer = await start(config, callback)
+    try:
+        await wait_for(
+            lambda: broker.counts(queue_name) == (0, 1),
+            timeout=10,
+            what="every message but the slow one acked",
+        )
+        assert not slow_done.is_set()
+        assert consumer.counts.get("acked") == 199
+    finally:
+        release.set()
+    await wait_for(lambda: broker.counts(queue_name) == (0, 0), what="the slow one acked too")
+    await consumer.cancel()
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_broker_sends_no_more_than_the_prefetch_count(broker, queue_name, make_config):
     broker.declare_queue(queue_name)
     broker.publish(queue_name, list(range(20)))

@@ -15,7 +15,7 @@ from twisted.internet import defer, task
 from fedmq.config import config_from_mapping
 from fedmq.consumer import Consumer
 from fedmq.exceptions import AuthenticationFailed, ConnectionFailed
-from tests.unit.fakes import FakeConnection
+from tests.unit.fakes import FakeChannel, FakeConnection
 
 
 class ThreadCallClock(task.Clock):
@@ -211,3 +211,111 @@ def test_the_backoff_between_attempts_runs_on_the_clock_given():
     clock.advance(1)
     assert len(broker.attempts) == 2
     assert consumer.state == "consuming"
+
+
+# --- a graceful stop whose closes the broker never answers ------------------------------
+
+
+class UnansweredChannel(FakeChannel):
+    """A channel whose close the broker stops answering once the test says it is stopping."""
+
+    def __init__(self, connection: UnansweringConnection) -> None:
+        super().__init__()
+        self.connection = connection
+
+    def close(self) -> defer.Deferred[None]:
+        if not self.connection.stopping:
+            return super().close()
+        self.connection.unanswered_closes += 1
+        return defer.Deferred()
+
+
+class UnansweringConnection(FakeConnection):
+    """A connection whose close (or whose channels' closes) the broker never answers."""
+
+    def __init__(self, url: str, channel_close: bool, connection_close: bool) -> None:
+        super().__init__(url)
+        self.answers_channel_close = channel_close
+        self.answers_connection_close = connection_close
+        self.aborted = False
+        self.unanswered_closes = 0
+        self.stopping = False
+
+    def channel(self) -> defer.Deferred[FakeChannel]:
+        channel = FakeChannel() if self.answers_channel_close else UnansweredChannel(self)
+        self.channels.append(channel)
+        return defer.succeed(channel)
+
+    def close(self) -> defer.Deferred[None]:
+        if self.answers_connection_close or self.aborted:
+            return super().close()
+        self.unanswered_closes += 1
+        return defer.Deferred()
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.lose_quietly()
+
+    def lose_quietly(self) -> None:
+        """The TCP connection is dropped by fedmq: the closed Deferred fires with None."""
+        self.is_open = False
+        for channel in self.channels:
+            channel.is_open = False
+        if not self.closed.called:
+            self.closed.callback(None)
+
+
+def stop_against(
+    channel_close: bool, connection_close: bool
+) -> tuple[Consumer, ThreadCallClock, UnansweringConnection, list[Any]]:
+    """A consumer consuming on a connection that may leave its closes unanswered; cancel it."""
+    clock = ThreadCallClock()
+    connection = UnansweringConnection("amqp://fake/", channel_close, connection_close)
+    settings = config_from_mapping({"queues": {"orders": {}}, "connect_timeout": 5})
+    consumer = Consumer(
+        settings,
+        lambda m: None,
+        reactor=clock,
+        connect=lambda config, reactor, url: defer.succeed(connection),
+    )
+    consumer.start()
+    assert consumer.state == "consuming"
+    stopped: list[Any] = []
+    connection.stopping = True
+    consumer.cancel().addBoth(stopped.append)
+    clock.run_thread_calls(lambda: connection.unanswered_closes == 1)
+    return consumer, clock, connection, stopped
+
+
+def test_a_stop_whose_channel_close_is_never_answered_ends_after_connect_timeout(
+    caplog: Any,
+) -> None:
+    """The channel close gets connect_timeout; then the connection is dropped and the stop ends."""
+    consumer, clock, connection, stopped = stop_against(channel_close=False, connection_close=True)
+    clock.advance(4.9)
+    assert stopped == []
+    assert not consumer.result.called
+    clock.advance(0.1)
+    assert stopped == [None]
+    assert connection.aborted
+    assert consumer.state == "stopped"
+    outcome: list[Any] = []
+    consumer.result.addBoth(outcome.append)
+    assert outcome == [None]
+    assert caplog.text.count("did not answer a close within 5 s") == 1
+
+
+def test_a_stop_whose_connection_close_is_never_answered_ends_after_connect_timeout(
+    caplog: Any,
+) -> None:
+    """The connection close gets connect_timeout; then the connection is dropped, the stop ends."""
+    consumer, clock, connection, stopped = stop_against(channel_close=True, connection_close=False)
+    clock.advance(4.9)
+    assert stopped == []
+    clock.advance(0.1)
+    assert stopped == [None]
+    assert connection.aborted
+    outcome: list[Any] = []
+    consumer.result.addBoth(outcome.append)
+    assert outcome == [None]
+    assert caplog.text.count("did not answer a close within 5 s") == 1

@@ -8,11 +8,13 @@ says so. The real executors are in test_executors.py.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from twisted.internet import defer
+from twisted.internet.task import Clock
 
 from fedmq._delivery import RETURNED, Delivery, Result
 from fedmq._dispatch import Dispatcher
@@ -193,27 +195,60 @@ def test_each_batch_of_finished_deliveries_is_acked_separately(harness: Harness)
     assert harness.sent == [("ack", 2, True), ("ack", 3, False), ("ack", 5, True)]
 
 
-def test_a_delivery_finishing_before_an_earlier_one_is_not_acked_yet(harness: Harness):
-    """Tag 2 finishing first is not acked: no ack may cover tag 1, whose callback still runs."""
+def test_a_delivery_finishing_before_an_earlier_one_is_acked_alone_at_once(harness: Harness):
+    """Tag 2 finishing first is acked alone (multiple=False), without waiting for tag 1."""
     harness.receive(1, 2)
     harness.executor.finish(2)
-    assert harness.sent == []
-    assert harness.counts["acked"] == 0
+    assert harness.sent == [("ack", 2, False)]
+    assert harness.counts["acked"] == 1
     assert harness.dispatcher.in_flight == 1
     harness.executor.finish(1)
-    assert harness.sent == [("ack", 2, True)]
+    assert harness.sent == [("ack", 2, False), ("ack", 1, False)]
     assert harness.counts == counts(received=2, acked=2)
 
 
 def test_no_ack_covers_a_delivery_whose_callback_is_still_running(harness: Harness):
-    """With tag 2 still running, tags 1 and 3 finishing ack tag 1 alone; 3 waits for 2."""
+    """With tag 2 still running, tags 1 and 3 are each acked alone; 2 is acked when it ends."""
     harness.receive(1, 2, 3)
     harness.executor.start(1, 2, 3)
     harness.executor.finish(1, 3)
-    assert harness.sent == [("ack", 1, False)]
+    assert harness.sent == [("ack", 1, False), ("ack", 3, False)]
     harness.executor.finish(2)
-    assert harness.sent == [("ack", 1, False), ("ack", 3, True)]
+    assert harness.sent == [("ack", 1, False), ("ack", 3, False), ("ack", 2, False)]
     assert harness.counts == counts(received=3, acked=3)
+
+
+def test_a_run_from_the_oldest_is_coalesced_and_later_ones_are_acked_alone(harness: Harness):
+    """1, 2, 4, 5 finish while 3 runs: one ack(2, multiple=True), then 4 and 5 alone; 3 later."""
+    harness.receive(1, 2, 3, 4, 5)
+    harness.executor.start(1, 2, 3, 4, 5)
+    harness.executor.finish(1, 2, 4, 5)
+    assert harness.sent == [("ack", 2, True), ("ack", 4, False), ("ack", 5, False)]
+    harness.executor.finish(3)
+    assert harness.sent[3:] == [("ack", 3, False)]
+    assert harness.counts == counts(received=5, acked=5)
+    assert harness.dispatcher.in_flight == 0
+
+
+def test_a_later_run_acks_only_the_tags_not_acked_yet(harness: Harness):
+    """2 acked alone and 3 nacked while 1 runs; 1 and 4 then end: ack(4, multiple=True).
+
+    On the broker, multiple=True settles only tags still unacked up to 4 (1 and 4); no
+    tag is acked twice, and no ack is sent for the nacked 3.
+    """
+    harness.callback.raises[3] = Nack()
+    harness.receive(1, 2, 3, 4, 5)
+    harness.executor.start(1, 2, 3, 4, 5)
+    harness.executor.finish(2)
+    harness.executor.finish(3)
+    assert harness.sent == [("ack", 2, False), ("nack", 3, True)]
+    harness.executor.finish(1, 4)
+    assert harness.sent[2:] == [("ack", 4, True)]
+    harness.executor.finish(5)
+    assert harness.sent[3:] == [("ack", 5, False)]
+    acked = [call[1] for call in harness.sent if call[0] == "ack"]
+    assert len(acked) == len(set(acked))
+    assert harness.counts == counts(received=5, acked=4, requeued=1)
 
 
 def test_deliveries_from_two_queues_on_one_channel_share_one_ack_sequence(harness: Harness):
@@ -236,6 +271,100 @@ def test_a_callback_gets_the_delivery_details(harness: Harness):
     assert message.id == "msg-7"
 
 
+# --- acks as callbacks end at their own pace, on a Clock ----------------------------------
+
+
+class TimedExecutor:
+    """Runs ``workers`` callbacks at a time, each taking ``durations[tag]`` seconds of ``clock``.
+
+    Callbacks ending at the same moment are reported as one batch, as a real
+    executor's batched wake-up does.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        workers: int,
+        durations: dict[int, float],
+        callback: Callable[[Message], Any],
+        on_results: Callable[[list[Result]], None],
+    ) -> None:
+        self._clock, self._workers, self._durations = clock, workers, durations
+        self._callback, self._on_results = callback, on_results
+        self._waiting: deque[Delivery] = deque()
+        self._busy = 0
+        self._ended: list[Result] = []
+
+    def submit(self, item: Delivery) -> None:
+        self._waiting.append(item)
+        self._start()
+
+    def _start(self) -> None:
+        while self._busy < self._workers and self._waiting:
+            item = self._waiting.popleft()
+            self._busy += 1
+            self._clock.callLater(self._durations.get(item[0], 0.0), self._end, item)
+
+    def _end(self, item: Delivery) -> None:
+        self._busy -= 1
+        if not self._ended:
+            self._clock.callLater(0, self._report)
+        self._ended.append(run_sync(self._callback, item))
+        self._start()
+
+    def _report(self) -> None:
+        batch, self._ended = self._ended, []
+        self._on_results(batch)
+
+
+def timed_dispatcher(
+    clock: Clock, workers: int, durations: dict[int, float]
+) -> tuple[Dispatcher, FakeChannel]:
+    channel = FakeChannel()
+    dispatcher = Dispatcher(
+        channel,
+        lambda on_results: TimedExecutor(clock, workers, durations, Callback(), on_results),
+        lambda halt: None,
+        lambda exc, message, duration, errors: None,
+    )
+    return dispatcher, channel
+
+
+def receive_in_order(dispatcher: Dispatcher, tags: range) -> None:
+    on_delivery = dispatcher.deliver_for(QUEUE)
+    for tag in tags:
+        _, redelivered, exchange, topic, properties, body, _ = delivery(tag)
+        on_delivery(tag, redelivered, exchange, topic, properties, body)
+
+
+def test_a_slow_callback_holds_up_no_other_delivery_s_ack():
+    """Concurrency 4, tag 1 taking 6 s: tags 2 to 20 are each acked as they end, at once."""
+    clock = Clock()
+    dispatcher, channel = timed_dispatcher(clock, workers=4, durations={1: 6.0})
+    receive_in_order(dispatcher, range(1, 21))
+    clock.advance(0)
+    assert channel.sent == [("ack", tag, False) for tag in range(2, 21)]
+    assert dispatcher.counts["acked"] == 19
+    assert dispatcher.in_flight == 1
+    clock.advance(6)
+    assert channel.sent[19:] == [("ack", 1, False)]
+    assert dispatcher.counts["acked"] == 20
+
+
+def test_callbacks_ending_out_of_order_are_each_acked_when_they_end():
+    """4 ends first (acked alone), 1 and 2 together (one ack(2, multiple=True)), 3 last."""
+    clock = Clock()
+    dispatcher, channel = timed_dispatcher(clock, workers=4, durations={1: 1, 2: 1, 3: 2})
+    receive_in_order(dispatcher, range(1, 5))
+    clock.advance(0)
+    assert channel.sent == [("ack", 4, False)]
+    clock.advance(1)
+    assert channel.sent == [("ack", 4, False), ("ack", 2, True)]
+    clock.advance(1)
+    assert channel.sent == [("ack", 4, False), ("ack", 2, True), ("ack", 3, False)]
+    assert dispatcher.counts["acked"] == 4
+
+
 # --- nacks and rejects ------------------------------------------------------
 
 
@@ -248,14 +377,15 @@ def test_nack_requeues_that_delivery_alone(harness: Harness):
     assert harness.counts == counts(received=1, requeued=1)
 
 
-def test_a_nack_before_finished_deliveries_releases_their_ack(harness: Harness):
-    """Tag 2 waits for tag 1; tag 1's Nack settles it alone, then tag 2 is acked alone."""
+def test_a_nack_of_an_older_delivery_leaves_a_newer_one_acked_once(harness: Harness):
+    """Tag 2 is acked alone while tag 1 runs; tag 1's Nack later settles it alone, no re-ack."""
     harness.callback.raises[1] = Nack()
     harness.receive(1, 2)
     harness.executor.finish(2)
-    assert harness.sent == []
+    assert harness.sent == [("ack", 2, False)]
     harness.executor.finish(1)
-    assert harness.sent == [("nack", 1, True), ("ack", 2, False)]
+    assert harness.sent == [("ack", 2, False), ("nack", 1, True)]
+    assert harness.counts == counts(received=2, acked=1, requeued=1)
 
 
 def test_a_nacked_delivery_between_acked_ones_is_never_acked(harness: Harness):
@@ -327,6 +457,16 @@ def test_halt_acks_the_message_and_reports_the_halt(harness: Harness):
     assert harness.sent == [("ack", 1, False)]
     assert harness.halts == [halt]
     assert harness.counts == counts(received=1, acked=1)
+
+
+def test_halt_acks_its_message_at_once_while_an_older_one_runs(harness: Harness):
+    """HaltConsumer() from tag 2 while tag 1 still runs: 2 is acked alone, at once."""
+    harness.callback.raises[2] = HaltConsumer(exit_code=0)
+    harness.receive(1, 2)
+    harness.executor.start(1)
+    harness.executor.finish(2)
+    assert harness.sent == [("ack", 2, False)]
+    assert len(harness.halts) == 1
 
 
 def test_halt_with_requeue_nacks_the_message_and_reports_the_halt(harness: Harness):
@@ -401,14 +541,14 @@ def test_stop_returns_unstarted_deliveries_one_by_one(harness: Harness):
     assert harness.counts == counts(received=3, acked=1, requeued=2)
 
 
-def test_stop_acks_finished_deliveries_that_waited_on_an_unstarted_one(harness: Harness):
-    """A finished delivery held back by an unstarted earlier one is acked once that is returned."""
+def test_stop_returns_an_unstarted_delivery_older_than_a_finished_one(harness: Harness):
+    """A delivery finished before an older, unstarted one is acked at once; stop nacks the older."""
     harness.receive(1, 2)
     harness.executor.start(2)
     harness.executor.finish(2)
-    assert harness.sent == []
+    assert harness.sent == [("ack", 2, False)]
     harness.dispatcher.stop()
-    assert harness.sent == [("nack", 1, True), ("ack", 2, False)]
+    assert harness.sent == [("ack", 2, False), ("nack", 1, True)]
 
 
 def test_stop_twice_stops_the_executor_once(harness: Harness):
@@ -488,12 +628,50 @@ def test_a_retried_message_is_acked_only_once_its_copy_is_confirmed():
     [(exchange, routing_key, body, properties)] = publish.sent
     assert (exchange, routing_key, body) == ("", f"{QUEUE}.retry.1s", b'{"n": 1}')
     assert properties.headers["X-Processing-Exceptions"] == 1
-    assert harness.sent == []  # 2 waits behind 1: acks stay in order
+    assert harness.sent == [("ack", 2, False)]  # 2 does not wait for 1's copy
     assert harness.dispatcher.in_flight == 1
     publish.confirm()
-    assert harness.sent == [("ack", 2, True)]
+    assert harness.sent == [("ack", 2, False), ("ack", 1, False)]
     assert harness.dispatcher.in_flight == 0
     assert harness.dispatcher.stats.queue(QUEUE)["retried"] == 1
+
+
+def test_deliveries_after_one_awaiting_its_copy_s_confirm_are_acked_meanwhile():
+    """2 raises Retry; 1 and 3 are acked before 2's copy is confirmed, and 2 after it."""
+    harness, publish = republishing_harness()
+    harness.callback.raises[2] = Retry("later")
+    harness.receive(1, 2, 3)
+    harness.executor.finish(1, 2, 3)
+    assert harness.sent == [("ack", 1, False), ("ack", 3, False)]
+    publish.confirm()
+    assert harness.sent == [("ack", 1, False), ("ack", 3, False), ("ack", 2, False)]
+    assert harness.counts == counts(received=3, acked=3)
+
+
+def test_a_retried_message_is_acked_on_its_copy_s_confirm_while_an_older_one_runs():
+    """2 raises Retry while 1 runs: the confirm of 2's copy acks 2 at once, not after 1."""
+    harness, publish = republishing_harness()
+    harness.callback.raises[2] = Retry("later")
+    harness.receive(1, 2)
+    harness.executor.start(1)
+    harness.executor.finish(2)
+    assert harness.sent == []
+    publish.confirm()
+    assert harness.sent == [("ack", 2, False)]
+    harness.executor.finish(1)
+    assert harness.sent == [("ack", 2, False), ("ack", 1, False)]
+
+
+def test_a_delivery_after_one_copied_to_the_drop_exchange_is_acked_before_its_reject():
+    """1 raises Drop (copied to the drop exchange); 2 is acked meanwhile; 1 is rejected after."""
+    harness, publish = republishing_harness(drop_exchange="drops")
+    harness.callback.raises[1] = Drop("no customer")
+    harness.receive(1, 2)
+    harness.executor.finish(1, 2)
+    assert harness.sent == [("ack", 2, False)]
+    publish.confirm()
+    assert harness.sent == [("ack", 2, False), ("reject", 1)]
+    assert harness.counts == counts(received=2, acked=1, dropped=1)
 
 
 def test_a_copy_that_fails_to_publish_leaves_the_original_requeued():

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from twisted.internet import defer, task
 
+from fedmq._deferreds import BoundedCloses
 from fedmq._session import Session
 from fedmq.config import config_from_mapping
 from fedmq.exceptions import BrokerError, ConnectionFailed
@@ -147,7 +148,8 @@ def test_a_broker_cancel_before_every_queue_is_consumed_is_not_reported_as_a_los
 def test_a_loss_after_a_close_by_fedmq_is_not_reported():
     harness = Harness()
     harness.open()
-    defer.ensureDeferred(harness.session.close())
+    closes = BoundedCloses(harness.connections[0], 10, harness.clock)
+    defer.ensureDeferred(harness.session.close(closes))
     assert harness.reasons == []
     assert not harness.connections[0].is_open
 
