@@ -76,13 +76,13 @@ def _short(value: Any) -> bytes:
         data = value
     else:
         raise _Unusual
-    if len(data) > 255:  # noqa: PLR2004  # a short string's length is one octet
+    if len(data) > 255:  # a short string's length is one octet
         raise _Unusual
     return bytes((len(data),)) + data
 
 
 def _octet(value: Any) -> bytes:
-    if type(value) is not int or not 0 <= value <= 255:  # noqa: PLR2004
+    if type(value) is not int or not 0 <= value <= 255:
         raise _Unusual
     return bytes((value,))
 
@@ -141,7 +141,7 @@ class PublishEncoder:
         self._methods[exchange, routing_key, mandatory] = frame
         return frame
 
-    def _header(self, body_size: int, p: Any) -> bytes:  # noqa: C901, PLR0912  # one test per property
+    def _header(self, body_size: int, p: Any) -> bytes:
         flags = 0
         pieces: list[bytes] = [b""]
         if p.content_type is not None:

@@ -21,8 +21,12 @@ BODY_MAX = 131072 - 8
 def pika_frames(
     exchange: str, routing_key: str, body: bytes, properties: Properties, mandatory: bool
 ) -> bytes:
-    props = pika.spec.BasicProperties(**{name: getattr(properties, name) for name in PROPERTY_NAMES})
-    publish = pika.spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory)
+    props = pika.spec.BasicProperties(
+        **{name: getattr(properties, name) for name in PROPERTY_NAMES}
+    )
+    publish = pika.spec.Basic.Publish(
+        exchange=exchange, routing_key=routing_key, mandatory=mandatory
+    )
     frames = [
         pika.frame.Method(CHANNEL, publish).marshal(),
         pika.frame.Header(CHANNEL, len(body), props).marshal(),
