@@ -26,6 +26,7 @@ from bench.contenders import (
     PUBLISH_FEDMQ_TWISTED,
     PUBLISH_FEDORA_MESSAGING,
     PUBLISH_RAW,
+    PUBLISH_RAW_BLOCKING,
 )
 
 #: The routing key of the warm-up message: no queue has this name, so it goes nowhere.
@@ -152,6 +153,28 @@ def fedmq_blocking(url: str, queue: str, count: int) -> float:
     return time.perf_counter() - started
 
 
+def raw_pika_blocking(url: str, queue: str, count: int) -> float:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    channel.basic_publish("", WARM_UP_KEY, b"{}")
+    started = time.perf_counter()
+    for n in range(count):
+        channel.basic_publish(
+            "",
+            queue,
+            json.dumps(_body(n)).encode(),
+            pika.BasicProperties(
+                content_type="application/json", delivery_mode=2, message_id=uuid.uuid4().hex
+            ),
+        )
+    seconds = time.perf_counter() - started
+    connection.close()
+    return seconds
+
+
 def fedora_messaging(url: str, queue: str, count: int) -> float:
     # Its configuration (amqp_url) comes from $FEDORA_MESSAGING_CONF, set by bench.run.
     from fedora_messaging import api, message
@@ -168,6 +191,7 @@ PROGRAMS: dict[str, Callable[[str, str, int], float]] = {
     PUBLISH_FEDMQ_TWISTED: fedmq_twisted,
     PUBLISH_FEDMQ_POST: fedmq_post,
     PUBLISH_FEDMQ_BLOCKING: fedmq_blocking,
+    PUBLISH_RAW_BLOCKING: raw_pika_blocking,
     PUBLISH_FEDORA_MESSAGING: fedora_messaging,
 }
 
