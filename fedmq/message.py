@@ -103,6 +103,22 @@ class Properties:
         copy is shallow (``headers`` is the same dict).
         """
         props = cls.__new__(cls)
+        if type(obj) is Properties:  # the common case when publishing: no getattr() loop
+            props.content_type = obj.content_type
+            props.content_encoding = obj.content_encoding
+            props.headers = obj.headers
+            props.delivery_mode = obj.delivery_mode
+            props.priority = obj.priority
+            props.correlation_id = obj.correlation_id
+            props.reply_to = obj.reply_to
+            props.expiration = obj.expiration
+            props.message_id = obj.message_id
+            props.timestamp = obj.timestamp
+            props.type = obj.type
+            props.user_id = obj.user_id
+            props.app_id = obj.app_id
+            props.cluster_id = obj.cluster_id
+            return props
         for name in PROPERTY_NAMES:
             setattr(props, name, getattr(obj, name, None))
         return props

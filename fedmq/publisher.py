@@ -86,9 +86,10 @@ class Publisher:
         self._max = max_unconfirmed or self.config.publish_max_unconfirmed
         self._max_bytes = max_unconfirmed_bytes or self.config.publish_max_unconfirmed_bytes
         self._link = PublishLink(self.config, self._reactor, self._settled, connect)
-        # Shared with other threads, under _room's lock: what is in flight
+        # Shared with other threads, under _lock: what is in flight
         # (handed over, sent, unconfirmed), and the batch not yet handed over.
-        self._room = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # held by holding _lock, at C speed
         self._count = 0
         self._bytes = 0
         self._outbox: deque[Outgoing] = deque()
@@ -226,7 +227,7 @@ class Publisher:
         Over the bound, and with ``tell_sent``, returns a Deferred fired once it is sent.
         """
         size = len(item.body)
-        with self._room:
+        with self._lock:
             closing = self._closing
             admitted = not closing and not self._waiting and not self._over_bound(size)
             if admitted:
@@ -246,7 +247,7 @@ class Publisher:
         """From another thread: wait (up to ``timeout``) for room, then hand over."""
         size = len(item.body)
         end = time.monotonic() + timeout
-        with self._room:
+        with self._lock:
             while not self._closing and self._over_bound(size):
                 remaining = end - time.monotonic()
                 if remaining <= 0:
@@ -270,7 +271,7 @@ class Publisher:
 
     def _hand_over(self) -> None:
         """On the reactor thread: send the batch other threads posted since the last turn."""
-        with self._room:
+        with self._lock:
             batch, self._outbox = self._outbox, deque()
             self._wake_scheduled = False
         submit = self._link.submit
@@ -279,7 +280,7 @@ class Publisher:
 
     def _settled(self, count: int, size: int) -> None:
         """``count`` messages got their status: free their room, let others in."""
-        with self._room:
+        with self._lock:
             self._count -= count
             self._bytes -= size
             self._room.notify_all()
@@ -296,7 +297,7 @@ class Publisher:
         """Send the messages waiting on the reactor thread, as long as the bound allows."""
         admitted: list[tuple[Outgoing, defer.Deferred[None] | None]] = []
         waiting = self._waiting
-        with self._room:
+        with self._lock:
             while waiting:
                 size = len(waiting[0][0].body)
                 if self._over_bound(size):
@@ -396,7 +397,7 @@ class Publisher:
         return self._in_reactor_form(lambda: self._flushed(timeout), timeout)
 
     def _flushed(self, timeout: float) -> defer.Deferred[None]:
-        with self._room:
+        with self._lock:
             idle = self._count == 0 and not self._outbox and not self._waiting
         if idle:
             return defer.succeed(None)
@@ -441,7 +442,7 @@ class Publisher:
         return d
 
     async def _drain_and_close(self, timeout: float) -> None:
-        with self._room:
+        with self._lock:
             self._closing = True
             self._room.notify_all()
         try:
