@@ -24,6 +24,8 @@ from fedmq._connector import connect as connect_with_failover
 from fedmq._publish_link import PublishLink
 from fedmq._publisher import wire_form
 from fedmq._reactor_thread import (
+    AckWaiter,
+    blocks_the_caller,
     caller_context,
     ensure_reactor_running,
     in_callers_form,
@@ -340,6 +342,15 @@ class Publisher:
                     message, exchange, routing_key, mandatory=mandatory, timeout=timeout
                 )
             )
+        if blocks_the_caller():
+            # A script's loop of publish(): the reactor thread wakes this one
+            # directly from the confirm, through one bare lock.
+            waiter = AckWaiter()
+            self.post(
+                message, exchange, routing_key, on_ack=waiter, mandatory=mandatory, timeout=timeout
+            )
+            waiter.wait(timeout + self.config.connect_timeout)
+            return None
         acked = self.post(message, exchange, routing_key, mandatory=mandatory, timeout=timeout)
         return in_callers_form(acked, timeout + self.config.connect_timeout)
 
