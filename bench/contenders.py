@@ -94,6 +94,7 @@ PUBLISH_RAW = "publish-pika-twisted-raw"
 PUBLISH_FEDMQ_TWISTED = "publish-fedmq-twisted"
 PUBLISH_FEDMQ_POST = "publish-fedmq-post-flush"
 PUBLISH_FEDMQ_BLOCKING = "publish-fedmq-blocking"
+PUBLISH_RAW_BLOCKING = "publish-pika-blocking-raw"
 PUBLISH_FEDORA_MESSAGING = "publish-fedora-messaging"
 
 CONTENDERS: tuple[Contender, ...] = (
@@ -178,7 +179,8 @@ CONTENDERS: tuple[Contender, ...] = (
     ),
     Contender(
         PUBLISH_FEDMQ_TWISTED,
-        "fedmq.Publisher.publish() from Twisted, every message issued at once",
+        "fedmq.Publisher.post() with on_ack from Twisted (waiting when the bound is full), "
+        "then flush()",
         _publish_all,
         kind="publish",
     ),
@@ -191,6 +193,12 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender(
         PUBLISH_FEDMQ_BLOCKING,
         "blocking fedmq.publish() in a script's loop, one confirm at a time",
+        _publish_one_by_one,
+        kind="publish",
+    ),
+    Contender(
+        PUBLISH_RAW_BLOCKING,
+        "raw pika BlockingConnection in a script's loop, one confirm at a time (the ceiling)",
         _publish_one_by_one,
         kind="publish",
     ),

@@ -266,7 +266,9 @@ def notes(summaries: Mapping[str, Summary]) -> list[str]:
             "publish-* contenders publish persistent JSON messages with confirms into an "
             "empty durable queue; their ratios are to publish-pika-twisted-raw and "
             "publish-fedora-messaging. The blocking ones publish at most "
-            "5,000 a round; their CPU µs/msg includes connecting."
+            "5,000 a round; their CPU µs/msg includes connecting. "
+            "publish-pika-blocking-raw, waiting for each confirm with no work of its own, "
+            "is the ceiling of any blocking loop: the broker's round trip."
         )
     if "rss-backlog" in summaries:
         backlog = summaries["rss-backlog"]

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import pika
 import pika.credentials
+import pika.data
 import pika.exceptions
 import pika.spec
 from OpenSSL.SSL import Error as TLSError
@@ -27,6 +28,7 @@ from twisted.python.failure import Failure
 
 from fedmq._config_checks import uses_tls
 from fedmq._deferreds import chain
+from fedmq._frames import PublishEncoder
 from fedmq._idle import IdleTimeout
 from fedmq.config import Config, ExchangeConfig, QueueConfig, redact_url
 from fedmq.exceptions import (
@@ -474,6 +476,9 @@ class AMQPChannel:
         self._closing = False
         self._confirming = False
         self._cancel_handlers: dict[str, Callable[[], None]] = {}
+        # Made on the first send(): the connection's frame size is known by then.
+        self._encoder: PublishEncoder | None = None
+        self._emit: Callable[[tuple[bytes]], None] = _no_emit
         self._impl.add_on_close_callback(self._on_closed)
         self._impl.add_on_cancel_callback(self._on_broker_cancel)
 
@@ -702,6 +707,20 @@ class AMQPChannel:
             PublishConnectionLost: the channel is closed.
 
         """
+        encoder = self._encoder
+        if encoder is None:
+            connection = self._impl.connection
+            encoder = self._encoder = PublishEncoder(
+                self._impl.channel_number,
+                connection._body_max_length,  # noqa: SLF001 - pika's own frame limit
+                pika.data.encode_table,
+            )
+            self._emit = connection._output_marshaled_frames  # noqa: SLF001 - pika's writer
+        frames = encoder.encode(exchange, routing_key, body, properties, mandatory)
+        if frames is not None and self._impl.is_open:
+            self._emit((frames,))
+            return
+        # What the encoder leaves aside, and a closed channel: pika's own path and errors.
         p = properties
         props = pika.BasicProperties(
             p.content_type,
@@ -732,6 +751,10 @@ class AMQPChannel:
         if self._impl.is_open:
             self._impl.close()
         return chain(self.closed)
+
+
+def _no_emit(_frames: tuple[bytes]) -> None:
+    raise AssertionError("send() emits once its encoder is made")
 
 
 def _publish_error(failure: Failure, where: str) -> Exception:

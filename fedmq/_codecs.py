@@ -42,6 +42,8 @@ _PARSED_MAX = 64
 # json.loads re-checks its arguments on every call and sniffs bytes for
 # UTF-16/32; neither is worth paying for per message (RFC 8259 JSON is UTF-8).
 _decode_json = json.JSONDecoder().decode
+#: json.dumps() with these options builds an encoder per call; one does for all.
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def _parse_content_type(content_type: str | None) -> tuple[int, str | None]:
@@ -359,7 +361,7 @@ def _serialize(body: Any, content_type: str) -> bytes:
     if kind == _MSGPACK:
         return _pack(body, content_type)
     if kind == _JSON:
-        body = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        body = _encode_json(body)
     elif kind == _YAML:
         body = _dump_yaml(body, content_type)
     text: str = body

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from fedmq._frames import ConstantHeaders
 from fedmq._headers import FEDORA_SCHEMA as SCHEMA_HEADER
 from fedmq._headers import FEDORA_SEVERITY as SEVERITY_HEADER
 from fedmq._headers import SENT_AT as SENT_AT_HEADER
@@ -464,12 +465,15 @@ def add_compatibility_headers(message: Message) -> Properties | None:
     if not is_json_type(properties.content_type) or not isinstance(message.body, dict):
         return None
     added = Properties.from_object(properties)
-    added.headers = {
-        SCHEMA_HEADER: BASE_SCHEMA,
-        SEVERITY_HEADER: INFO,
-        SENT_AT_HEADER: _now(),
-        **headers,
-    }
+    if headers:
+        added.headers = {
+            SCHEMA_HEADER: BASE_SCHEMA,
+            SEVERITY_HEADER: INFO,
+            SENT_AT_HEADER: _now(),
+            **headers,
+        }
+    else:  # the common case: the same three headers for every message of a second
+        added.headers = _base_headers()
     if not added.content_encoding:
         added.content_encoding = "utf-8"
     return added
@@ -478,6 +482,20 @@ def add_compatibility_headers(message: Message) -> Properties | None:
 #: (second, its ISO 8601 form): ``sent-at`` has whole seconds, so one formatting a second does.
 #: A one-entry cache whose entry is replaced whole: safe across threads.
 _sent_at: list[tuple[int, str]] = [(0, "")]
+#: (``sent-at``, the headers a message without its own gets): shared, so its
+#: encoding is too (see fedmq._frames), for the messages of one second.
+_base: list[tuple[str, ConstantHeaders]] = [("", ConstantHeaders())]
+
+
+def _base_headers() -> ConstantHeaders:
+    sent_at = _now()
+    cached = _base[0]  # a one-entry cache, replaced whole: safe across threads
+    if cached[0] != sent_at:
+        headers = ConstantHeaders(
+            {SCHEMA_HEADER: BASE_SCHEMA, SEVERITY_HEADER: INFO, SENT_AT_HEADER: sent_at}
+        )
+        cached = _base[0] = (sent_at, headers)
+    return cached[1]
 
 
 def _now() -> str:

@@ -94,6 +94,44 @@ def twisted_or_asyncio(d: defer.Deferred[Any]) -> Any:
     return d.asFuture(loop) if loop is not None else d
 
 
+class AckWaiter:
+    """A blocking caller's wait for one message's :class:`~fedmq.Ack`.
+
+    The ``on_ack`` given to ``post()``: the reactor thread hands the Ack over
+    and releases a bare lock the caller waits on; no Future, no Condition.
+    """
+
+    __slots__ = ("_ack", "_lock")
+
+    def __init__(self) -> None:
+        self._ack: Ack | None = None
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def __call__(self, ack: Ack) -> None:
+        if self._ack is None:  # a message gets one status; never release twice
+            self._ack = ack
+            self._lock.release()
+
+    def wait(self, timeout: float) -> None:
+        """Block until the Ack comes; return on SUCCESS, else raise its error.
+
+        Raises:
+            PublishError: the Ack's error, or PublishTimeout if none came in time.
+
+        """
+        if not self._lock.acquire(timeout=timeout):
+            raise PublishTimeout(f"No answer from the reactor thread within {timeout:g} s")
+        assert self._ack is not None  # noqa: S101 - set before the lock is released
+        if self._ack.error is not None:
+            raise self._ack.error
+
+
+def blocks_the_caller() -> bool:
+    """True for a plain thread: not an asyncio task, which gets an awaitable instead."""
+    return _running_task_loop() is None
+
+
 def in_callers_form(future: concurrent.futures.Future[Any], timeout: float) -> Any:
     """From another thread: an awaitable in an asyncio task, else block for the result."""
     if _running_task_loop() is not None:
@@ -130,6 +168,8 @@ def _running_task_loop() -> asyncio.AbstractEventLoop | None:
 
 __all__ = [
     "START_TIMEOUT",
+    "AckWaiter",
+    "blocks_the_caller",
     "caller_context",
     "ensure_reactor_running",
     "in_callers_form",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import random
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,6 +99,16 @@ class Properties:
             setattr(self, name, kwargs.get(name))
 
     @classmethod
+    def _blank(cls) -> Properties:
+        """``Properties()``, without checking keyword arguments there are none of."""
+        props = cls.__new__(cls)
+        props.content_type = props.content_encoding = props.headers = None
+        props.delivery_mode = props.priority = props.correlation_id = props.reply_to = None
+        props.expiration = props.message_id = props.timestamp = props.type = None
+        props.user_id = props.app_id = props.cluster_id = None
+        return props
+
+    @classmethod
     def from_object(cls, obj: object) -> Properties:
         """Copy the AMQP properties from any object with those attribute names.
 
@@ -107,6 +116,22 @@ class Properties:
         copy is shallow (``headers`` is the same dict).
         """
         props = cls.__new__(cls)
+        if type(obj) is Properties:  # the common case when publishing: no getattr() loop
+            props.content_type = obj.content_type
+            props.content_encoding = obj.content_encoding
+            props.headers = obj.headers
+            props.delivery_mode = obj.delivery_mode
+            props.priority = obj.priority
+            props.correlation_id = obj.correlation_id
+            props.reply_to = obj.reply_to
+            props.expiration = obj.expiration
+            props.message_id = obj.message_id
+            props.timestamp = obj.timestamp
+            props.type = obj.type
+            props.user_id = obj.user_id
+            props.app_id = obj.app_id
+            props.cluster_id = obj.cluster_id
+            return props
         for name in PROPERTY_NAMES:
             setattr(props, name, getattr(obj, name, None))
         return props
@@ -137,7 +162,14 @@ class Properties:
 #: at every message.
 def _new_message_id() -> str:
     """A random (version 4) UUID as 32 hex digits, as ``uuid.uuid4().hex`` gives."""
-    return uuid.UUID(int=random.getrandbits(128), version=4).hex
+    # The bits uuid.UUID(int=..., version=4) sets, without building the object.
+    number = random.getrandbits(128) & _UUID_KEEP | _UUID_V4
+    return f"{number:032x}"
+
+
+#: The variant (RFC 4122) and version (4) bits of a random UUID, and the bits it keeps.
+_UUID_V4 = (0x8000 << 48) | (4 << 76)
+_UUID_KEEP = ~((0xC000 << 48) | (0xF000 << 64))
 
 
 class Message:
@@ -195,7 +227,7 @@ class Message:
     _redelivered: bool
     _topic: str
 
-    def __init__(
+    def __init__(  # noqa: C901, PLR0912 - one branch per property keyword, no loop per message
         self,
         body: Any = None,
         topic: str = "",
@@ -213,30 +245,38 @@ class Message:
         app_id: str | None = None,
         persistent: bool = True,
     ) -> None:
-        props = Properties() if properties is None else Properties.from_object(properties)
+        # Every message built to publish comes through here: plain attribute
+        # stores, no loops over the property names.
+        props = Properties._blank() if properties is None else Properties.from_object(properties)
         is_bytes = isinstance(body, (bytes, bytearray, memoryview))
         if content_type is not None:
             props.content_type = content_type
         elif props.content_type is None:
             props.content_type = _BYTES_TYPE if is_bytes else _JSON_TYPE
-        for name, value in (
-            ("message_id", message_id),
-            ("priority", priority),
-            ("expiration", expiration),
-            ("correlation_id", correlation_id),
-            ("reply_to", reply_to),
-            ("type", type),
-            ("app_id", app_id),
-        ):
-            if value is not None:
-                setattr(props, name, value)
+        if message_id is not None:
+            props.message_id = message_id
+        if priority is not None:
+            props.priority = priority
+        if expiration is not None:
+            props.expiration = expiration
+        if correlation_id is not None:
+            props.correlation_id = correlation_id
+        if reply_to is not None:
+            props.reply_to = reply_to
+        if type is not None:
+            props.type = type
+        if app_id is not None:
+            props.app_id = app_id
         if props.message_id is None:
             props.message_id = _new_message_id()
         if props.timestamp is None:
             props.timestamp = int(time.time())
         if props.delivery_mode is None:
             props.delivery_mode = 2 if persistent else 1
-        props.headers = checked_headers({**(props.headers or {}), **(headers or {})})
+        if props.headers or headers:
+            props.headers = checked_headers({**(props.headers or {}), **(headers or {})})
+        else:
+            props.headers = {}
 
         if content_encoding is not None:
             props.content_encoding = content_encoding

@@ -25,6 +25,8 @@ from fedmq._connector import connect as connect_with_failover
 from fedmq._publish_link import PublishLink
 from fedmq._publisher import wire_form
 from fedmq._reactor_thread import (
+    AckWaiter,
+    blocks_the_caller,
     caller_context,
     ensure_reactor_running,
     in_callers_form,
@@ -93,9 +95,10 @@ class Publisher:
         self._max = max_unconfirmed or self.config.publish_max_unconfirmed
         self._max_bytes = max_unconfirmed_bytes or self.config.publish_max_unconfirmed_bytes
         self._link = PublishLink(self.config, self._reactor, self._settled, connect)
-        # Shared with other threads, under _room's lock: what is in flight
+        # Shared with other threads, under _lock: what is in flight
         # (handed over, sent, unconfirmed), and the batch not yet handed over.
-        self._room = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # held by holding _lock, at C speed
         self._count = 0
         self._bytes = 0
         self._outbox: deque[Outgoing] = deque()
@@ -234,7 +237,7 @@ class Publisher:
         Over the bound, and with ``tell_sent``, returns a Deferred fired once it is sent.
         """
         size = len(item.body)
-        with self._room:
+        with self._lock:
             closing = self._closing
             admitted = not closing and not self._waiting and not self._over_bound(size)
             if admitted:
@@ -254,7 +257,7 @@ class Publisher:
         """From another thread: wait (up to ``timeout``) for room, then hand over."""
         size = len(item.body)
         end = time.monotonic() + timeout
-        with self._room:
+        with self._lock:
             while not self._closing and self._over_bound(size):
                 remaining = end - time.monotonic()
                 if remaining <= 0:
@@ -278,7 +281,7 @@ class Publisher:
 
     def _hand_over(self) -> None:
         """On the reactor thread: send the batch other threads posted since the last turn."""
-        with self._room:
+        with self._lock:
             batch, self._outbox = self._outbox, deque()
             self._wake_scheduled = False
         submit = self._link.submit
@@ -287,7 +290,7 @@ class Publisher:
 
     def _settled(self, count: int, size: int) -> None:
         """``count`` messages got their status: free their room, let others in."""
-        with self._room:
+        with self._lock:
             self._count -= count
             self._bytes -= size
             self._room.notify_all()
@@ -304,7 +307,7 @@ class Publisher:
         """Send the messages waiting on the reactor thread, as long as the bound allows."""
         admitted: list[tuple[Outgoing, defer.Deferred[None] | None]] = []
         waiting = self._waiting
-        with self._room:
+        with self._lock:
             while waiting:
                 size = len(waiting[0][0].body)
                 if self._over_bound(size):
@@ -348,6 +351,15 @@ class Publisher:
                     message, exchange, routing_key, mandatory=mandatory, timeout=timeout
                 )
             )
+        if blocks_the_caller():
+            # A script's loop of publish(): the reactor thread wakes this one
+            # directly from the confirm, through one bare lock.
+            waiter = AckWaiter()
+            self.post(
+                message, exchange, routing_key, on_ack=waiter, mandatory=mandatory, timeout=timeout
+            )
+            waiter.wait(timeout + self.config.connect_timeout)
+            return None
         acked = self.post(message, exchange, routing_key, mandatory=mandatory, timeout=timeout)
         return in_callers_form(acked, timeout + self.config.connect_timeout)
 
@@ -406,7 +418,7 @@ class Publisher:
         return self._in_reactor_form(lambda: self._flushed(timeout), timeout)
 
     def _flushed(self, timeout: float) -> defer.Deferred[None]:
-        with self._room:
+        with self._lock:
             idle = self._count == 0 and not self._outbox and not self._waiting
         if idle:
             return defer.succeed(None)
@@ -452,7 +464,7 @@ class Publisher:
         return d
 
     async def _drain_and_close(self, timeout: float) -> None:
-        with self._room:
+        with self._lock:
             self._closing = True
             self._room.notify_all()
         with contextlib.suppress(PublishTimeout):

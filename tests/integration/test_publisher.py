@@ -273,6 +273,20 @@ def test_a_thousand_publishes_with_a_config_path_use_one_connection(
     assert process.returncode == 0
 
 
+def test_a_blocking_publish_raises_the_error_of_its_status_and_returns_on_success(
+    broker, tmp_path, queue_name
+):
+    """From a script: an unroutable mandatory publish raises PublishReturned; a routed one
+    returns None and its message is in the queue.
+    """
+    broker.declare_queue(queue_name)
+    process = run_script(tmp_path, broker.url, "blocking-errors", queue_name)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert last_json(out)["raised"] == {"unroutable": "PublishReturned", "routed": None}
+    assert broker.ready(queue_name) == 1
+
+
 def test_publish_after_a_blocking_consume_returned_fails_at_once(broker, tmp_path, queue_name):
     """Once consume() has returned (reactor stopped), publish() raises within seconds."""
     broker.declare_queue(queue_name)

@@ -67,6 +67,28 @@ def test_properties_from_object_copies_every_property():
     assert props == Properties(**values)
 
 
+def test_properties_copied_from_properties_carry_every_property():
+    """A copy of Properties has each of their values, and is a new object."""
+    values = {name: f"value of {name}" for name in Properties.__slots__}
+    original = Properties(**values)
+    copy = Properties.from_object(original)
+    assert copy == original
+    assert copy is not original
+
+
+def test_a_new_message_has_no_property_but_those_it_is_given_or_gets():
+    """A message built from a body sets its type, id, timestamp and delivery mode, and no other."""
+    props = Message({"n": 1}).properties
+    assert {name for name in Properties.__slots__ if getattr(props, name) is not None} == {
+        "content_type",
+        "headers",
+        "delivery_mode",
+        "message_id",
+        "timestamp",
+    }
+    assert props.headers == {}
+
+
 def test_properties_from_object_leaves_missing_attributes_none():
     """An object lacking some properties gives None for them."""
     props = Properties.from_object(SimpleNamespace(content_type="text/plain"))

@@ -7,6 +7,8 @@ Usage: publishing.py KIND QUEUE [N]
       on standard input, so the test can count the broker's connections.
   after-consume: a blocking consume() that halts on its first message, then
       publish(timeout=5); the error and the seconds it took.
+  blocking-errors: blocking publish() of a mandatory message no queue
+      matches, then of one to QUEUE; what each raised (or null).
 The config file is $FEDMQ_CONFIG.
 """
 
@@ -72,7 +74,23 @@ def after_consume() -> dict:
     return {"error": None, "seconds": time.monotonic() - started}
 
 
-result = {"threads": threads, "blocking-loop": blocking_loop, "after-consume": after_consume}[
-    kind
-]()
+def blocking_errors() -> dict:
+    raised: dict[str, str | None] = {}
+    for name, key in (("unroutable", f"{queue}.nowhere"), ("routed", queue)):
+        message = fedmq.Message({"name": name})
+        try:
+            fedmq.publish(message, exchange="", routing_key=key, mandatory=True, timeout=10)
+        except fedmq.PublishError as error:
+            raised[name] = type(error).__name__
+        else:
+            raised[name] = None
+    return {"raised": raised}
+
+
+result = {
+    "threads": threads,
+    "blocking-loop": blocking_loop,
+    "after-consume": after_consume,
+    "blocking-errors": blocking_errors,
+}[kind]()
 print(json.dumps(result), flush=True)
