@@ -260,7 +260,9 @@ class Consumer:
         Its republishes (retry, park, drop) and the callback's publishes go
         through it, so a broker that blocks publishers (a memory alarm) never
         stalls the acks on the consuming connection. Opened on first use,
-        closed at the end of the drain.
+        closed at the end of the drain. The broker lists its connection under
+        the consuming one's ``connection_name`` (else the ``app`` client
+        property) followed by " (publisher)".
         """
         if self._publisher is None:
             from twisted.internet import reactor as global_reactor
@@ -269,8 +271,12 @@ class Consumer:
             # a callback's worker thread blocks, the reactor gets a Deferred.
             given = None if self._reactor is global_reactor else self._reactor
             connect = functools.partial(connect_with_failover, opener=self._open_connection)
+            # Its connection is told apart from the consuming one on the broker.
+            properties = dict(self.config.client_properties)
+            name = properties.get("connection_name") or properties.get("app") or self.name
+            properties["connection_name"] = f"{name} (publisher)"
             self._publisher = Publisher(
-                self.config,
+                self.config.replace(client_properties=properties),
                 reactor=given,
                 connect=connect,
                 reactor_thread=None if given is None else self._reactor_thread,
