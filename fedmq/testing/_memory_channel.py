@@ -268,6 +268,9 @@ class MemoryChannel:
     # --- closing -------------------------------------------------------------
 
     def close(self) -> defer.Deferred[Any]:
+        if self.is_open and self._broker.holds_channel_closes:
+            self._broker.held_closes.append("channel")
+            return defer.Deferred()  # never answered
         if self.is_open:
             self._lose(None)
         return defer.succeed(None)
@@ -294,6 +297,7 @@ class MemoryConnection:
         closed: fires with None when fedmq closed it, or with
             :class:`~fedmq.ConnectionFailed` when the broker dropped it.
         address: where it is connected, for messages.
+        aborted: whether fedmq dropped it with ``abort()`` rather than closing it.
 
     """
 
@@ -302,6 +306,7 @@ class MemoryConnection:
         self.address = "in-memory broker"
         self.closed: defer.Deferred[Exception | None] = defer.Deferred()
         self.is_open = True
+        self.aborted = False
         self.channels: list[MemoryChannel] = []
         self._blocked: list[tuple[Callable[[str], None], Callable[[], None]]] = []
 
@@ -313,10 +318,15 @@ class MemoryConnection:
         return defer.succeed(channel)
 
     def close(self) -> defer.Deferred[Exception | None]:
+        if self.is_open and self._broker.holds_connection_closes:
+            self._broker.held_closes.append("connection")
+            return defer.Deferred()  # never answered
         self._end(None)
         return defer.succeed(None)
 
     def abort(self) -> None:
+        if self.is_open:
+            self.aborted = True
         self._end(None)
 
     def drop(self, reason: str) -> None:

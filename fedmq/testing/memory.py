@@ -52,6 +52,10 @@ class InMemoryBroker:
         settlements: every ack, requeue and reject, in order.
         returned: ``(exchange, routing_key)`` of each mandatory message no queue took.
         connections: the connections open now.
+        attempts: the URL fedmq passed to each connection attempt, refused or
+            not, in order (None when it passed none).
+        held_closes: "channel" or "connection" for each close request left
+            unanswered after :meth:`hold_closes`, in order.
 
     """
 
@@ -66,6 +70,10 @@ class InMemoryBroker:
         self._pumping = False
         self._waiting: set[str] = set()
         self._refusals: list[BaseException] = []
+        self.attempts: list[str | None] = []
+        self.held_closes: list[str] = []
+        self.holds_channel_closes = False
+        self.holds_connection_closes = False
 
     # --- the connect seam ---------------------------------------------------
 
@@ -75,13 +83,14 @@ class InMemoryBroker:
         Args:
             config: the config fedmq passes to a connect function; not needed here.
             reactor: the reactor fedmq passes; not needed here.
-            url: the broker URL fedmq passes; not needed here.
+            url: the broker URL fedmq passes; recorded in :attr:`attempts`.
 
         Returns:
             A Deferred that has fired with a :class:`MemoryConnection`.
 
         """
-        del config, reactor, url  # the in-memory broker needs none of them
+        del config, reactor  # the in-memory broker needs neither
+        self.attempts.append(url)
         if self._refusals:
             return defer.fail(self._refusals.pop(0))
         connection = MemoryConnection(self)
@@ -103,6 +112,24 @@ class InMemoryBroker:
         """
         for connection in list(self.connections):
             connection.drop(reason)
+
+    def hold_closes(self, channels: bool = True, connections: bool = True) -> None:
+        """Stop answering close requests, as a broker that hangs does.
+
+        From now on a client's ``close()`` of a channel (if ``channels``) or
+        of a connection (if ``connections``) returns a Deferred that never
+        fires, and what it closes stays open; each such request is recorded
+        in :attr:`held_closes`. Only ``abort()``, fedmq dropping the TCP
+        connection, still ends a connection. ``hold_closes(False, False)``
+        answers closes again.
+
+        Args:
+            channels: leave channel closes unanswered.
+            connections: leave connection closes unanswered.
+
+        """
+        self.holds_channel_closes = channels
+        self.holds_connection_closes = connections
 
     def block(self, reason: str | None) -> None:
         """Block every connection (with ``reason``) or, with None, unblock them."""
