@@ -8,7 +8,7 @@ import pytest
 
 from fedmq import Message, PublishReturned
 from fedmq.config import ExchangeConfig, QueueConfig
-from fedmq.exceptions import BrokerError, DeclarationError
+from fedmq.exceptions import BrokerError, ConnectionFailed, DeclarationError
 from fedmq.testing import InMemoryBroker
 
 
@@ -222,3 +222,50 @@ def test_deleting_a_consumed_queue_cancels_its_consumers(broker: InMemoryBroker)
     broker.delete_queue("q")
     assert cancelled == [True]
     assert "q" not in broker.queues
+
+
+def test_each_connection_attempt_is_recorded_with_its_url(broker: InMemoryBroker):
+    """attempts lists the URL of every attempt, refused ones too, in order."""
+    broker.refuse_connections(ConnectionFailed("refused"))
+    broker.connect(None, None, "amqp://a/").addErrback(lambda _: None)
+    broker.connect(None, None, "amqp://b/")
+    broker.connect()
+    assert broker.attempts == ["amqp://a/", "amqp://b/", None]
+    assert len(broker.connections) == 2
+
+
+def test_held_channel_closes_are_never_answered(broker: InMemoryBroker):
+    """After hold_closes(), a channel's close never fires and the channel stays open."""
+    broker.hold_closes(channels=True, connections=False)
+    connection = broker.connect().result
+    channel = connection.channel().result
+    closing = channel.close()
+    assert not closing.called
+    assert channel.is_open
+    assert broker.held_closes == ["channel"]
+    assert connection.close().called  # connection closes are still answered
+    assert not channel.is_open and not connection.aborted
+
+
+def test_a_held_connection_close_leaves_it_open_until_aborted(broker: InMemoryBroker):
+    """An unanswered connection close keeps it open; abort() still ends it, and says so."""
+    broker.hold_closes(channels=False, connections=True)
+    connection = broker.connect().result
+    closing = connection.close()
+    assert not closing.called
+    assert connection.is_open and broker.connections == [connection]
+    assert broker.held_closes == ["connection"]
+    connection.abort()
+    assert connection.aborted
+    assert not connection.is_open and broker.connections == []
+    assert connection.closed.called
+
+
+def test_closes_are_answered_again_after_hold_closes_false(broker: InMemoryBroker):
+    """hold_closes(False, False) goes back to answering every close."""
+    broker.hold_closes()
+    broker.hold_closes(channels=False, connections=False)
+    connection = broker.connect().result
+    assert connection.channel().result.close().called
+    assert connection.close().called
+    assert broker.held_closes == []
