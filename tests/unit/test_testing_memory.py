@@ -225,7 +225,7 @@ def test_deleting_a_consumed_queue_cancels_its_consumers(broker: InMemoryBroker)
 
 
 def test_each_connection_attempt_is_recorded_with_its_url(broker: InMemoryBroker):
-    """attempts lists the URL of every attempt, refused ones too, in order."""
+    """The broker's attempts list the URL of every attempt, refused ones too, in order."""
     broker.refuse_connections(ConnectionFailed("refused"))
     broker.connect(None, None, "amqp://a/").addErrback(lambda _: None)
     broker.connect(None, None, "amqp://b/")
