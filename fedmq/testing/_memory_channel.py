@@ -161,6 +161,13 @@ class MemoryChannel:
     # --- settling ------------------------------------------------------------
 
     def _take(self, delivery_tag: int, multiple: bool) -> list[tuple[str, Stored]]:
+        if not self.is_open:
+            # As the AMQP client refuses a settlement on a closed channel: its tags are dead.
+            raise BrokerError(
+                f"Cannot settle delivery tag {delivery_tag}: the channel is closed",
+                504,
+                "CHANNEL_ERROR",
+            )
         tags = [t for t in self.unacked if t <= delivery_tag] if multiple else [delivery_tag]
         if any(tag not in self.unacked for tag in tags):
             self._lose(

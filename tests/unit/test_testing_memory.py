@@ -269,3 +269,16 @@ def test_closes_are_answered_again_after_hold_closes_false(broker: InMemoryBroke
     assert connection.channel().result.close().called
     assert connection.close().called
     assert broker.held_closes == []
+
+
+def test_settling_on_a_closed_channel_is_refused(broker: InMemoryBroker):
+    """A closed channel's tags are dead: an ack on it raises, and the message stays requeued."""
+    broker.declare_queue("q")
+    broker.publish(Message(1, "q"), exchange="")
+    channel = channel_of(broker)
+    tag = channel.get("q").result[0]
+    channel.close()
+    with pytest.raises(BrokerError, match="the channel is closed"):
+        channel.ack(tag, False)
+    assert [m.redelivered for m in broker.ready("q")] == [True]
+    assert broker.settlements == []
