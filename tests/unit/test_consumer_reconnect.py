@@ -143,6 +143,7 @@ def test_authentication_failure_is_fatal_and_not_retried():
     assert len(broker.attempts) == 1
     assert failures and failures[0].check(AuthenticationFailed)
     assert consumer.state == "stopped"
+    consumer.result.addErrback(lambda _: None)  # it failed with the same reason
 
 
 def test_max_attempts_gives_up_with_connection_failed():
