@@ -182,7 +182,10 @@ def _server(address: str | None, config: Any) -> dict[str, Any]:
     """``server.address`` and ``server.port``: the broker's host and port, never credentials."""
     if address:
         host, _, port_text = address.rpartition(":")
-        return {"server.address": host, "server.port": int(port_text)}
+        if host and port_text.isdigit():
+            return {"server.address": host, "server.port": int(port_text)}
+        # Not "host:port" (an in-memory broker, a test's fake): name it as it is.
+        return {"server.address": address}
     urls = getattr(config, "broker_urls", None)
     if not urls:
         return {}

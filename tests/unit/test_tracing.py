@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedmq._tracing import process_destination, send_destination
+from fedmq._tracing import _server, process_destination, send_destination
 
 
 @pytest.mark.parametrize(
@@ -35,3 +35,13 @@ def test_a_publish_is_named_exchange_and_routing_key_or_amq_default(
     exchange: str, routing_key: str, name: str
 ) -> None:
     assert send_destination(exchange, routing_key) == name
+
+
+def test_a_broker_address_without_a_port_is_named_as_it_is():
+    """An in-memory broker's address is no host:port; the span names it and has no port."""
+    assert _server("in-memory broker", None) == {"server.address": "in-memory broker"}
+    assert _server("amqp://fake/", None) == {"server.address": "amqp://fake/"}
+    assert _server("rabbit.example.org:5671", None) == {
+        "server.address": "rabbit.example.org",
+        "server.port": 5671,
+    }
