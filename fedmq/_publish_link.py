@@ -184,7 +184,10 @@ class PublishLink:
             log.warning("The broker refused a publish: %s", text)
             self._confirms.fail_all(AckStatus.NACKED, text, refusal=reason)
         else:
-            log.warning("The connection to publish on was lost: %s", text)
+            # Worth a warning only when a message was waiting on it; an idle
+            # publisher's connection going (a broker restart) is reopened when needed.
+            level = logging.WARNING if len(self._confirms) or self._held else logging.INFO
+            log.log(level, "The connection to publish on was lost: %s", text)
             self._confirms.fail_all(AckStatus.NOT_CONNECTED, text)
         if self._held:
             self._open_soon()

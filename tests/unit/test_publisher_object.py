@@ -213,3 +213,23 @@ def test_a_bound_below_one_is_a_configuration_error(key: str):
     """A zero bound is refused, naming the key."""
     with pytest.raises(fedmq.ConfigurationError, match=key):
         config_from_mapping({key: 0})
+
+
+def test_losing_an_idle_publishing_connection_is_not_a_warning(caplog: pytest.LogCaptureFixture):
+    """Nothing was waiting on it: logged at INFO; with a message waiting: a WARNING."""
+    publisher, broker, _clock = make()
+    acks: list[Ack] = []
+    publisher.post(message(1), on_ack=acks.append)
+    broker.channel.ack_all()
+    caplog.set_level("INFO", logger="fedmq")
+    broker.connections[0].is_open = False
+    broker.connections[0].closed.callback(fedmq.ConnectionFailed("connection lost"))
+    [idle] = [r for r in caplog.records if "connection to publish on was lost" in r.getMessage()]
+    assert idle.levelname == "INFO"
+    caplog.clear()
+    publisher.post(message(2), on_ack=acks.append)
+    broker.connections[1].is_open = False
+    broker.connections[1].closed.callback(fedmq.ConnectionFailed("connection lost"))
+    [busy] = [r for r in caplog.records if "connection to publish on was lost" in r.getMessage()]
+    assert busy.levelname == "WARNING"
+    assert acks[-1].status is AckStatus.NOT_CONNECTED
