@@ -59,6 +59,7 @@ def test_the_map_covers_the_pages_that_make_promises():
     assert set(MAP) == {
         "consuming.md",
         "errors.md",
+        "flow-control.md",
         "migrating-fedora-messaging.md",
         "observability.md",
         "publishing.md",
