@@ -94,6 +94,9 @@ _RECONNECT_KEYS = {
 }
 _MONITORING_KEYS = {"address": _STR, "port": _INT}
 _TRACING_KEYS = {"link_only": _BOOL, "settle_spans": _BOOL}
+_CONTROL_KEYS = {"socket": _STR, "http_address": _STR, "http_port": _INT, "token_file": _STR}
+# The longest path a UNIX socket can have (sun_path holds 108 bytes with the NUL).
+_MAX_SOCKET_PATH = 107
 _RETRY_KEYS = {
     "enabled": _BOOL,
     "delays": ((list, tuple), "an array of numbers of seconds"),
@@ -320,6 +323,36 @@ def _check_tls(config: Config) -> None:
         raise _fail(config, "tls.keyfile is set but tls.certfile is not; give both or neither")
 
 
+def _check_control(config: Config) -> None:
+    control = config.control
+    if control.socket:
+        if not control.socket.startswith("/"):
+            raise _fail(config, f"control.socket must be an absolute path, got {control.socket!r}")
+        if len(control.socket.encode("utf-8", "surrogateescape")) > _MAX_SOCKET_PATH:
+            raise _fail(
+                config,
+                f"control.socket is longer than a UNIX socket path may be "
+                f"({_MAX_SOCKET_PATH} bytes): {control.socket!r}",
+            )
+    if control.http_port is None:
+        if control.token_file is not None:
+            raise _fail(config, "control.token_file is set but control.http_port is not")
+        return
+    _check_range(control.http_port, "control.http_port", config.source, 0, 65535)
+    if not control.token_file:
+        raise _fail(
+            config,
+            "control.http_port needs control.token_file: the HTTP control endpoint "
+            "accepts only requests that present the token that file holds",
+        )
+    if control.http_port != 0 and control.http_port == config.monitoring.port:
+        raise _fail(
+            config,
+            f"control.http_port ({control.http_port}) is monitoring.port: control never "
+            "shares the unauthenticated monitoring listener; choose another port",
+        )
+
+
 # In the order the rules are reported: the first one broken wins.
 _CHECKS = (
     _check_urls,
@@ -329,6 +362,7 @@ _CHECKS = (
     _check_consuming,
     _check_qos,
     _check_tls,
+    _check_control,
 )
 
 
@@ -342,7 +376,8 @@ def check_runnable(config: Config) -> None:
 
     What a Config's own checks cannot see, because it depends on more than
     the file: there must be a queue to consume, and when a broker URL uses
-    TLS, every file the ``[tls]`` table names must be readable. ``twistd
+    TLS, every file the ``[tls]`` table names must be readable; with
+    ``control.http_port``, ``control.token_file`` must hold a token. ``twistd
     fedmq``, ``fedmq consume`` and ``fedmq check-config`` all call this, so
     they agree on what is an error.
     """
@@ -351,6 +386,8 @@ def check_runnable(config: Config) -> None:
             f"{config.source}: the queues table is empty, so there is nothing to consume; "
             "name a queue in it, or leave it out to consume from a server-named queue"
         )
+    if config.control.http_port is not None:
+        read_token(config)
     tls_urls = [url for url in config.broker_urls if uses_tls(url)]
     if config.tls is None or not tls_urls:
         return
@@ -364,6 +401,35 @@ def check_runnable(config: Config) -> None:
                 f"{config.source}: tls.{key}: {path} {problem} (needed for the TLS "
                 f"connection to {redact_url(tls_urls[0])})"
             )
+
+
+def read_token(config: Config) -> bytes:
+    """The bearer token of the HTTP control endpoint: ``control.token_file``'s content.
+
+    Surrounding whitespace (a final newline) is not part of it. The token is
+    a secret: no error shows it.
+
+    Raises:
+        ConfigurationError: the file is missing, unreadable or holds no token.
+
+    """
+    path = config.control.token_file or ""
+    try:
+        token = Path(path).read_bytes().strip()
+    except FileNotFoundError:
+        problem = "does not exist"
+    except IsADirectoryError:
+        problem = "is a directory, not a file"
+    except OSError as error:
+        problem = f"cannot be read: {error.strerror}"
+    else:
+        if token:
+            return token
+        problem = "is empty"
+    raise ConfigurationError(
+        f"{config.source}: control.token_file: {path} {problem} (the HTTP control "
+        "endpoint needs the token it holds)"
+    )
 
 
 def _file_problem(path: str) -> str | None:

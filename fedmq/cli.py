@@ -1,4 +1,5 @@
-"""The ``fedmq`` command: consume, publish, get, record, requeue-dead and check-config.
+"""The ``fedmq`` command: consume, publish, get, record, requeue-dead, pause, resume,
+status and check-config.
 
 ``fedmq consume`` runs the service tree ``twistd -n fedmq`` runs (see
 :mod:`fedmq.tap`), with the same exit statuses. The other commands are one-shot
@@ -8,9 +9,10 @@ and a documented exit status (see :mod:`fedmq.exit_codes`); no tracebacks.
 ``consume`` and ``record`` take fedora-messaging's options with their
 meaning (see :mod:`fedmq._cli_topology`); ``record`` writes, and ``publish``
 reads, fedora-messaging's file format or fedmq's own (see
-:mod:`fedmq._records`). The jobs live in private modules: running a command
-(:mod:`fedmq._cli_run`), the topology options, and the message files
-(:mod:`fedmq._cli_files`).
+:mod:`fedmq._records`). ``pause``, ``resume`` and ``status`` talk to a running
+consumer's control socket. The jobs live in private modules: running a command
+(:mod:`fedmq._cli_run`), the topology options, the message files
+(:mod:`fedmq._cli_files`) and the control socket (:mod:`fedmq._cli_control`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from twisted.internet import defer
 
 from fedmq import __version__
 from fedmq._callback import load_callback, load_callback_file
+from fedmq._cli_control import add_control_commands
 from fedmq._cli_files import add_publish_options, add_record_options, run_publish, run_record
 from fedmq._cli_run import load, quiet_logging, report, run_in_reactor, run_services
 from fedmq._cli_topology import (
@@ -314,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         help="move at most N messages (default: every parked message)",
     )
+
+    add_control_commands(command, _add_config)
 
     check = command(
         "check-config",

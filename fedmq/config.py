@@ -18,10 +18,12 @@ import os
 import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fedmq._config_checks import (
     _BINDING_KEYS,
+    _CONTROL_KEYS,
     _EXCHANGE_KEYS,
     _MONITORING_KEYS,
     _PLAIN_FIELDS,
@@ -206,6 +208,30 @@ class MonitoringConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    """How a running consumer is paused, resumed and asked its status from outside.
+
+    Attributes:
+        socket: the UNIX socket ``fedmq pause``, ``resume`` and ``status``
+            talk to, made readable and writable by the consumer's user alone
+            (mode 0600). None (unset): ``$RUNTIME_DIRECTORY/control.sock``
+            when systemd gives the process a runtime directory, else no
+            socket; ``""`` turns it off.
+        http_address: the address the HTTP control endpoint listens on.
+        http_port: the HTTP control endpoint's port; None (the default) turns
+            it off. It needs ``token_file``.
+        token_file: the file holding the bearer token every HTTP control
+            request must present. Its content is never logged or shown.
+
+    """
+
+    socket: str | None = None
+    http_address: str = "127.0.0.1"
+    http_port: int | None = None
+    token_file: str | None = None
+
+
+@dataclass(frozen=True)
 class TracingConfig:
     """How OpenTelemetry spans are made, when the ``otel`` extra and an SDK are installed.
 
@@ -243,6 +269,9 @@ class Config:
         drain_timeout: seconds a graceful stop waits for callbacks in flight.
         monitoring: the health and metrics HTTP endpoint.
         tracing: how OpenTelemetry spans are made (with the ``otel`` extra).
+        control: pausing, resuming and asking a running consumer from
+            outside its process: a UNIX socket, and an HTTP endpoint that
+            needs a token.
         log_format: ``"text"``, or ``"json"`` for one JSON object per log line.
         decode: decode bodies by content encoding and content type; when false,
             a callback gets ``message.body`` as the bytes received.
@@ -294,6 +323,7 @@ class Config:
     drain_timeout: float = 30.0
     monitoring: MonitoringConfig = MonitoringConfig()
     tracing: TracingConfig = TracingConfig()
+    control: ControlConfig = ControlConfig()
     log_format: str = "text"
     decode: bool = True
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
@@ -488,6 +518,9 @@ _SECTIONS: dict[str, Callable[[Any, str], Any]] = {
     "tracing": lambda data, source: TracingConfig(
         **_fields(data, _TRACING_KEYS, "tracing", source)
     ),
+    "control": lambda data, source: ControlConfig(
+        **_fields(data, _CONTROL_KEYS, "control", source)
+    ),
     "retry": lambda data, source: RetryConfig(**_fields(data, _RETRY_KEYS, "retry", source)),
     "message_types": lambda data, source: tuple(
         _expect(kind, _STR, f"message_types[{index}]", source)
@@ -567,8 +600,10 @@ def load_config(
     (``$FEDORA_MESSAGING_CONF`` when set, else
     ``/etc/fedora-messaging/config.toml`` if it exists; ``publish_format``
     then defaults to ``"fedora-messaging"``); with none of them, the
-    defaults are used. ``$FEDMQ_AMQP_URL``, when set, replaces ``amqp_url``. Empty
-    variables count as unset.
+    defaults are used. ``$FEDMQ_AMQP_URL``, when set, replaces ``amqp_url``.
+    ``[control] socket``, when the file leaves it unset, becomes
+    ``$RUNTIME_DIRECTORY/control.sock`` when that variable is set (systemd's
+    ``RuntimeDirectory=``), else ``""`` (off). Empty variables count as unset.
 
     Args:
         path: the file to read; it must exist.
@@ -584,4 +619,10 @@ def load_config(
     """
     env = os.environ if environ is None else environ
     data, source = _read_sources(path, env, DEFAULT_CONFIG_PATH)
-    return config_from_mapping(data, source)
+    config = config_from_mapping(data, source)
+    if config.control.socket is None:
+        # systemd's RuntimeDirectory= (possibly several, colon-separated).
+        runtime_directory = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        socket = str(Path(runtime_directory, "control.sock")) if runtime_directory else ""
+        config = config.replace(control=dataclasses.replace(config.control, socket=socket))
+    return config

@@ -5,7 +5,10 @@ run. It starts a :class:`~fedmq.consumer.Consumer` when the service starts,
 drains it gracefully when the service stops, and stops the reactor when the
 consumer ends by itself, keeping the exit status that ending calls for (see
 :mod:`fedmq.exit_codes`). A process that runs it can also hand it the
-signals: the first SIGTERM or SIGINT drains, a second one stops at once.
+signals: the first SIGTERM or SIGINT drains, a second one stops at once;
+SIGUSR1 pauses every queue and SIGUSR2 resumes them (see
+:mod:`fedmq._control`, whose :class:`~fedmq._control.Controller` the
+service's :attr:`~ConsumerService.controller` is).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from twisted.internet import defer
 from twisted.internet.error import ReactorNotRunning
 from twisted.python.failure import Failure
 
+from fedmq._control import Controller, Request
 from fedmq._reactor_types import ReactorControl
 from fedmq.config import Config
 from fedmq.consumer import Consumer
@@ -36,6 +40,9 @@ log = logging.getLogger("fedmq.service")
 
 #: The signals that stop a fedmq process: the first drains, a second forces.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+#: The signals that pause and resume every queue, and the command each one is.
+CONTROL_SIGNALS = {signal.SIGUSR1: "pause", signal.SIGUSR2: "resume"}
 
 #: Builds the service's consumer: ``consumer_factory(config, callback, reactor)``.
 ConsumerFactory = Callable[[Config, Any, Any], Consumer]
@@ -64,7 +71,8 @@ class ConsumerService(Service):
         handle_signals: once the reactor runs, take over SIGTERM and SIGINT
             (main thread only): the first stops the reactor, and with it this
             service (a graceful drain); a second, during the drain, stops the
-            consumer at once (:meth:`~fedmq.consumer.Consumer.abort`).
+            consumer at once (:meth:`~fedmq.consumer.Consumer.abort`). Take
+            SIGUSR1 (pause every queue) and SIGUSR2 (resume them) too.
         exit_with_status: make the process exit with :attr:`exit_code` when
             it is not 0, after everything else has run at interpreter exit.
             For runners that exit 0 whatever happened, such as ``twistd``.
@@ -77,6 +85,8 @@ class ConsumerService(Service):
         consumer: the consumer, from :meth:`startService` on; else None.
         exit_code: the exit status the consumer's ending calls for, once it
             has ended; None while it runs.
+        controller: carries out pause, resume and status on :attr:`consumer`,
+            for the control socket, the HTTP control endpoint and the signals.
 
     """
 
@@ -108,6 +118,7 @@ class ConsumerService(Service):
         self._signals_received = 0
         self._ended: defer.Deferred[None] = defer.Deferred()
         self._consumer_factory = consumer_factory
+        self.controller = Controller(self, reactor, config.connect_timeout)
 
     def startService(self) -> None:
         """Start consuming; exit with the consumer's status and handle signals if asked."""
@@ -179,7 +190,7 @@ class ConsumerService(Service):
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for signum in STOP_SIGNALS:
+        for signum in (*STOP_SIGNALS, *CONTROL_SIGNALS):
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -188,14 +199,20 @@ class ConsumerService(Service):
         self._reactor.callFromThread(self.signalled, signum)
 
     def signalled(self, signum: int) -> None:
-        """Act on a stop signal: drain on the first, stop at once on the next.
+        """Act on a signal: a stop signal drains on the first, stops at once on the next.
+
+        SIGUSR1 pauses every queue, SIGUSR2 resumes them.
 
         Args:
-            signum: the signal's number, for the log.
+            signum: the signal's number.
 
         """
-        self._signals_received += 1
         name = signal.Signals(signum).name
+        command = CONTROL_SIGNALS.get(signal.Signals(signum))
+        if command is not None:
+            self.controller(Request(command), name).addCallback(self._signal_done, name)
+            return
+        self._signals_received += 1
         if self._signals_received == 1:
             log.info("Received %s: draining (send it again to stop at once)", name)
             with contextlib.suppress(ReactorNotRunning):
@@ -207,6 +224,11 @@ class ConsumerService(Service):
                 name,
             )
             self.consumer.abort()
+
+    @staticmethod
+    def _signal_done(reply: Any, name: str) -> None:
+        if not reply.ok:
+            log.warning("Received %s, and could not act on it: %s", name, reply.body["error"])
 
     # --- the process's exit status ----------------------------------------------
 
@@ -228,4 +250,4 @@ class ConsumerService(Service):
         os._exit(code)
 
 
-__all__ = ["STOP_SIGNALS", "ConsumerService"]
+__all__ = ["CONTROL_SIGNALS", "STOP_SIGNALS", "ConsumerService"]

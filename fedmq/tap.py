@@ -2,7 +2,9 @@
 
 ``twistd -n fedmq --config FILE`` and ``fedmq consume`` run the same tree,
 built by :func:`build_service`: the consumer, the systemd notifier and, when
-the configuration gives ``monitoring.port``, the health and metrics endpoint.
+the configuration gives ``monitoring.port``, the health and metrics endpoint;
+with ``control.socket``, the control socket; with ``control.http_port``, the
+HTTP control endpoint.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from twisted.application.service import MultiService
 from twisted.python import usage
 
 from fedmq._callback import load_callback
+from fedmq._control_http import ControlHTTPService
+from fedmq._control_socket import ControlSocketService
 from fedmq._logging import setup_logging, twistd_log_observer
 from fedmq._systemd import NotifyService
 from fedmq.config import Config, check_runnable, load_config
@@ -47,7 +51,8 @@ class Options(usage.Options):
     longdesc = (
         "Consume the queues the configuration file lists, handing each message to "
         "the callback, until SIGTERM or SIGINT (a graceful drain; a second signal "
-        "stops at once) or until the callback halts. The exit status says why it "
+        "stops at once) or until the callback halts. SIGUSR1 pauses every queue, "
+        "SIGUSR2 resumes them. The exit status says why it "
         "stopped; see the Exit status chapter of fedmq's documentation."
     )
     optParameters: ClassVar[list[list[Any]]] = [
@@ -107,14 +112,17 @@ def build_service(
     Returns:
         A MultiService holding the :class:`~fedmq.service.ConsumerService`
         (named ``"fedmq-consumer"``), the systemd notifier and, when
-        ``monitoring.port`` is set, the monitoring service. Starting it
-        reports a service that cannot start for a reason the user can fix (the
-        monitoring port is taken) in one line, and exits 2.
+        ``monitoring.port`` is set, the monitoring service; when
+        ``control.socket`` is set, the control socket, and when
+        ``control.http_port`` is, the HTTP control endpoint. Starting it
+        reports a service that cannot start for a reason the user can fix (a
+        port is taken, the control socket is in use) in one line, and exits 2.
 
     Raises:
         ConfigurationError: ``log_config`` is not a valid logging configuration,
             or the configuration cannot run a consumer (see
-            :func:`~fedmq.config.check_runnable`).
+            :func:`~fedmq.config.check_runnable`; a control token file that
+            cannot be read is one).
         CallbackError: the callback cannot be loaded.
 
     """
@@ -137,6 +145,10 @@ def build_service(
     consumer_service.setServiceParent(top)
     if config.monitoring.port is not None:
         MonitoringService(config, consumer_service, reactor).setServiceParent(top)
+    if config.control.socket:
+        ControlSocketService(config, consumer_service.controller, reactor).setServiceParent(top)
+    if config.control.http_port is not None:
+        ControlHTTPService(config, consumer_service.controller, reactor).setServiceParent(top)
     NotifyService(consumer_service, reactor).setServiceParent(top)
     return top
 

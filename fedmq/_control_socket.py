@@ -1,0 +1,218 @@
+"""The control socket: a UNIX socket, its owner's alone, speaking JSON lines.
+
+``[control] socket`` names it. The socket is bound inside a fresh directory
+of mode 0700, made mode 0600 there, and only then renamed to its path: at no
+moment can another user connect to it, whatever the umask. A socket file left
+by a process that died is replaced; one that a live process listens on is
+not (the start fails with a clear error, exit status 2); nor is a file that
+is not a socket. The socket is removed when the service stops.
+
+Each line a client sends is one request (:func:`fedmq._control.parse_line`);
+each gets one line back, the :class:`~fedmq._control.Reply`, in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import LineOnlyReceiver
+
+from fedmq._control import MAX_REQUEST, Controller, Refusal, Reply, RequestError, parse_line, refused
+from fedmq.config import Config
+from fedmq.exceptions import ConfigurationError
+
+log = logging.getLogger("fedmq.control")
+
+_VIA = "the control socket"
+
+
+class _ControlProtocol(LineOnlyReceiver):
+    """One client: a request a line, a reply a line, in the order asked."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_REQUEST
+
+    def __init__(self, controller: Controller) -> None:
+        self._controller = controller
+        self._replies: defer.Deferred[None] = defer.succeed(None)
+
+    def lineReceived(self, line: bytes) -> None:
+        line = line.rstrip(b"\r")
+        if not line.strip():
+            return
+        try:
+            request = parse_line(line)
+        except RequestError as error:
+            answer: defer.Deferred[Reply] = defer.succeed(refused(Refusal.USAGE, str(error)))
+        else:
+            answer = self._controller(request, _VIA)
+        # Replies go out in the order of the requests, whichever finishes first.
+        self._replies.addCallback(lambda _: answer).addCallback(self._send)
+
+    def _send(self, reply: Reply) -> None:
+        if self.transport is not None and self.connected:
+            self.transport.write(reply.line())
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._send(refused(Refusal.USAGE, f"a request line is at most {MAX_REQUEST} bytes"))
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+class _ControlFactory(Factory):
+    noisy = False
+
+    def __init__(self, controller: Controller) -> None:
+        self._controller = controller
+
+    def buildProtocol(self, addr: Any) -> _ControlProtocol:
+        return _ControlProtocol(self._controller)
+
+
+def _fail(config: Config, problem: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"{config.source}: control.socket: {config.control.socket} {problem}"
+    )
+
+
+def _check_existing(config: Config, path: str) -> None:
+    """Refuse a path that holds anything but a socket nobody listens on."""
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(found.st_mode):
+        raise _fail(config, "exists and is not a socket; fedmq does not replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(5)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        log.info("Replacing the control socket %s, left by a process that has stopped", path)
+        return
+    except OSError as error:
+        raise _fail(config, f"cannot be checked: {error.strerror or error}") from None
+    finally:
+        probe.close()
+    raise _fail(
+        config,
+        "is in use: another process listens on it (is this consumer running already?); "
+        "stop it, or give this one another control.socket",
+    )
+
+
+def bind_private(path: str) -> socket.socket:
+    """A listening UNIX socket at ``path``, of mode 0600 from the moment it can be reached.
+
+    It is bound in a new directory of mode 0700 beside ``path``, made 0600,
+    and renamed to ``path`` (replacing what is there).
+
+    Raises:
+        OSError: the directory cannot be written, or the socket not made.
+
+    """
+    directory = tempfile.mkdtemp(prefix=".", dir=os.path.dirname(path))  # mode 0700
+    private = os.path.join(directory, "s")
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listening.bind(private)
+        os.chmod(private, 0o600)
+        listening.listen(16)
+        listening.setblocking(False)
+        os.rename(private, path)
+    except BaseException:
+        listening.close()
+        with contextlib.suppress(OSError):
+            os.unlink(private)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+    return listening
+
+
+class ControlSocketService(Service):
+    """Listens on ``[control] socket`` while the service runs; off when it is unset or "".
+
+    Args:
+        config: the configuration; ``control.socket`` is read.
+        controller: carries out the requests.
+        reactor: the reactor to listen with; the global one by default.
+
+    Attributes:
+        path: the socket's path while listening; None otherwise.
+
+    """
+
+    name = "fedmq-control-socket"
+
+    def __init__(self, config: Config, controller: Controller, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        self._config = config
+        self._factory = _ControlFactory(controller)
+        self._reactor = reactor
+        self._port: Any = None
+        self._identity: tuple[int, int] | None = None
+        self.path: str | None = None
+
+    def privilegedStartService(self) -> None:
+        """Listen before the reactor runs: a socket in use fails the start at once."""
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        """Listen, unless :meth:`privilegedStartService` did already."""
+        super().startService()
+        self._listen()
+
+    def _listen(self) -> None:
+        path = self._config.control.socket
+        if self._port is not None or not path:
+            return
+        _check_existing(self._config, path)
+        if not Path(path).parent.is_dir():
+            raise _fail(self._config, "cannot be made: its directory does not exist")
+        try:
+            listening = bind_private(path)
+        except OSError as error:
+            raise _fail(self._config, f"cannot be made: {error.strerror or error}") from None
+        try:
+            made = os.stat(path)
+            self._identity = (made.st_dev, made.st_ino)
+            self._port = self._reactor.adoptStreamPort(
+                listening.fileno(), socket.AF_UNIX, self._factory
+            )
+        finally:
+            listening.close()  # the reactor listens on a copy of it
+        self.path = path
+        log.info("Taking pause, resume and status on the control socket %s", path)
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        """Stop listening, and remove the socket (unless another process replaced it)."""
+        super().stopService()
+        port, self._port = self._port, None
+        if port is None:
+            return None
+        path, self.path = self.path, None
+        if path is not None:
+            with contextlib.suppress(OSError):
+                now = os.stat(path)
+                if (now.st_dev, now.st_ino) == self._identity:
+                    os.unlink(path)
+        return defer.maybeDeferred(port.stopListening).addCallback(lambda _: None)
+
+
+__all__ = ["ControlSocketService", "bind_private"]
