@@ -116,7 +116,9 @@ class _ControlEndpoints(Resource):
 
         def answer(reply: Reply) -> None:
             if not gone:
-                request.write(_reply(request, reply))
+                body = _reply(request, reply)
+                request.setHeader(b"content-length", str(len(body)).encode("ascii"))
+                request.write(body)
                 request.finish()
 
         self._controller(asked, _VIA).addCallback(answer)
