@@ -214,9 +214,9 @@ class ControlConfig:
     Attributes:
         socket: the UNIX socket ``fedmq pause``, ``resume`` and ``status``
             talk to, made readable and writable by the consumer's user alone
-            (mode 0600). None (unset): ``$RUNTIME_DIRECTORY/control.sock``
-            when systemd gives the process a runtime directory, else no
-            socket; ``""`` turns it off.
+            (mode 0600). None or ``""``: no socket. :func:`load_config` makes
+            an unset one ``$RUNTIME_DIRECTORY/control.sock`` when systemd
+            gives the process a runtime directory; ``""`` stays off.
         http_address: the address the HTTP control endpoint listens on.
         http_port: the HTTP control endpoint's port; None (the default) turns
             it off. It needs ``token_file``.
@@ -603,7 +603,8 @@ def load_config(
     defaults are used. ``$FEDMQ_AMQP_URL``, when set, replaces ``amqp_url``.
     ``[control] socket``, when the file leaves it unset, becomes
     ``$RUNTIME_DIRECTORY/control.sock`` when that variable is set (systemd's
-    ``RuntimeDirectory=``), else ``""`` (off). Empty variables count as unset.
+    ``RuntimeDirectory=``); else it stays unset (off). Empty variables count
+    as unset.
 
     Args:
         path: the file to read; it must exist.
@@ -620,9 +621,9 @@ def load_config(
     env = os.environ if environ is None else environ
     data, source = _read_sources(path, env, DEFAULT_CONFIG_PATH)
     config = config_from_mapping(data, source)
-    if config.control.socket is None:
-        # systemd's RuntimeDirectory= (possibly several, colon-separated).
-        runtime_directory = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
-        socket = str(Path(runtime_directory, "control.sock")) if runtime_directory else ""
+    # systemd's RuntimeDirectory= (possibly several, colon-separated).
+    runtime_directory = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if config.control.socket is None and runtime_directory:
+        socket = str(Path(runtime_directory, "control.sock"))
         config = config.replace(control=dataclasses.replace(config.control, socket=socket))
     return config

@@ -554,7 +554,7 @@ def test_the_socket_defaults_to_systemds_runtime_directory_else_off(tmp_path):
     file.write_text("")
     environ = {"RUNTIME_DIRECTORY": "/run/fedmq-orders:/run/other"}
     assert load_config(file, environ=environ).control.socket == "/run/fedmq-orders/control.sock"
-    assert load_config(file, environ={}).control.socket == ""
+    assert load_config(file, environ={}).control.socket is None
     file.write_text('[control]\nsocket = ""\n')
     assert load_config(file, environ=environ).control.socket == ""
     file.write_text('[control]\nsocket = "/run/x/c.sock"\n')
@@ -590,3 +590,12 @@ def test_status_takes_no_queue(capsys):
         main(["status", "orders", "--socket", "/run/x.sock"])
     assert raised.value.code == 2
     assert "unrecognized arguments: orders" in capsys.readouterr().err
+
+
+def test_the_systemd_unit_gives_each_instance_a_private_runtime_directory_for_the_socket():
+    from tests.unit.test_systemd import unit_settings
+
+    service = unit_settings()["Service"]
+    assert service["RuntimeDirectory"] == "fedmq-%i"
+    assert service["RuntimeDirectoryMode"] == "0700"
+    assert "AF_UNIX" in service["RestrictAddressFamilies"].split()
