@@ -48,8 +48,7 @@ def add_control_commands(command: Any, add_config: Any) -> None:
         sub.add_argument(
             "--socket",
             metavar="PATH",
-            help="the consumer's control socket (default: the configuration's "
-            "[control] socket)",
+            help="the consumer's control socket (default: the configuration's [control] socket)",
         )
         sub.add_argument(
             "--timeout",
@@ -144,16 +143,17 @@ def run_control(args: argparse.Namespace) -> int:
         sys.stderr.write(f"fedmq: {error}\n")
         return error.exit_code
     if args.json:
-        print(json.dumps(reply, sort_keys=True))
+        sys.stdout.write(json.dumps(reply, sort_keys=True) + "\n")
     if not reply.get("ok"):
         if not args.json:
             sys.stderr.write(f"fedmq: {reply.get('error', 'the consumer refused')}\n")
         return EXIT_STATUS.get(str(reply.get("kind")), EXIT_STATUS["failed"])
     if not args.json:
-        print(f"consumer: {reply.get('state')}")
+        sys.stdout.write(f"consumer: {reply.get('state')}\n")
         for queue, state in sorted(dict(reply.get("queues", {})).items()):
             reasons = ", ".join(state.get("reasons", ())) or "held"
-            print(f"{queue}: {'consuming' if state.get('consuming') else f'held ({reasons})'}")
+            shown = "consuming" if state.get("consuming") else f"held ({reasons})"
+            sys.stdout.write(f"{queue}: {shown}\n")
     return EXIT_STATUS["ok"]
 
 

@@ -202,7 +202,7 @@ class Controller:
                 Refusal.FAILED,
                 f"{request.command} of {what} did not take effect within {self._timeout:g} s",
             )
-        except Exception as error:  # noqa: BLE001 - any refusal is the reply, not a crash
+        except Exception as error:  # any refusal is the reply, not a crash
             log.warning("Could not %s %s: %s", request.command, what, error)
             return refused(Refusal.FAILED, f"could not {request.command} {what}: {error}")
         return status(consumer)

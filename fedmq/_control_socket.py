@@ -27,7 +27,15 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
-from fedmq._control import MAX_REQUEST, Controller, Refusal, Reply, RequestError, parse_line, refused
+from fedmq._control import (
+    MAX_REQUEST,
+    Controller,
+    Refusal,
+    Reply,
+    RequestError,
+    parse_line,
+    refused,
+)
 from fedmq.config import Config
 from fedmq.exceptions import ConfigurationError
 
@@ -60,13 +68,16 @@ class _ControlProtocol(LineOnlyReceiver):
         self._replies.addCallback(lambda _: answer).addCallback(self._send)
 
     def _send(self, reply: Reply) -> None:
-        if self.transport is not None and self.connected:
-            self.transport.write(reply.line())
+        # Any: zope interfaces confuse mypy about the transport's methods.
+        transport: Any = self.transport
+        if transport is not None and self.connected:
+            transport.write(reply.line())
 
-    def lineLengthExceeded(self, line: bytes) -> None:
+    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: ARG002 - Twisted's signature
         self._send(refused(Refusal.USAGE, f"a request line is at most {MAX_REQUEST} bytes"))
-        if self.transport is not None:
-            self.transport.loseConnection()
+        transport: Any = self.transport
+        if transport is not None:
+            transport.loseConnection()
 
 
 class _ControlFactory(Factory):
@@ -75,14 +86,12 @@ class _ControlFactory(Factory):
     def __init__(self, controller: Controller) -> None:
         self._controller = controller
 
-    def buildProtocol(self, addr: Any) -> _ControlProtocol:
+    def buildProtocol(self, addr: Any) -> _ControlProtocol:  # noqa: ARG002 - Twisted's
         return _ControlProtocol(self._controller)
 
 
 def _fail(config: Config, problem: str) -> ConfigurationError:
-    return ConfigurationError(
-        f"{config.source}: control.socket: {config.control.socket} {problem}"
-    )
+    return ConfigurationError(f"{config.source}: control.socket: {config.control.socket} {problem}")
 
 
 def _check_existing(config: Config, path: str) -> None:
@@ -121,23 +130,22 @@ def bind_private(path: str) -> socket.socket:
         OSError: the directory cannot be written, or the socket not made.
 
     """
-    directory = tempfile.mkdtemp(prefix=".", dir=os.path.dirname(path))  # mode 0700
-    private = os.path.join(directory, "s")
+    directory = Path(tempfile.mkdtemp(prefix=".", dir=Path(path).parent))  # mode 0700
+    private = directory / "s"
     listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        listening.bind(private)
-        os.chmod(private, 0o600)
+        listening.bind(str(private))
+        private.chmod(0o600)
         listening.listen(16)
         listening.setblocking(False)
-        os.rename(private, path)
+        private.rename(path)
     except BaseException:
         listening.close()
-        with contextlib.suppress(OSError):
-            os.unlink(private)
+        private.unlink(missing_ok=True)
         raise
     finally:
         with contextlib.suppress(OSError):
-            os.rmdir(directory)
+            directory.rmdir()
     return listening
 
 
@@ -190,7 +198,7 @@ class ControlSocketService(Service):
         except OSError as error:
             raise _fail(self._config, f"cannot be made: {error.strerror or error}") from None
         try:
-            made = os.stat(path)
+            made = Path(path).stat()
             self._identity = (made.st_dev, made.st_ino)
             self._port = self._reactor.adoptStreamPort(
                 listening.fileno(), socket.AF_UNIX, self._factory
@@ -209,9 +217,9 @@ class ControlSocketService(Service):
         path, self.path = self.path, None
         if path is not None:
             with contextlib.suppress(OSError):
-                now = os.stat(path)
+                now = Path(path).stat()
                 if (now.st_dev, now.st_ino) == self._identity:
-                    os.unlink(path)
+                    Path(path).unlink()
         return defer.maybeDeferred(port.stopListening).addCallback(lambda _: None)
 
 

@@ -1,5 +1,6 @@
-"""The ``fedmq`` command: consume, publish, get, record, requeue-dead, pause, resume,
-status and check-config.
+"""The ``fedmq`` command: consume, publish, get, record, and the operators' tools.
+
+The tools are requeue-dead, pause, resume, status and check-config.
 
 ``fedmq consume`` runs the service tree ``twistd -n fedmq`` runs (see
 :mod:`fedmq.tap`), with the same exit statuses. The other commands are one-shot

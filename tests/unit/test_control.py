@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -157,10 +158,10 @@ def test_a_pause_that_fails_answers_why():
 class UnixListeningReactor(MemoryReactorClock):
     """A memory reactor that also records UNIX sockets it is handed to listen on."""
 
-    def adoptStreamPort(self, fileno: int, addressFamily: Any, factory: Any) -> Any:
-        if addressFamily != socket.AF_UNIX:
-            return super().adoptStreamPort(fileno, addressFamily, factory)
-        self.adoptedPorts.append((fileno, addressFamily, factory))
+    def adoptStreamPort(self, fileno: int, family: Any, factory: Any) -> Any:
+        if family != socket.AF_UNIX:
+            return super().adoptStreamPort(fileno, family, factory)
+        self.adoptedPorts.append((fileno, family, factory))
         return FakePort()
 
 
@@ -172,10 +173,11 @@ class FakePort:
 
 
 @pytest.fixture
-def socket_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def socket_dir() -> Iterator[Path]:
     # A short path: a UNIX socket's path has at most 107 bytes.
-    path = Path(f"/tmp/fedmq-ctl-{os.getpid()}-{id(tmp_path_factory) % 10000}")
-    path.mkdir(mode=0o755)
+    path = Path(
+        tempfile.mkdtemp(prefix="fedmq-ctl-", dir="/tmp")
+    )  # short: a socket path has at most 107 bytes
     yield path
     for leftover in path.iterdir():
         leftover.unlink()
@@ -210,7 +212,7 @@ def test_the_socket_is_its_owners_alone_whatever_the_umask(socket_dir):
         service.privilegedStartService()
     finally:
         os.umask(before)
-    mode = os.stat(path).st_mode
+    mode = path.stat().st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
     assert [entry.name for entry in socket_dir.iterdir()] == ["control.sock"]  # nothing left over
     assert reactor.adoptedPorts[0][1] == socket.AF_UNIX
@@ -263,11 +265,11 @@ def test_a_stale_socket_is_replaced(socket_dir, caplog):
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dead.bind(str(path))
     dead.close()  # the file stays; nothing listens: a process that died
-    old = os.stat(path).st_ino
+    old = path.stat().st_ino
     service, _ = socket_service(path)
     with caplog.at_level(logging.INFO, logger="fedmq.control"):
         service.startService()
-    assert os.stat(path).st_ino != old
+    assert path.stat().st_ino != old
     assert "left by a process that has stopped" in caplog.text
 
 
@@ -373,7 +375,15 @@ def test_it_listens_on_the_loopback_address_by_default(token_file):
 
 @pytest.mark.parametrize(
     "authorization",
-    [None, "Bearer wrong", f"Bearer {TOKEN}x", f"Basic {TOKEN}", TOKEN, "Bearer ", f"{TOKEN} Bearer"],
+    [
+        None,
+        "Bearer wrong",
+        f"Bearer {TOKEN}x",
+        f"Basic {TOKEN}",
+        TOKEN,
+        "Bearer ",
+        f"{TOKEN} Bearer",
+    ],
 )
 @pytest.mark.parametrize(
     ("method", "path"),
