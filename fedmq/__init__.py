@@ -4,6 +4,7 @@ The public API is what this module exports; everything in ``_``-prefixed
 modules is internal.
 """
 
+from fedmq._flow import QueueState
 from fedmq._version import __version__
 from fedmq.acks import Ack, AckStatus
 from fedmq.api import consume, publish
@@ -32,6 +33,7 @@ from fedmq.exceptions import (
     PublishTimeout,
     Retry,
     StopForced,
+    WouldDeadlock,
 )
 from fedmq.message import DecodeError, Message, Properties
 from fedmq.publisher import Publisher
@@ -66,8 +68,10 @@ __all__ = [
     "PublishReturned",
     "PublishTimeout",
     "Publisher",
+    "QueueState",
     "Retry",
     "StopForced",
+    "WouldDeadlock",
     "__version__",
     "consume",
     "load_config",

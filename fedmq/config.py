@@ -127,7 +127,9 @@ class QueueConfig:
 
     ``passive`` overrides the config's ``passive_declares`` for this queue
     (and its retry and dead queues): true only checks that it exists; None
-    (the default) follows the config.
+    (the default) follows the config. ``prefetch_count``,
+    ``consumer_priority``, ``max_unacked_bytes`` and ``paused`` say how
+    fedmq consumes it (see the "Flow control" page).
     """
 
     name: str
@@ -136,6 +138,14 @@ class QueueConfig:
     exclusive: bool = False
     arguments: Mapping[str, Any] = _frozen_field()
     passive: bool | None = None
+    #: Its consumer's prefetch (a per-consumer ``basic.qos``); None: ``qos.prefetch_count``.
+    prefetch_count: int | None = None
+    #: The consumer's priority (``x-priority``); None: the broker's default, 0.
+    consumer_priority: int | None = None
+    #: Pause the queue while its unsettled deliveries' bodies hold more bytes; None: no limit.
+    max_unacked_bytes: int | None = None
+    #: Start paused: consume only after ``Consumer.resume``.
+    paused: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arguments", _frozen(self.arguments))
