@@ -1,11 +1,11 @@
 """The control socket: a UNIX socket, its owner's alone, speaking JSON lines.
 
-``[control] socket`` names it. The socket is bound inside a fresh directory
-of mode 0700, made mode 0600 there, and only then renamed to its path: at no
-moment can another user connect to it, whatever the umask. A socket file left
-by a process that died is replaced; one that a live process listens on is
-not (the start fails with a clear error, exit status 2); nor is a file that
-is not a socket. The socket is removed when the service stops.
+``[control] socket`` names it. The socket is created under a umask that
+makes it mode 0600 from its first moment (:func:`listen_private`): at no
+moment can another user connect to it. A socket file left by a process that
+died is replaced; one that a live process listens on is not (the start fails
+with a clear error, exit status 2); nor is a file that is not a socket. The
+socket is removed when the service stops.
 
 Each line a client sends is one request (:func:`fedmq._control.parse_line`);
 each gets one line back, the :class:`~fedmq._control.Reply`, in order.
@@ -18,12 +18,12 @@ import logging
 import os
 import socket
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
@@ -120,33 +120,29 @@ def _check_existing(config: Config, path: str) -> None:
     )
 
 
-def bind_private(path: str) -> socket.socket:
-    """A listening UNIX socket at ``path``, of mode 0600 from the moment it can be reached.
+#: The umask the socket is created under: no permission for the group or others.
+_OWNER_ONLY = 0o177
 
-    It is bound in a new directory of mode 0700 beside ``path``, made 0600,
-    and renamed to ``path`` (replacing what is there).
 
-    Raises:
-        OSError: the directory cannot be written, or the socket not made.
+def listen_private(reactor: Any, path: str, factory: Any) -> Any:
+    """Listen on a UNIX socket at ``path`` that is mode 0600 from the moment it exists.
+
+    The socket is created under a umask that leaves the group and others no
+    permission, rather than made and then narrowed with chmod: at no moment
+    can another user connect. This runs before the reactor does (the service
+    listens in ``privilegedStartService``), when fedmq has started no thread
+    that could create a file meanwhile; one that did would only get a
+    narrower mode.
+
+    Returns:
+        The listening port.
 
     """
-    directory = Path(tempfile.mkdtemp(prefix=".", dir=Path(path).parent))  # mode 0700
-    private = directory / "s"
-    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    previous = os.umask(_OWNER_ONLY)
     try:
-        listening.bind(str(private))
-        private.chmod(0o600)
-        listening.listen(16)
-        listening.setblocking(False)
-        private.rename(path)
-    except BaseException:
-        listening.close()
-        private.unlink(missing_ok=True)
-        raise
+        return reactor.listenUNIX(path, factory, mode=0o600)
     finally:
-        with contextlib.suppress(OSError):
-            directory.rmdir()
-    return listening
+        os.umask(previous)
 
 
 class ControlSocketService(Service):
@@ -173,7 +169,6 @@ class ControlSocketService(Service):
         self._factory = _ControlFactory(controller)
         self._reactor = reactor
         self._port: Any = None
-        self._identity: tuple[int, int] | None = None
         self.path: str | None = None
 
     def privilegedStartService(self) -> None:
@@ -193,34 +188,25 @@ class ControlSocketService(Service):
         _check_existing(self._config, path)
         if not Path(path).parent.is_dir():
             raise _fail(self._config, "cannot be made: its directory does not exist")
+        with contextlib.suppress(FileNotFoundError):
+            Path(path).unlink()  # a stale socket (_check_existing refuses anything else)
         try:
-            listening = bind_private(path)
-        except OSError as error:
-            raise _fail(self._config, f"cannot be made: {error.strerror or error}") from None
-        try:
-            made = Path(path).stat()
-            self._identity = (made.st_dev, made.st_ino)
-            self._port = self._reactor.adoptStreamPort(
-                listening.fileno(), socket.AF_UNIX, self._factory
-            )
-        finally:
-            listening.close()  # the reactor listens on a copy of it
+            self._port = listen_private(self._reactor, path, self._factory)
+        except CannotListenError as error:
+            reason = error.socketError
+            why = getattr(reason, "strerror", None) or str(reason)
+            raise _fail(self._config, f"cannot be made: {why}") from None
         self.path = path
         log.info("Taking pause, resume and status on the control socket %s", path)
 
     def stopService(self) -> defer.Deferred[None] | None:
-        """Stop listening, and remove the socket (unless another process replaced it)."""
+        """Stop listening; the socket file goes with it."""
         super().stopService()
         port, self._port = self._port, None
+        self.path = None
         if port is None:
             return None
-        path, self.path = self.path, None
-        if path is not None:
-            with contextlib.suppress(OSError):
-                now = Path(path).stat()
-                if (now.st_dev, now.st_ino) == self._identity:
-                    Path(path).unlink()
         return defer.maybeDeferred(port.stopListening).addCallback(lambda _: None)
 
 
-__all__ = ["ControlSocketService", "bind_private"]
+__all__ = ["ControlSocketService", "listen_private"]

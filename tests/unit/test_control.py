@@ -156,20 +156,24 @@ def test_a_pause_that_fails_answers_why():
 
 
 class UnixListeningReactor(MemoryReactorClock):
-    """A memory reactor that also records UNIX sockets it is handed to listen on."""
+    """A memory reactor whose listenUNIX binds a real socket file, as Twisted's does.
 
-    def adoptStreamPort(self, fileno: int, family: Any, factory: Any) -> Any:
-        if family != socket.AF_UNIX:
-            return super().adoptStreamPort(fileno, family, factory)
-        self.adoptedPorts.append((fileno, family, factory))
-        return FakePort()
+    ``created_modes`` records each file's mode the moment it exists, before
+    the chmod to ``mode`` that Twisted's listenUNIX does after binding.
+    """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.created_modes: list[int] = []
+        self.sockets: list[socket.socket] = []
 
-class FakePort:
-    stopped = False
-
-    def stopListening(self) -> None:
-        self.stopped = True
+    def listenUNIX(self, address: str, factory: Any, backlog: int = 50, mode: int = 0o666) -> Any:
+        listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listening.bind(address)
+        self.created_modes.append(stat.S_IMODE(Path(address).stat().st_mode))
+        Path(address).chmod(mode)
+        self.sockets.append(listening)
+        return super().listenUNIX(address, factory, backlog, mode)
 
 
 @pytest.fixture
@@ -195,7 +199,7 @@ def socket_service(
 
 def talk(reactor: Any, *lines: bytes) -> list[Any]:
     """Send lines to what the control socket listens with; the JSON replies."""
-    [(_fileno, _family, factory)] = reactor.adoptedPorts
+    [(_address, factory, _backlog, _mode, _want_pid)] = reactor.unixServers
     protocol = factory.buildProtocol(UNIXAddress(None))
     transport = StringTransport()
     protocol.makeConnection(transport)
@@ -204,18 +208,19 @@ def talk(reactor: Any, *lines: bytes) -> list[Any]:
     return [json.loads(reply) for reply in transport.value().splitlines()]
 
 
-def test_the_socket_is_its_owners_alone_whatever_the_umask(socket_dir):
+def test_the_socket_is_its_owners_alone_from_its_first_moment_whatever_the_umask(socket_dir):
     path = socket_dir / "control.sock"
     service, reactor = socket_service(path)
     before = os.umask(0)
     try:
         service.privilegedStartService()
+        assert os.umask(0) == 0  # put back as it was
     finally:
         os.umask(before)
+    assert reactor.created_modes == [0o600]  # before any chmod
     mode = path.stat().st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
-    assert [entry.name for entry in socket_dir.iterdir()] == ["control.sock"]  # nothing left over
-    assert reactor.adoptedPorts[0][1] == socket.AF_UNIX
+    assert [(str(path), 0o600)] == [(entry[0], entry[3]) for entry in reactor.unixServers]
 
 
 def test_one_line_in_one_json_line_out_in_order(socket_dir):
@@ -265,11 +270,10 @@ def test_a_stale_socket_is_replaced(socket_dir, caplog):
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dead.bind(str(path))
     dead.close()  # the file stays; nothing listens: a process that died
-    old = path.stat().st_ino
-    service, _ = socket_service(path)
+    service, reactor = socket_service(path)
     with caplog.at_level(logging.INFO, logger="fedmq.control"):
         service.startService()
-    assert path.stat().st_ino != old
+    assert reactor.created_modes == [0o600]  # bound anew: the old file would refuse the bind
     assert "left by a process that has stopped" in caplog.text
 
 
@@ -287,7 +291,7 @@ def test_a_live_socket_is_refused_and_left_alone(socket_dir):
             "listens on it (is this consumer running already?); stop it, or give this one "
             "another control.socket"
         )
-        assert reactor.adoptedPorts == []
+        assert reactor.unixServers == []
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.connect(str(path))  # still the other process's
         probe.close()
@@ -302,25 +306,6 @@ def test_a_file_that_is_not_a_socket_is_never_replaced(socket_dir):
     with pytest.raises(ConfigurationError, match="exists and is not a socket"):
         service.startService()
     assert path.read_text() == "precious"
-
-
-def test_stopping_removes_the_socket_unless_another_process_replaced_it(socket_dir):
-    path = socket_dir / "c.sock"
-    service, _ = socket_service(path)
-    service.startService()
-    service.stopService()
-    assert not path.exists()
-
-    service, _ = socket_service(path)
-    service.startService()
-    path.unlink()
-    other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    other.bind(str(path))  # another process's socket now
-    try:
-        service.stopService()
-        assert path.exists()
-    finally:
-        other.close()
 
 
 def test_a_missing_directory_is_a_clear_error(socket_dir):
