@@ -20,6 +20,8 @@ import hmac
 import ipaddress
 import json
 import logging
+import stat
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
@@ -174,6 +176,17 @@ class _QuietSite(Site):
         pass
 
 
+def _warn_if_others_may_read(path: str) -> None:
+    mode = stat.S_IMODE(Path(path).stat().st_mode)
+    if mode & 0o077:
+        log.warning(
+            "control.token_file %s may be read by other users (mode %04o): make it the "
+            "service's alone (chmod 0600), or pass it with systemd's LoadCredential=",
+            path,
+            mode,
+        )
+
+
 def _is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback
@@ -210,7 +223,10 @@ class ControlHTTPService(Service):
             reactor = global_reactor
         self._config = config.control
         self._reactor = reactor
-        token = Token(read_token(config)) if config.control.http_port is not None else Token(b"")
+        token = Token(b"")
+        if config.control.http_port is not None:
+            token = Token(read_token(config))
+            _warn_if_others_may_read(config.control.token_file or "")
         self._site = _QuietSite(_ControlEndpoints(controller, token), reactor=reactor)
         self._listening: Any = None
         self.port: int | None = None

@@ -455,6 +455,14 @@ def test_the_monitoring_listener_has_no_control_routes(token_file):
     assert consumer.calls == []
 
 
+def test_a_token_file_others_may_read_is_warned_about(token_file, caplog):
+    token_file.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="fedmq.control"):
+        http_service(token_file, PausableConsumer())
+    assert f"control.token_file {token_file} may be read by other users (mode 0644)" in caplog.text
+    assert TOKEN not in caplog.text
+
+
 def test_a_non_loopback_address_is_warned_about(token_file, caplog):
     reactor = MemoryReactorClock()
     config = http_config(token_file, http_address="0.0.0.0")  # noqa: S104 - the point
