@@ -31,10 +31,12 @@ from fedmq.exceptions import (
     PublishReturned,
     PublishTimeout,
     Retry,
+    SettlementError,
     StopForced,
 )
 from fedmq.message import DecodeError, Message, Properties
 from fedmq.publisher import Publisher
+from fedmq.settlement import Settlement
 
 __all__ = [
     "Ack",
@@ -67,6 +69,8 @@ __all__ = [
     "PublishTimeout",
     "Publisher",
     "Retry",
+    "Settlement",
+    "SettlementError",
     "StopForced",
     "__version__",
     "consume",

@@ -15,7 +15,7 @@ from fedmq._headers import PROCESSING_EXCEPTIONS
 
 if TYPE_CHECKING:
     from fedmq._delivery import Delivery
-    from fedmq._settle_later import Settlement
+    from fedmq.settlement import Settlement
     from fedmq.message import Properties
 
 
@@ -37,6 +37,12 @@ class DeliveryAttributes:
 
         @property
         def properties(self) -> Properties: ...
+
+        @property
+        def id(self) -> str | None: ...
+
+        @property
+        def topic(self) -> str: ...
 
     @property
     def queue(self) -> str | None:
