@@ -61,7 +61,7 @@ class Settlement:
 
     @property
     def message(self) -> Any:
-        """The message this settles, as its callback received it."""
+        """The message this settles (for a schema-class instance, its ``fedmq_message``)."""
         return self._message
 
     @property

@@ -266,7 +266,8 @@ def test_settle_later_is_for_a_running_callback_only():
 
 def test_a_sync_callback_settling_its_message_before_it_returns_settles_it_once():
     def callback(message: Message) -> None:
-        message.settle_later().nack() if not message.redelivered else None
+        if not message.redelivered:
+            message.settle_later().nack()
 
     h = Harness(callback)
     h.publish("m")
@@ -490,3 +491,34 @@ def test_run_callback_reports_deferred_with_the_handle():
     result.settlement.drop("bad")
     assert result.settlement.settled_with == "drop"
     assert run_callback(lambda message: None, {"n": 1}).settlement is None
+
+
+# --- fedora-messaging schema classes ---------------------------------------------------
+
+
+def test_a_message_delivered_as_its_schema_class_can_be_settled_later_too():
+    from fedmq_test_schemas import BuildFinishedV1
+
+    from fedmq._delivery import DEFERRED
+    from fedmq._executors import run_sync
+    from fedmq._settle_later import settlement_of
+    from tests.unit.test_fedora import BUILD, delivery, schema_headers
+
+    handles: list[Settlement] = []
+    seen: list[Any] = []
+
+    def callback(message: Any) -> None:
+        seen.append(message)
+        handles.append(message.settle_later())
+
+    result = run_sync(callback, delivery(BUILD, schema_headers()), schemas=True)
+    assert isinstance(seen[0], BuildFinishedV1)
+    assert result.outcome == DEFERRED
+    assert settlement_of(result.message) is handles[0]
+    assert handles[0].message is seen[0].fedmq_message
+    with pytest.raises(SettlementError, match="already called"):
+        seen[0].fedmq_message.settle_later()
+
+    returned = run_sync(seen.append, delivery(BUILD, schema_headers()), schemas=True)
+    with pytest.raises(SettlementError, match="before it returns"):
+        returned.message.settle_later()
