@@ -38,8 +38,8 @@ from fedmq.exceptions import Drop, HaltConsumer, Nack, PublishFormatError
 from fedmq.message import Message, Properties
 
 if TYPE_CHECKING:
-    from fedmq.settlement import Settlement
     from fedmq.config import Config
+    from fedmq.settlement import Settlement
 
 log = logging.getLogger("fedmq")
 

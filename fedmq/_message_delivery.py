@@ -15,8 +15,8 @@ from fedmq._headers import PROCESSING_EXCEPTIONS
 
 if TYPE_CHECKING:
     from fedmq._delivery import Delivery
-    from fedmq.settlement import Settlement
     from fedmq.message import Properties
+    from fedmq.settlement import Settlement
 
 
 class DeliveryAttributes:
