@@ -35,6 +35,8 @@ class Settlement:
     When the consumer's connection was lost first (it reconnected, or
     stopped), the call sends nothing and logs a warning: the broker took the
     message back when the connection closed and delivers it again.
+
+    Not built directly: :meth:`fedmq.Message.settle_later` returns it.
     """
 
     __slots__ = (
