@@ -91,6 +91,15 @@ def in_thread(action: Callable[[], Any]) -> list[BaseException]:
     return raised
 
 
+def in_flight_metric(consumer: Consumer) -> float:
+    """``fedmq_messages_in_flight`` as /metrics serves it for ``consumer``."""
+    from fedmq.monitoring import ConsumerCollector
+
+    service = type("Service", (), {"consumer": consumer})()
+    [family] = [m for m in ConsumerCollector(service).collect() if m.name.endswith("in_flight")]
+    return float(family.samples[0].value)
+
+
 # --- settling from another thread ---------------------------------------------------
 
 
@@ -101,11 +110,13 @@ def test_a_message_settled_later_stays_unacked_and_in_flight_until_its_handle_ac
     h.clock.run_pending()
     assert h.broker.unacked("orders") == 1
     assert h.consumer.in_flight == 1
+    assert in_flight_metric(h.consumer) == 1
     assert h.settled("acked") == 0
     assert in_thread(h.handles[0].ack) == []
     h.until(lambda: h.broker.queue_depth("orders") == 0)
     assert h.settled("acked") == 1
     assert h.consumer.in_flight == 0
+    assert in_flight_metric(h.consumer) == 0
     assert h.consumer.counts["acked"] == 1
     assert h.handles[0].settled_with == "ack"
     h.stop()
