@@ -32,11 +32,13 @@ from fedmq.exceptions import (
     PublishReturned,
     PublishTimeout,
     Retry,
+    SettlementError,
     StopForced,
     WouldDeadlock,
 )
 from fedmq.message import DecodeError, Message, Properties
 from fedmq.publisher import Publisher
+from fedmq.settlement import Settlement
 
 __all__ = [
     "Ack",
@@ -70,6 +72,8 @@ __all__ = [
     "Publisher",
     "QueueState",
     "Retry",
+    "Settlement",
+    "SettlementError",
     "StopForced",
     "WouldDeadlock",
     "__version__",

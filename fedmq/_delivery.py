@@ -36,6 +36,9 @@ class Outcome(IntEnum):
     CONSUMER_ERROR = 8, "failed"
     ERROR = 9, "failed"
     HALT = 10, "acked"
+    #: The callback called ``settle_later()`` and returned: its Settlement
+    #: settles the message, and that outcome is the one counted.
+    DEFERRED = 11, "received"
 
     stat: str
 
@@ -98,11 +101,13 @@ class Route(NamedTuple):
     CONSUMER_ERROR,
     ERROR,
     HALT,
+    DEFERRED,
 ) = Outcome
 
 __all__ = [
     "ACK",
     "CONSUMER_ERROR",
+    "DEFERRED",
     "DROP",
     "ERROR",
     "HALT",

@@ -25,6 +25,7 @@ from fedmq import _tracing
 from fedmq._deferreds import chain
 from fedmq._delivery import (
     ACK,
+    DEFERRED,
     DROP,
     ERROR,
     HALT,
@@ -43,6 +44,7 @@ from fedmq._fedora import SchemaInvalid
 from fedmq._flow import ByteBudget
 from fedmq._headers import DROPPED_REASON
 from fedmq._policy import ErrorPolicy
+from fedmq._settle_later import LaterSettlements, taken_over
 from fedmq._stats import ConsumerStats
 from fedmq.config import Config
 from fedmq.exceptions import BrokerError, ConsumerError, HaltConsumer, PublishReturned
@@ -111,6 +113,8 @@ class Dispatcher:
         self._republishing = 0
         self._republished: defer.Deferred[None] | None = None
         self.in_flight = 0
+        # The messages Settlements settle (see fedmq._settle_later); made at the first.
+        self._later: LaterSettlements | None = None
         self.counts = {"received": 0, "acked": 0, "requeued": 0, "dropped": 0, "failed": 0}
         # queue -> its byte budget; empty (no cost per message) unless one is set.
         self._budgets: dict[str, ByteBudget] = {}
@@ -186,6 +190,8 @@ class Dispatcher:
             if result.outcome == ACK:  # the common case, kept inline
                 record(result.delivery.queue, ACK, result.duration)
                 finished[result.delivery_tag] = True
+            elif result.outcome == DEFERRED or taken_over(result.message):
+                self._adopt(result)
             else:
                 self._settle_other(result)
         self._ack_finished_run()
@@ -221,6 +227,21 @@ class Dispatcher:
             self._consumer_error(tag, item, exc, None, duration, None)
         else:
             self._consumer_error(tag, item, exc, message, duration, errors)
+
+    def _adopt(self, result: Result) -> None:
+        """A callback that called settle_later() ended: its Settlement settles the message."""
+        later = self._later
+        if later is None:
+            later = self._later = LaterSettlements(
+                self._executor.call_from_thread,
+                lambda verdict: self._on_results([verdict]),
+                self._on_halt,
+                self._on_error,
+                self.errors,
+                live=self._live,
+            )
+        if later.adopt(result):
+            self.in_flight += 1  # still in flight: counted out when its verdict is settled
 
     def _halt(self, tag: int, item: Delivery, exc: HaltConsumer, duration: float) -> None:
         """The callback halted the consumer: settle its message as it asked, then stop."""
@@ -431,6 +452,7 @@ class Dispatcher:
             d = self._executor.stop_intake()
             d.addCallback(self._return_unstarted)
             d.addCallback(lambda _: self._executor.join())
+            d.addCallback(lambda _: self._later.settled() if self._later is not None else None)
             d.addCallback(lambda _: self._republishes_done())
             self._stopped = d
         return chain(self._stopped)
@@ -470,6 +492,8 @@ class Dispatcher:
         The broker requeues every unsettled delivery of a closed channel.
         """
         self._live = False
+        if self._later is not None:
+            self.in_flight -= self._later.abandon()
         return self.stop()
 
 

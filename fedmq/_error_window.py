@@ -100,16 +100,21 @@ def log_consumer_error(
     fields: dict[str, object] = {"errors_in_window": count, "duration": round(duration, 3)}
     if message is not None:
         fields.update(message_id=message.id, topic=message.topic, queue=message.queue)
+    from fedmq._settle_later import settlement_of
+
+    # A message its callback took over stays with its Settlement.
+    settled = "left to its Settlement" if settlement_of(message) is not None else "requeued"
     if isinstance(exc, ConsumerError):
-        log.error("ConsumerError on %s: %s; requeued (%s)", where, exc, tally, extra=fields)
+        log.error("ConsumerError on %s: %s; %s (%s)", where, exc, settled, tally, extra=fields)
     elif message is None:
         log.error("%s; requeued (%s)", exc, tally, extra=fields)
     else:
         log.error(
-            "The callback raised %s on %s after %.3f s; requeued (%s)",
+            "The callback raised %s on %s after %.3f s; %s (%s)",
             type(exc).__name__,
             where,
             duration,
+            settled,
             tally,
             exc_info=(type(exc), exc, exc.__traceback__),
             extra=fields,

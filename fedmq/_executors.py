@@ -24,6 +24,7 @@ from fedmq._deferreds import chain
 from fedmq._delivery import (
     ACK,
     CONSUMER_ERROR,
+    DEFERRED,
     DROP,
     ERROR,
     HALT,
@@ -38,6 +39,7 @@ from fedmq._delivery import (
 from fedmq._error_window import ErrorWindow
 from fedmq._headers import FEDORA_SCHEMA
 from fedmq._lifecycle import LoopThread, reactor_event_loop
+from fedmq._settle_later import callback_ended
 from fedmq.config import Config
 from fedmq.exceptions import ConsumerError, Drop, HaltConsumer, Nack, Retry
 from fedmq.message import DEFAULT_MAX_BODY_SIZE, DecodeError, Message
@@ -66,6 +68,9 @@ def _settle_outcome(exc: BaseException) -> Outcome:
 
 
 def _failed(item: Delivery, exc: BaseException, message: Any, duration: float) -> Result:
+    # Taken over or not, the outcome is what was raised: the error window and
+    # the halt gate see it; the dispatcher knows a message taken over.
+    callback_ended(message, item)
     outcome = _settle_outcome(exc)
     if outcome == ERROR:
         # fedora-messaging's own Nack, Drop, HaltConsumer and ValidationError
@@ -88,6 +93,7 @@ def _message(item: Delivery, max_body_size: int, decode: bool, schemas: bool = F
         queue=queue,
         max_body_size=max_body_size,
         decode=decode,
+        delivery=item,
     )
     if schemas:
         headers = getattr(properties, "headers", None)
@@ -131,7 +137,10 @@ def run_sync(
     # delivery it took, or that delivery is never settled and the stop hangs.
     except BaseException as exc:
         return _failed(item, exc, message, monotonic() - started)
-    return Result(item.delivery_tag, ACK, None, message, monotonic() - started, item)
+    if message._deferral is item:  # noqa: SLF001 - not taken over: close it to settle_later()
+        message._deferral = None  # noqa: SLF001
+        return Result(item.delivery_tag, ACK, None, message, monotonic() - started, item)
+    return Result(item.delivery_tag, DEFERRED, None, message, monotonic() - started, item)
 
 
 async def run_async(
@@ -154,7 +163,10 @@ async def run_async(
     # CancelledError (a BaseException) escaping the callback is its failure too.
     except BaseException as exc:
         return _failed(item, exc, message, monotonic() - started)
-    return Result(item.delivery_tag, ACK, None, message, monotonic() - started, item)
+    if message._deferral is item:  # noqa: SLF001 - not taken over: close it to settle_later()
+        message._deferral = None  # noqa: SLF001
+        return Result(item.delivery_tag, ACK, None, message, monotonic() - started, item)
+    return Result(item.delivery_tag, DEFERRED, None, message, monotonic() - started, item)
 
 
 class _ResultQueue:
@@ -232,6 +244,10 @@ class _Executor:
         elif outcome in (ERROR, CONSUMER_ERROR):
             return result._replace(errors=self.errors.record())
         return result
+
+    def call_from_thread(self, f: Callable[..., Any], *args: Any) -> None:
+        """Run ``f(*args)`` soon on the reactor thread, from any thread: a Settlement's way back."""
+        self._reactor.callFromThread(f, *args)
 
     def _closed(self) -> bool:
         """No callback may start: the callback halted, or there were too many errors."""

@@ -39,6 +39,7 @@ from fedmq.message import Message, Properties
 
 if TYPE_CHECKING:
     from fedmq.config import Config
+    from fedmq.settlement import Settlement
 
 log = logging.getLogger("fedmq")
 
@@ -237,6 +238,19 @@ class SchemaMessageExtras:
     def fedmq_message(self) -> Message:
         """The same delivery as a plain :class:`fedmq.Message`."""
         return self._fedmq_message
+
+    def settle_later(self) -> Settlement:
+        """Take over settling the message (see :meth:`fedmq.Message.settle_later`)."""
+        return self._fedmq_message.settle_later()
+
+    # The executor reads and closes it on the object the callback was given.
+    @property
+    def _deferral(self) -> Any:
+        return self._fedmq_message._deferral  # noqa: SLF001 - the same delivery's state
+
+    @_deferral.setter
+    def _deferral(self, value: Any) -> None:
+        self._fedmq_message._deferral = value  # noqa: SLF001
 
 
 def _delivered_class(cls: type[Any]) -> type[Any]:

@@ -67,6 +67,7 @@ _OUTCOMES = (
     ("nack", "nack"),  # CONSUMER_ERROR
     ("nack", "nack"),  # ERROR
     ("halt", "ack"),  # HALT
+    ("deferred", "defer"),  # DEFERRED: its Settlement settles it later
 )
 _ERROR = 9
 _HALT = 10

@@ -162,6 +162,17 @@ class StopForced(FedmqError):
     """
 
 
+class SettlementError(FedmqError):
+    """A message cannot be settled later, or was settled already.
+
+    Raised by :meth:`fedmq.Message.settle_later` on a message no callback is
+    running on (one built to publish, or whose callback already returned)
+    or one already taken over, and by a :class:`fedmq.Settlement` method
+    called after the message was settled. The message names the message and
+    how it was settled.
+    """
+
+
 class ConsumerCancelled(FedmqError):
     """The broker cancelled the consumer, and its queue cannot be consumed again.
 

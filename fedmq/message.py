@@ -6,7 +6,11 @@ the body is decoded once, eagerly, and the AMQP properties are copied into a
 attribute name, like any other object's; this module does not import pika.
 Bodies are encoded and decoded in :mod:`fedmq._codecs`; its public names
 (:func:`decode_body`, :func:`encode_body`, :class:`DecodeError`) are
-importable from here.
+importable from here. :class:`Message` keeps its body, topic and properties
+itself; its delivery side (queue, exchange, delivery tag, attempt, and
+``settle_later()``) is :class:`fedmq._message_delivery.DeliveryAttributes`,
+and what fedora-messaging callbacks read is
+:class:`fedmq._message_fedora.FedoraAttributes`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 import random
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedmq._codecs import (
     _BYTES_TYPE,
@@ -27,13 +31,16 @@ from fedmq._codecs import (
     encode_body,
 )
 from fedmq._headers import (
-    FEDORA_SEVERITY,
     ORIGINAL_EXCHANGE,
     ORIGINAL_ROUTING_KEY,
-    PROCESSING_EXCEPTIONS,
     checked_headers,
 )
+from fedmq._message_delivery import DeliveryAttributes
+from fedmq._message_fedora import FedoraAttributes
 from fedmq.exceptions import DecodeError
+
+if TYPE_CHECKING:
+    from fedmq._delivery import Delivery
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -172,7 +179,7 @@ _UUID_V4 = (0x8000 << 48) | (4 << 76)
 _UUID_KEEP = ~((0xC000 << 48) | (0xF000 << 64))
 
 
-class Message:
+class Message(DeliveryAttributes, FedoraAttributes):
     """A message: one delivered to a callback, or one built to publish.
 
     Built directly, it is a message to publish: :func:`encode_body` serializes
@@ -205,26 +212,12 @@ class Message:
 
     """
 
-    __slots__ = (
-        "_body",
-        "_data",
-        "_delivery_tag",
-        "_exchange",
-        "_properties",
-        "_queue",
-        "_raw_properties",
-        "_redelivered",
-        "_topic",
-    )
+    __slots__ = ("_body", "_data", "_properties", "_raw_properties", "_topic")
 
     _body: Any
     _data: bytes
-    _delivery_tag: int | None
-    _exchange: str | None
     _properties: Properties | None  # on a delivery, None until first asked for
-    _queue: str | None
     _raw_properties: Any
-    _redelivered: bool
     _topic: str
 
     def __init__(  # noqa: C901, PLR0912 - one branch per property keyword, no loop per message
@@ -293,7 +286,7 @@ class Message:
             self._body = decode_body(serialized, props.content_type) if is_bytes else body
         self._topic = topic
         self._properties = self._raw_properties = props
-        self._exchange = self._queue = self._delivery_tag = None
+        self._exchange = self._queue = self._delivery_tag = self._deferral = None
         self._redelivered = False
 
     @classmethod
@@ -309,13 +302,16 @@ class Message:
         queue: str | None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         decode: bool = True,
+        delivery: Delivery | None = None,
     ) -> Message:
         """Build the message for one delivery, decoding its body now.
 
         ``properties`` is a :class:`Properties` or any object with its attribute
         names, such as pika's ``BasicProperties``. ``max_body_size`` and
         ``decode`` are the config keys of those names: with ``decode`` false,
-        :attr:`body` is ``data`` itself.
+        :attr:`body` is ``data`` itself. ``delivery`` is the record a callback
+        is about to run on: until the callback ends, :meth:`settle_later` may
+        take the message over.
 
         Raises:
             DecodeError: the body cannot be decoded (see :func:`decode_body`).
@@ -353,6 +349,7 @@ class Message:
         message._delivery_tag = delivery_tag
         message._redelivered = redelivered
         message._raw_properties = properties
+        message._deferral = delivery
         message._properties = properties if isinstance(properties, Properties) else None
         return message
 
@@ -398,110 +395,6 @@ class Message:
             return getattr(self._raw_properties, "message_id", None)
         return props.message_id
 
-    @property
-    def queue(self) -> str | None:
-        """The queue it was consumed from; None for a message to publish."""
-        return self._queue
-
-    @property
-    def exchange(self) -> str | None:
-        """The exchange it was published to; None for a message to publish."""
-        return self._exchange
-
-    @property
-    def attempt(self) -> int:
-        """Which run of the callback this is: 1 at first, 2 after one :class:`~fedmq.Retry`...
-
-        It is read from the ``X-Processing-Exceptions`` header, so it counts
-        across restarts of the consumer.
-        """
-        failed = (self.properties.headers or {}).get(PROCESSING_EXCEPTIONS)
-        if isinstance(failed, int) and not isinstance(failed, bool) and failed > 0:
-            return failed + 1
-        return 1
-
-    @property
-    def redelivered(self) -> bool:
-        """Whether the broker delivered it before; False for a message to publish."""
-        return self._redelivered
-
-    @property
-    def delivery_tag(self) -> int | None:
-        """The channel's tag for this delivery; None for a message to publish."""
-        return self._delivery_tag
-
-    # --- what fedora-messaging callbacks read -------------------------------
-    # A message without a schema class answers as fedora-messaging's base
-    # class does, so that a callback written for it never meets an
-    # AttributeError (see "Messages without a schema class" in the docs).
-
-    @property
-    def severity(self) -> int:
-        """The ``fedora_messaging_severity`` header, else 20 (INFO)."""
-        headers = self.properties.headers
-        severity = headers.get(FEDORA_SEVERITY) if headers else None
-        return severity if isinstance(severity, int) and severity else _INFO
-
-    @property
-    def summary(self) -> str:
-        """A one-line summary: the topic."""
-        return self._topic
-
-    @property
-    def url(self) -> str | None:
-        """A URL about the message's subject: None."""
-        return None
-
-    @property
-    def app_name(self) -> str | None:
-        """The name of the application that sent it: None."""
-        return None
-
-    @property
-    def app_icon(self) -> str | None:
-        """A URL to that application's icon: None."""
-        return None
-
-    @property
-    def agent_name(self) -> str | None:
-        """The user who caused the message: None."""
-        return None
-
-    @property
-    def agent_avatar(self) -> str | None:
-        """A URL to that user's avatar: None."""
-        return None
-
-    @property
-    def usernames(self) -> list[str]:
-        """The users the message concerns: none."""
-        return []
-
-    @property
-    def groups(self) -> list[str]:
-        """The groups the message concerns: none."""
-        return []
-
-    @property
-    def packages(self) -> list[str]:
-        """The RPM packages the message concerns: none."""
-        return []
-
-    @property
-    def containers(self) -> list[str]:
-        """The containers the message concerns: none."""
-        return []
-
-    @property
-    def modules(self) -> list[str]:
-        """The modules the message concerns: none."""
-        return []
-
-    @property
-    def flatpaks(self) -> list[str]:
-        """The flatpaks the message concerns: none."""
-        return []
-
     def __str__(self) -> str:
         """The id, topic, headers and body, one per line; headers and body as indented JSON."""
         return (
@@ -511,10 +404,6 @@ class Message:
 
     def __repr__(self) -> str:
         return f"<Message id={self.id!r} topic={self._topic!r} queue={self._queue!r}>"
-
-
-#: The severity of a message that states none (fedora-messaging's INFO).
-_INFO = 20
 
 
 def _pretty_json(value: Any) -> str:

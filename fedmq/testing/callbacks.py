@@ -23,9 +23,11 @@ from fedmq import _executors, _fedora
 from fedmq._callback import load_callback
 from fedmq._headers import PROCESSING_EXCEPTIONS
 from fedmq._lifecycle import LoopThread, hook
+from fedmq._settle_later import settlement_of
 from fedmq.config import Config
 from fedmq.exceptions import CallbackError, HaltConsumer
 from fedmq.message import Message, Properties
+from fedmq.settlement import Settlement
 from fedmq.testing.capture import PublishCapture, capture_publishes
 
 _BYTES = "application/octet-stream"
@@ -50,6 +52,8 @@ class Outcome(enum.Enum):
     ERROR = "error"
     #: The body did not decode: the callback never ran; the message is parked.
     UNDECODABLE = "undecodable"
+    #: Called ``message.settle_later()``: its :class:`~fedmq.Settlement` settles it.
+    DEFERRED = "deferred"
 
 
 _OUTCOMES = {
@@ -61,6 +65,7 @@ _OUTCOMES = {
     records.Outcome.UNDECODABLE: Outcome.UNDECODABLE,
     records.Outcome.CONSUMER_ERROR: Outcome.ERROR,
     records.Outcome.ERROR: Outcome.ERROR,
+    records.Outcome.DEFERRED: Outcome.DEFERRED,
 }
 
 
@@ -76,6 +81,9 @@ class CallbackResult:
         duration: seconds the callback ran.
         published: what the callback published, captured (nothing was sent).
         message: the message the callback was given; None when UNDECODABLE.
+        settlement: for DEFERRED, the message's :class:`~fedmq.Settlement`:
+            its ``settled_with`` says which of its methods was called, once
+            one was; None for any other outcome.
 
     """
 
@@ -85,6 +93,7 @@ class CallbackResult:
     duration: float
     published: PublishCapture
     message: Message | None
+    settlement: Settlement | None = None
 
 
 def _delivery(
@@ -189,8 +198,11 @@ def make_message(
 def _result(raw: records.Result, published: PublishCapture) -> CallbackResult:
     exception = raw.error
     exit_code = exception.exit_code if isinstance(exception, HaltConsumer) else None
+    # Whatever it raised afterwards, a message taken over is settled by its Settlement.
+    settlement = settlement_of(raw.message)
+    outcome = Outcome.DEFERRED if settlement is not None else _OUTCOMES[raw.outcome]
     return CallbackResult(
-        _OUTCOMES[raw.outcome], exception, exit_code, raw.duration, published, raw.message
+        outcome, exception, exit_code, raw.duration, published, raw.message, settlement
     )
 
 

@@ -51,6 +51,8 @@ EXPECTED_EXPORTS = {
     "PublishRefused": "fedmq.exceptions",
     "PublishReturned": "fedmq.exceptions",
     "PublishTimeout": "fedmq.exceptions",
+    "Settlement": "fedmq.settlement",
+    "SettlementError": "fedmq.exceptions",
     "StopForced": "fedmq.exceptions",
     "WouldDeadlock": "fedmq.exceptions",
     "QueueState": "fedmq._flow",
