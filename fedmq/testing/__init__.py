@@ -6,8 +6,8 @@ and :func:`mock_sends` record what code publishes instead of sending it;
 :class:`InMemoryBroker` is a broker fedmq's own :class:`~fedmq.Consumer` runs
 against; :func:`topic_matches` and :func:`headers_match` are RabbitMQ's
 routing rules. Beside them, :class:`RabbitNode` runs a real, throwaway
-RabbitMQ node, whose :class:`MemoryAlarm` blocks its publishers. fedmq's pytest plugin (the ``fedmq_pytest`` module) offers
-all of these as fixtures.
+RabbitMQ node, whose :class:`MemoryAlarm` blocks its publishers. fedmq's
+pytest plugin (the ``fedmq_pytest`` module) offers all of these as fixtures.
 """
 
 from fedmq.testing.callbacks import (
