@@ -209,12 +209,7 @@ class MemoryChannel:
         if not self.is_open:
             return defer.fail(BrokerError("The channel is closed", 504, "CHANNEL_ERROR"))
         if exchange not in self._broker.model.exchanges:
-            refusal = BrokerError(
-                f"Publishing to exchange {exchange!r} failed: 404 NOT_FOUND - no exchange "
-                f"'{exchange}' in vhost '/'",
-                404,
-                f"NOT_FOUND - no exchange '{exchange}' in vhost '/'",
-            )
+            refusal = _no_such_exchange(exchange)
             self._lose(refusal)
             return defer.fail(refusal)
         try:
@@ -265,11 +260,14 @@ class MemoryChannel:
 
         def confirm(result: Any) -> None:
             if isinstance(result, Failure):
-                if not result.check(PublishReturned):
-                    return  # the channel closed (no such exchange): no confirm comes
+                result.trap(PublishReturned)
                 later(self._on_return, properties.message_id)
             later(self._on_confirm, True, tag, False)
 
+        if exchange not in self._broker.model.exchanges:
+            # The broker closes the channel in answer to the publish: after send() returns.
+            later(self._lose, _no_such_exchange(exchange))
+            return
         self.publish(exchange, routing_key, body, properties, mandatory).addBoth(confirm)
 
     # --- closing -------------------------------------------------------------
@@ -295,6 +293,12 @@ class MemoryChannel:
         if not self.closed.called:
             self.closed.callback(reason)
         self._broker.pump()
+
+
+def _no_such_exchange(exchange: str) -> BrokerError:
+    """What RabbitMQ closes a channel with when a publish names no exchange it has."""
+    text = f"NOT_FOUND - no exchange '{exchange}' in vhost '/'"
+    return BrokerError(f"Publishing to exchange {exchange!r} failed: 404 {text}", 404, text)
 
 
 class MemoryConnection:
