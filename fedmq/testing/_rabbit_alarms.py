@@ -14,7 +14,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # Python 3.11 has typing.Self; the annotations are never evaluated.
+    from typing_extensions import Self
 
 #: Runs ``rabbitmqctl`` with these arguments against the node; its stdout.
 Ctl = Callable[..., str]
@@ -94,8 +98,9 @@ class MemoryAlarm:
     def __repr__(self) -> str:
         return f"<MemoryAlarm of {self._nodename}{' raised' if self.raised else ''}>"
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> Self:
         self.raise_alarm(self._timeout)
+        return self
 
     def __exit__(self, *_exc: object) -> None:
         self.clear(self._timeout)
@@ -117,6 +122,8 @@ class MemoryAlarm:
 
         Raises:
             RuntimeError: the node still reports no alarm after ``timeout`` seconds.
+            ValueError: the node reports a watermark setting of an unknown shape,
+                which could not be put back.
 
         """
         if self._previous is None:
