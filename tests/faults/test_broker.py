@@ -123,6 +123,8 @@ def test_a_memory_alarm_blocks_publishing_only_and_loses_no_message(fault_node, 
         stalled = wait_stalled(fault_node, run.queue, [first])
         assert stalled > 0, "every message was processed during the alarm"
         acked, processed = depth - stalled, len(run.records) - done
+        # Sorted: the publishing connection is "blocked"; the consuming one, still read,
+        # "blocking" (as RabbitMQ 3.x lists it) or "running".
         publisher, consumer = connection_states(fault_node)
         clearing = time.monotonic()
     alarm_seconds = clearing - on
@@ -130,7 +132,8 @@ def test_a_memory_alarm_blocks_publishing_only_and_loses_no_message(fault_node, 
     wait_until(lambda: len(run.records) > done, "a message processed after the alarm", 30, [first])
     recovered = time.monotonic() - clearing
     # Only the publishing connection was blocked; the consumer never was.
-    assert (publisher, consumer) == ("blocked", "blocking"), (publisher, consumer)
+    assert publisher == "blocked", (publisher, consumer)
+    assert consumer in {"blocking", "running"}, (publisher, consumer)
     assert "blocked" not in [state for _when, state in first.events("state")]
 
     # A stop during a second alarm, with copies waiting for their confirms.
