@@ -65,7 +65,7 @@ class MemoryChannel:
         try:
             return defer.succeed(operation())
         except BrokerError as refusal:
-            self._lose(refusal)
+            self.lose(refusal)
             return defer.fail(refusal)
 
     def declare_exchange(
@@ -170,7 +170,7 @@ class MemoryChannel:
             )
         tags = [t for t in self.unacked if t <= delivery_tag] if multiple else [delivery_tag]
         if any(tag not in self.unacked for tag in tags):
-            self._lose(
+            self.lose(
                 BrokerError(f"unknown delivery tag {delivery_tag}", 406, "PRECONDITION_FAILED")
             )
             return []
@@ -210,7 +210,7 @@ class MemoryChannel:
             return defer.fail(BrokerError("The channel is closed", 504, "CHANNEL_ERROR"))
         if exchange not in self._broker.model.exchanges:
             refusal = _no_such_exchange(exchange)
-            self._lose(refusal)
+            self.lose(refusal)
             return defer.fail(refusal)
         try:
             self._broker.publish_data(exchange, routing_key, body, properties, mandatory)
@@ -266,7 +266,7 @@ class MemoryChannel:
 
         if exchange not in self._broker.model.exchanges:
             # The broker closes the channel in answer to the publish: after send() returns.
-            later(self._lose, _no_such_exchange(exchange))
+            later(self.lose, _no_such_exchange(exchange))
             return
         self.publish(exchange, routing_key, body, properties, mandatory).addBoth(confirm)
 
@@ -277,11 +277,14 @@ class MemoryChannel:
             self._broker.held_closes.append("channel")
             return defer.Deferred()  # never answered
         if self.is_open:
-            self._lose(None)
+            self.lose(None)
         return defer.succeed(None)
 
-    def _lose(self, reason: BrokerError | None) -> None:
-        """Close: cancel its consumers and return its unsettled deliveries to their queues."""
+    def lose(self, reason: BrokerError | None) -> None:
+        """Close (``reason`` from the broker, or None), as the broker closes a channel.
+
+        Its consumers are cancelled and its unsettled deliveries go back to their queues.
+        """
         if not self.is_open:
             return
         self.is_open = False
@@ -350,7 +353,7 @@ class MemoryConnection:
         self.is_open = False
         for channel in self.channels:
             # The connection ends its channels, as pika's does.
-            channel._lose(None)  # noqa: SLF001
+            channel.lose(None)
         self._broker.connection_closed(self)
         if not self.closed.called:
             self.closed.callback(reason)
