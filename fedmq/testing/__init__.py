@@ -6,8 +6,8 @@ and :func:`mock_sends` record what code publishes instead of sending it;
 :class:`InMemoryBroker` is a broker fedmq's own :class:`~fedmq.Consumer` runs
 against; :func:`topic_matches` and :func:`headers_match` are RabbitMQ's
 routing rules. Beside them, :class:`RabbitNode` runs a real, throwaway
-RabbitMQ node. fedmq's pytest plugin (the ``fedmq_pytest`` module) offers
-all of these as fixtures.
+RabbitMQ node, whose :class:`MemoryAlarm` blocks its publishers. fedmq's
+pytest plugin (the ``fedmq_pytest`` module) offers all of these as fixtures.
 """
 
 from fedmq.testing.callbacks import (
@@ -21,7 +21,12 @@ from fedmq.testing.capture import PublishCapture, capture_publishes, mock_sends
 from fedmq.testing.certificates import TEST_CLIENT_NAME, make_test_certificates
 from fedmq.testing.clock import ThreadedClock
 from fedmq.testing.memory import InMemoryBroker
-from fedmq.testing.rabbitmq import NOT_INSTALLED, RabbitNode, find_rabbitmq_server
+from fedmq.testing.rabbitmq import (
+    NOT_INSTALLED,
+    MemoryAlarm,
+    RabbitNode,
+    find_rabbitmq_server,
+)
 from fedmq.testing.routing import headers_match, topic_matches
 
 __all__ = [
@@ -29,6 +34,7 @@ __all__ = [
     "TEST_CLIENT_NAME",
     "CallbackResult",
     "InMemoryBroker",
+    "MemoryAlarm",
     "Outcome",
     "PublishCapture",
     "RabbitNode",

@@ -65,7 +65,7 @@ class MemoryChannel:
         try:
             return defer.succeed(operation())
         except BrokerError as refusal:
-            self._lose(refusal)
+            self.lose(refusal)
             return defer.fail(refusal)
 
     def declare_exchange(
@@ -170,7 +170,7 @@ class MemoryChannel:
             )
         tags = [t for t in self.unacked if t <= delivery_tag] if multiple else [delivery_tag]
         if any(tag not in self.unacked for tag in tags):
-            self._lose(
+            self.lose(
                 BrokerError(f"unknown delivery tag {delivery_tag}", 406, "PRECONDITION_FAILED")
             )
             return []
@@ -209,13 +209,8 @@ class MemoryChannel:
         if not self.is_open:
             return defer.fail(BrokerError("The channel is closed", 504, "CHANNEL_ERROR"))
         if exchange not in self._broker.model.exchanges:
-            refusal = BrokerError(
-                f"Publishing to exchange {exchange!r} failed: 404 NOT_FOUND - no exchange "
-                f"'{exchange}' in vhost '/'",
-                404,
-                f"NOT_FOUND - no exchange '{exchange}' in vhost '/'",
-            )
-            self._lose(refusal)
+            refusal = _no_such_exchange(exchange)
+            self.lose(refusal)
             return defer.fail(refusal)
         try:
             self._broker.publish_data(exchange, routing_key, body, properties, mandatory)
@@ -265,11 +260,14 @@ class MemoryChannel:
 
         def confirm(result: Any) -> None:
             if isinstance(result, Failure):
-                if not result.check(PublishReturned):
-                    return  # the channel closed (no such exchange): no confirm comes
+                result.trap(PublishReturned)
                 later(self._on_return, properties.message_id)
             later(self._on_confirm, True, tag, False)
 
+        if exchange not in self._broker.model.exchanges:
+            # The broker closes the channel in answer to the publish: after send() returns.
+            later(self.lose, _no_such_exchange(exchange))
+            return
         self.publish(exchange, routing_key, body, properties, mandatory).addBoth(confirm)
 
     # --- closing -------------------------------------------------------------
@@ -279,11 +277,14 @@ class MemoryChannel:
             self._broker.held_closes.append("channel")
             return defer.Deferred()  # never answered
         if self.is_open:
-            self._lose(None)
+            self.lose(None)
         return defer.succeed(None)
 
-    def _lose(self, reason: BrokerError | None) -> None:
-        """Close: cancel its consumers and return its unsettled deliveries to their queues."""
+    def lose(self, reason: BrokerError | None) -> None:
+        """Close (``reason`` from the broker, or None), as the broker closes a channel.
+
+        Its consumers are cancelled and its unsettled deliveries go back to their queues.
+        """
         if not self.is_open:
             return
         self.is_open = False
@@ -295,6 +296,12 @@ class MemoryChannel:
         if not self.closed.called:
             self.closed.callback(reason)
         self._broker.pump()
+
+
+def _no_such_exchange(exchange: str) -> BrokerError:
+    """What RabbitMQ closes a channel with when a publish names no exchange it has."""
+    text = f"NOT_FOUND - no exchange '{exchange}' in vhost '/'"
+    return BrokerError(f"Publishing to exchange {exchange!r} failed: 404 {text}", 404, text)
 
 
 class MemoryConnection:
@@ -346,7 +353,7 @@ class MemoryConnection:
         self.is_open = False
         for channel in self.channels:
             # The connection ends its channels, as pika's does.
-            channel._lose(None)  # noqa: SLF001
+            channel.lose(None)
         self._broker.connection_closed(self)
         if not self.closed.called:
             self.closed.callback(reason)

@@ -18,7 +18,6 @@ queue length limits, streams, exclusive-queue ownership, or permissions.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -27,6 +26,7 @@ from twisted.internet import defer, task
 from fedmq.exceptions import PublishReturned
 from fedmq.message import Message, Properties
 from fedmq.testing._memory_channel import MemoryChannel, MemoryConnection, Subscription
+from fedmq.testing._memory_delivery import Deliveries
 from fedmq.testing._memory_model import DeadLettered, Model, Stored
 
 __all__ = ["DeadLettered", "InMemoryBroker", "MemoryChannel", "MemoryConnection", "Settled"]
@@ -62,13 +62,10 @@ class InMemoryBroker:
     def __init__(self, clock: task.Clock | None = None) -> None:
         self.clock = clock if clock is not None else task.Clock()
         self.model = Model(self.clock.seconds, self.clock.callLater, self._enqueued)
+        self._deliveries = Deliveries(self.model)
         self.settlements: list[Settled] = []
         self.returned: list[tuple[str, str]] = []
         self.connections: list[MemoryConnection] = []
-        self._subscriptions: dict[str, list[Subscription]] = {}
-        self._turn = itertools.count()
-        self._pumping = False
-        self._waiting: set[str] = set()
         self._refusals: list[BaseException] = []
         self.attempts: list[str | None] = []
         self.held_closes: list[str] = []
@@ -96,6 +93,15 @@ class InMemoryBroker:
         connection = MemoryConnection(self)
         self.connections.append(connection)
         return defer.succeed(connection)
+
+    def connect_publisher(self, config: Any = None, reactor: Any = None, first: int = 0) -> Any:
+        """Open a connection: the ``connect=`` callable of a :class:`~fedmq.Publisher`.
+
+        The same as :meth:`connect` with the config's URL at index ``first``, in
+        the form a publisher asks for it: a Deferred firing with ``(connection, first)``.
+        """
+        url = config.broker_urls[first % len(config.broker_urls)] if config is not None else None
+        return self.connect(config, reactor, url).addCallback(lambda made: (made, first))
 
     def refuse_connections(self, error: BaseException, times: int = 1) -> None:
         """Fail the next ``times`` connection attempts with ``error``.
@@ -174,8 +180,7 @@ class InMemoryBroker:
     def delete_queue(self, name: str) -> None:
         """Delete a queue with its messages; its consumers are cancelled, as RabbitMQ does."""
         self.model.delete_queue(name)
-        for subscription in self._subscriptions.pop(name, []):
-            subscription.on_cancelled()
+        self._deliveries.queue_deleted(name)
 
     # --- publishing ---------------------------------------------------------
 
@@ -289,7 +294,7 @@ class InMemoryBroker:
 
     def consumer_count(self, queue: str) -> int:
         """Consumers on ``queue`` now."""
-        return len(self._subscriptions.get(queue, []))
+        return self._deliveries.consumer_count(queue)
 
     # --- for channels ---------------------------------------------------------
 
@@ -299,18 +304,15 @@ class InMemoryBroker:
 
     def subscribe(self, subscription: Subscription) -> None:
         """A channel consumes from a queue; what waits there is delivered."""
-        self._subscriptions.setdefault(subscription.queue, []).append(subscription)
-        self._enqueued(subscription.queue)
+        self._deliveries.subscribe(subscription)
 
     def unsubscribe(self, tag: str) -> None:
         """A channel cancels the consumer ``tag``."""
-        for subscriptions in self._subscriptions.values():
-            subscriptions[:] = [s for s in subscriptions if s.tag != tag]
+        self._deliveries.unsubscribe(tag)
 
     def channel_closed(self, channel: MemoryChannel) -> None:
         """``channel`` closed: its consumers are gone."""
-        for subscriptions in self._subscriptions.values():
-            subscriptions[:] = [s for s in subscriptions if s.channel is not channel]
+        self._deliveries.channel_closed(channel)
 
     def connection_closed(self, connection: MemoryConnection) -> None:
         """``connection`` closed: it no longer counts among the connections."""
@@ -323,8 +325,7 @@ class InMemoryBroker:
             self.model.dead_letter(self.model.queues[queue], message, "rejected")
 
     def _enqueued(self, queue: str) -> None:
-        self._waiting.add(queue)
-        self.pump()
+        self._deliveries.enqueued(queue)
 
     def pump(self) -> None:
         """Deliver what waits to consumers with room, until nothing more can move.
@@ -332,24 +333,4 @@ class InMemoryBroker:
         Deliveries happen at once, in the caller's turn; a call made while a
         delivery is under way only adds to the work of the one running.
         """
-        if self._pumping:
-            return
-        self._pumping = True
-        # A settlement makes room on its channel: every consumed queue may move.
-        self._waiting.update(name for name, subscribed in self._subscriptions.items() if subscribed)
-        try:
-            while self._waiting:
-                queue = self._waiting.pop()
-                self._deliver_from(queue)
-        finally:
-            self._pumping = False
-
-    def _deliver_from(self, name: str) -> None:
-        queue = self.model.queues.get(name)
-        while queue is not None and queue.messages:
-            self.model.expire(name)
-            subscriptions = [s for s in self._subscriptions.get(name, []) if s.channel.has_room()]
-            if not subscriptions or not queue.messages:
-                return
-            subscription = subscriptions[next(self._turn) % len(subscriptions)]
-            subscription.channel.deliver(subscription, queue.messages.popleft())
+        self._deliveries.pump()

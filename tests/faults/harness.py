@@ -341,6 +341,24 @@ class ConsumerProcess:
         assert exits, f"{self} exited without its counters:\n{self.diagnostics()}"
         return dict(json.loads(exits[-1][1]))
 
+    def terminate(self, timeout: float) -> tuple[float, int]:
+        """SIGTERM and wait for the exit, whatever its status: (seconds it took, status).
+
+        Raises:
+            AssertionError: it still ran ``timeout`` seconds after SIGTERM (it is killed).
+
+        """
+        sent = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            status = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"{self} still ran {timeout:g} s after SIGTERM:\n{self.diagnostics()}"
+            ) from None
+        return time.monotonic() - sent, status
+
     def kill(self) -> None:
         """SIGKILL, as the OOM killer would; reaped before returning."""
         if not self.exited:

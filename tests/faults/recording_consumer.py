@@ -1,7 +1,7 @@
 """A consumer for fault tests: it records every message id it processes, durably.
 
 Usage: recording_consumer.py CONFIG RECORD EVENTS [--nack PREFIX] [--slow PREFIX SECONDS]
-[--retry-first] [--async]
+[--retry-first] [--retry PREFIX] [--async]
 
 CONFIG is a JSON file of config keys (what ``config.toml`` would hold).
 The callback appends each message id, one a line, to RECORD and fsyncs it
@@ -10,7 +10,8 @@ fedmq acked it. Ids starting with ``--nack``'s prefix are always refused
 with :class:`fedmq.Nack` (a poison message) and never recorded; ids
 starting with ``--slow``'s prefix take that many seconds first. With
 ``--retry-first`` every message's first run raises :class:`fedmq.Retry`, so
-each is recorded on its second run, after a trip through a retry queue. With
+each is recorded on its second run, after a trip through a retry queue;
+``--retry``'s prefix does the same for the ids starting with it only. With
 ``--async`` the callback is an ``async def`` function (fedmq's asyncio
 executor) instead of a plain one (its thread pool).
 
@@ -50,6 +51,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--nack", metavar="PREFIX")
     parser.add_argument("--slow", nargs=2, metavar=("PREFIX", "SECONDS"))
     parser.add_argument("--retry-first", action="store_true")
+    parser.add_argument("--retry", metavar="PREFIX")
     parser.add_argument("--async", dest="is_async", action="store_true")
     return parser.parse_args(argv)
 
@@ -76,7 +78,8 @@ def make_callback(args: argparse.Namespace, events: EventLog) -> Any:
         if args.nack and message_id.startswith(args.nack):
             events.write("nack", message_id)
             raise fedmq.Nack
-        if args.retry_first and message.attempt == 1:
+        retried = args.retry_first or (args.retry and message_id.startswith(args.retry))
+        if retried and message.attempt == 1:
             raise fedmq.Retry("first run")
         if slow_prefix and message_id.startswith(slow_prefix):
             return slow_seconds

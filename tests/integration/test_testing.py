@@ -7,6 +7,7 @@ alone, not fedmq's own client code.
 from __future__ import annotations
 
 import ipaddress
+import json
 import secrets
 import socket
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 
 import fedmq.testing.rabbitmq
 from fedmq.testing import NOT_INSTALLED, RabbitNode
+from tests.helpers import wait_until
 
 
 @contextmanager
@@ -215,3 +217,40 @@ def test_missing_rabbitmq_says_how_to_install(
         RabbitNode(tmp_path).start()
     assert str(missing.value) == NOT_INSTALLED
     assert "make deps" in NOT_INSTALLED
+
+
+def connection_states(node: RabbitNode, vhost_name: str) -> list[str]:
+    listing = node.ctl("list_connections", "--quiet", "--no-table-headers", "vhost", "state")
+    return [
+        line.split("\t")[1].strip()
+        for line in listing.splitlines()
+        if line.split("\t")[0] == vhost_name
+    ]
+
+
+def test_a_memory_alarm_blocks_a_publisher_until_it_is_cleared(
+    rabbit_node: RabbitNode, vhost: str, vhost_name: str
+) -> None:
+    """Under `with node.memory_alarm` a publishing connection is blocked and its message
+    held; after it, the node's own watermark is back and the message arrives.
+    """
+    status = json.loads(rabbit_node.ctl("status", "--formatter", "json"))
+    watermark = status["vm_memory_high_watermark_setting"]
+    with channel(vhost) as ch:
+        ch.queue_declare("held")
+        with rabbit_node.memory_alarm as alarm:
+            assert alarm.in_effect()
+            ch.basic_publish("", "held", b"during the alarm")
+            wait_until(
+                lambda: connection_states(rabbit_node, vhost_name) == ["blocked"],
+                "the publishing connection blocked",
+            )
+            assert rabbit_node.queue_depth("held", vhost=vhost_name) == 0
+        assert not alarm.in_effect()
+        wait_until(
+            lambda: rabbit_node.queue_depth("held", vhost=vhost_name) == 1,
+            "the held message in the queue",
+        )
+        assert connection_states(rabbit_node, vhost_name) == ["running"]
+    status = json.loads(rabbit_node.ctl("status", "--formatter", "json"))
+    assert status["vm_memory_high_watermark_setting"] == watermark

@@ -165,6 +165,7 @@ def test_exactly_one_module_of_fedmq_imports_pika():
 EXPECTED_TESTING_EXPORTS = {
     "CallbackResult": "fedmq.testing.callbacks",
     "InMemoryBroker": "fedmq.testing.memory",
+    "MemoryAlarm": "fedmq.testing.rabbitmq",
     "NOT_INSTALLED": "fedmq.testing.rabbitmq",
     "Outcome": "fedmq.testing.callbacks",
     "PublishCapture": "fedmq.testing.capture",
