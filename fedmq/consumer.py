@@ -25,14 +25,18 @@ from fedmq._deferreds import BoundedCloses, chain
 from fedmq._delivery import Result
 from fedmq._dispatch import Dispatcher
 from fedmq._error_window import ErrorCount, ErrorWindow, log_consumer_error, too_many_errors
+from fedmq._events import EventBus, SlowConsumerWatch
 from fedmq._executors import executor_for
+from fedmq._health import host_health_for, refuse_if_suspended
 from fedmq._lifecycle import Hooks
 from fedmq._policy import ErrorPolicy
 from fedmq._reconnect import STATES, Reconnector, State
 from fedmq._session import Session
 from fedmq._stats import QUEUE_COUNTERS, ConsumerStats
 from fedmq.config import Config
+from fedmq.events import ErrorEvent, EventHandler, StateChanged
 from fedmq.exceptions import ConnectionFailed, HaltConsumer, StopForced
+from fedmq.health import ConsumerSuspended, HealthMonitor
 from fedmq.message import Message, Properties
 from fedmq.publisher import Publisher
 
@@ -62,6 +66,10 @@ class Consumer:
             url)``, it returns a Deferred firing with a connection that has
             the interface of :class:`fedmq._connection.Connection`. fedmq's own
             AMQP connection by default; tests hand in an in-memory broker.
+        on_event: called with each session event (a :class:`fedmq.Event`)
+            on the reactor thread; see :meth:`add_event_handler`.
+        health: the host's health; a :class:`~fedmq.HealthMonitor` of the
+            consumer's own by default (which ``health_check`` drives, if set).
 
     Attributes:
         result: a Deferred that fires with None when the consumer stops
@@ -77,6 +85,7 @@ class Consumer:
         queues: the names of the queues consumed (the broker's names for
             server-named queues), once started.
         stats: counters across all connections, for monitoring.
+        health: the :class:`~fedmq.HealthMonitor` the consumer follows.
 
     """
 
@@ -88,6 +97,8 @@ class Consumer:
         reactor: Any = None,
         clock: Clock | None = None,
         connect: Connect = AMQPConnection.connect,
+        on_event: EventHandler | None = None,
+        health: HealthMonitor | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -116,6 +127,9 @@ class Consumer:
         # The thread start() ran on: the reactor's, for a reactor handed in.
         self._reactor_thread: int | None = None
         self._open_connection = connect
+        self._events = EventBus()
+        if on_event is not None:
+            self._events.add(on_event)
         self._machine = Reconnector(
             Attempts(config.broker_urls, config.reconnect),
             self._clock,
@@ -130,6 +144,26 @@ class Consumer:
             ),
             self._session_opened,
             self._give_up,
+            self._events.emit,
+        )
+        self.health = health if health is not None else HealthMonitor()
+        self._host = host_health_for(
+            config,
+            self.health,
+            self._clock,
+            hold=lambda queue, reason: None,
+            release=lambda queue, reason: None,
+            suspend=self._machine.suspend,
+            emit=self._events.emit,
+            on_reactor=self._on_reactor,
+        )
+        self._slow = SlowConsumerWatch(
+            lambda: max(0, self.in_flight - config.concurrency),
+            config.slow_consumer_high,
+            config.slow_consumer_low,
+            config.slow_consumer_interval,
+            self._clock,
+            self._events.emit,
         )
         # Why the consumer ends (None: normally), and the drain in progress.
         self._outcome: Failure | None = None
@@ -141,14 +175,40 @@ class Consumer:
     def state(self) -> State:
         """The consumer's state: "connecting", "consuming", "reconnecting", "blocked", ...
 
-        One of "connecting", "consuming", "reconnecting", "blocked", "draining"
-        and "stopped".
+        One of "connecting", "consuming", "suspended" (consuming, but the host
+        is unhealthy: see :attr:`health`), "reconnecting", "blocked",
+        "draining" and "stopped".
         """
         return self._machine.state
 
+    def add_event_handler(self, handler: EventHandler) -> None:
+        """Call ``handler(event)`` on the reactor thread with each session event from now on.
+
+        Events come in the order things happened; one a handler causes (it
+        paused a queue, say) comes after the current one reached every
+        handler. A handler that raises is logged and changes nothing else.
+        """
+        self._events.add(handler)
+
+    def remove_event_handler(self, handler: EventHandler) -> None:
+        """Stop calling ``handler``; one never added is ignored."""
+        self._events.remove(handler)
+
     def add_state_listener(self, listener: Callable[[State], Any]) -> None:
         """Call ``listener(state)`` on the reactor thread at every change of :attr:`state`."""
-        self._machine.add_listener(listener)
+
+        def on_state(event: object) -> None:
+            if isinstance(event, StateChanged):
+                listener(event.state)  # type: ignore[arg-type]
+
+        self._events.add(on_state)
+
+    def _on_reactor(self, function: Callable[..., Any], *args: Any) -> None:
+        """Run ``function(*args)`` on the reactor thread: now if on it (or not started)."""
+        if self._reactor_thread in (None, threading.get_ident()):
+            function(*args)
+        else:
+            self._reactor.callFromThread(function, *args)
 
     @property
     def broker_address(self) -> str | None:
@@ -175,6 +235,8 @@ class Consumer:
 
         """
         self._reactor_thread = threading.get_ident()
+        self._host.start(self.health)
+        self._slow.start()
         started = chain(self._machine.started).addCallback(lambda _: self)
         self._hooks.set_up().addCallbacks(self._set_up, self._setup_failed)
         return started
@@ -292,7 +354,15 @@ class Consumer:
         mandatory: bool = False,
         timeout: float = 30.0,
     ) -> defer.Deferred[None]:
-        """Publish through :attr:`publisher`, with confirms; a Deferred (reactor thread)."""
+        """Publish through :attr:`publisher`, with confirms; a Deferred (reactor thread).
+
+        While the consumer is suspended and ``fail_publish_when_suspended`` is
+        set, the Deferred fails at once with :class:`~fedmq.ConsumerSuspended`.
+        """
+        try:
+            refuse_if_suspended(self)
+        except ConsumerSuspended:
+            return defer.fail()
         return self.publisher.publish_deferred(
             message, exchange, routing_key, mandatory=mandatory, timeout=timeout
         )
@@ -350,6 +420,9 @@ class Consumer:
     ) -> None:
         """A consumer error: log it; stop when the error window decided it was one too many."""
         log_consumer_error(exc, message, duration, errors)
+        self._events.emit(
+            ErrorEvent(exc, message.queue if message else None, message.id if message else None)
+        )
         if errors.stops and not self._machine.stopping:
             self._stop(Failure(too_many_errors(exc, message, errors)))
 
@@ -388,6 +461,8 @@ class Consumer:
             self._finish()
 
     def _finish(self) -> None:
+        self._host.stop()
+        self._slow.stop()
         self._machine.stop("stopped")
         self._hooks.stop_loop()
         if self.result.called:
