@@ -86,6 +86,11 @@ class HealthPoller:
         self._running: int | None = None
         self._deadline: Any = None
 
+    @property
+    def calling(self) -> bool:
+        """A call of the check is running (its answer has not reached the clock's thread)."""
+        return self._running is not None
+
     def start(self) -> None:
         """Call the check now, then every ``interval`` seconds."""
         if not self._timer.running:
