@@ -4,6 +4,7 @@ The public API is what this module exports; everything in ``_``-prefixed
 modules is internal.
 """
 
+from fedmq._flow import QueueState
 from fedmq._version import __version__
 from fedmq.acks import Ack, AckStatus
 from fedmq.api import consume, publish
@@ -53,6 +54,7 @@ from fedmq.exceptions import (
     PublishTimeout,
     Retry,
     StopForced,
+    WouldDeadlock,
 )
 from fedmq.health import ConsumerSuspended, HealthMonitor
 from fedmq.message import DecodeError, Message, Properties
@@ -101,6 +103,7 @@ __all__ = [
     "QueueReopenFailed",
     "QueueReopened",
     "QueueResumed",
+    "QueueState",
     "QueueSuspended",
     "Reconnected",
     "Reconnecting",
@@ -111,6 +114,7 @@ __all__ = [
     "StopForced",
     "TopologyRestored",
     "Unblocked",
+    "WouldDeadlock",
     "__version__",
     "consume",
     "load_config",

@@ -549,13 +549,18 @@ class AMQPChannel:
         )
 
     def consume(
-        self, queue: str, on_delivery: DeliveryHandler, on_cancelled: Callable[[], None]
+        self,
+        queue: str,
+        on_delivery: DeliveryHandler,
+        on_cancelled: Callable[[], None],
+        arguments: Mapping[str, Any] | None = None,
     ) -> defer.Deferred[str]:
         """Start consuming ``queue``; fires with the consumer tag.
 
         Deliveries go straight to ``on_delivery`` on the reactor thread, with
         no Deferred or queue in between (this is the per-message path).
         ``on_cancelled`` is called if the broker cancels the consumer.
+        ``arguments`` are the consume's (``x-priority``, say).
         """
         d: defer.Deferred[str] = defer.Deferred()
 
@@ -580,7 +585,13 @@ class AMQPChannel:
             return result
 
         self.closed.addBoth(on_close)
-        self._impl.basic_consume(queue, on_message, auto_ack=False, callback=on_ok)
+        self._impl.basic_consume(
+            queue,
+            on_message,
+            auto_ack=False,
+            arguments=dict(arguments) if arguments else None,
+            callback=on_ok,
+        )
         return d
 
     def cancel(self, consumer_tag: str) -> defer.Deferred[Any]:

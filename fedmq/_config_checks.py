@@ -82,6 +82,10 @@ _QUEUE_KEYS = {
     "exclusive": _BOOL,
     "arguments": _TABLE,
     "passive": _BOOL,
+    "prefetch_count": _INT,
+    "consumer_priority": _INT,
+    "max_unacked_bytes": _INT,
+    "paused": _BOOL,
     "suspend_on_bad_host_health": _BOOL,
 }
 _BINDING_KEYS = {
@@ -316,6 +320,23 @@ def _check_qos(config: Config) -> None:
         )
 
 
+def _check_queue_options(config: Config) -> None:
+    for queue in config.queues:
+        path = _join("queues", queue.name)
+        if queue.prefetch_count is not None:
+            _check_range(queue.prefetch_count, f"{path}.prefetch_count", config.source, 0, 65535)
+        if queue.consumer_priority is not None:
+            _check_range(
+                queue.consumer_priority,
+                f"{path}.consumer_priority",
+                config.source,
+                -(2**31),
+                2**31 - 1,
+            )
+        if queue.max_unacked_bytes is not None:
+            _check_range(queue.max_unacked_bytes, f"{path}.max_unacked_bytes", config.source, 1)
+
+
 def _check_tls(config: Config) -> None:
     if config.tls is None:
         return
@@ -355,6 +376,7 @@ _CHECKS = (
     _check_retry,
     _check_consuming,
     _check_qos,
+    _check_queue_options,
     _check_tls,
     _check_health,
 )

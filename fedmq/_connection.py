@@ -49,9 +49,16 @@ class Channel(Protocol):
     def qos(self, prefetch_count: int, prefetch_size: int = 0) -> defer.Deferred[Any]: ...
 
     def consume(
-        self, queue: str, on_delivery: DeliveryHandler, on_cancelled: Callable[[], None]
+        self,
+        queue: str,
+        on_delivery: DeliveryHandler,
+        on_cancelled: Callable[[], None],
+        arguments: Mapping[str, Any] | None = None,
     ) -> defer.Deferred[str]:
-        """Start consuming; fires with the consumer tag. ``on_cancelled``: the broker cancelled."""
+        """Start consuming; fires with the consumer tag. ``on_cancelled``: the broker cancelled.
+
+        ``arguments`` (``x-priority``) are passed only when there are some.
+        """
 
     def cancel(self, consumer_tag: str) -> defer.Deferred[Any]: ...
 

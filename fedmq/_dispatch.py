@@ -40,6 +40,7 @@ from fedmq._delivery import (
 )
 from fedmq._error_window import ErrorCount, ErrorWindow
 from fedmq._fedora import SchemaInvalid
+from fedmq._flow import ByteBudget
 from fedmq._headers import DROPPED_REASON
 from fedmq._policy import ErrorPolicy
 from fedmq._stats import ConsumerStats
@@ -111,11 +112,18 @@ class Dispatcher:
         self._republished: defer.Deferred[None] | None = None
         self.in_flight = 0
         self.counts = {"received": 0, "acked": 0, "requeued": 0, "dropped": 0, "failed": 0}
+        # queue -> its byte budget; empty (no cost per message) unless one is set.
+        self._budgets: dict[str, ByteBudget] = {}
         self._executor = executor_factory(self._on_results)
         self._submit = self._executor.submit
 
-    def deliver_for(self, queue: str) -> Callable[[int, bool, str, str, Any, bytes], None]:
-        """The delivery handler for ``queue``'s consumer on this channel."""
+    def deliver_for(
+        self, queue: str, budget: ByteBudget | None = None
+    ) -> Callable[[int, bool, str, str, Any, bytes], None]:
+        """The delivery handler for ``queue``'s consumer on this channel.
+
+        With a ``budget``, each delivery's body size counts in it until settled.
+        """
         pending, counts = self._pending, self.counts
         queue_counts = self.stats.queue(queue)
         checks_type = self.policy.message_types is not None
@@ -141,13 +149,38 @@ class Dispatcher:
                     return
             self._submit(item)
 
-        return on_delivery
+        if budget is None:
+            return on_delivery
+        self._budgets[queue] = budget
+        received = budget.received
+
+        def on_counted_delivery(
+            tag: int,
+            redelivered: bool,
+            exchange: str,
+            routing_key: str,
+            properties: Any,
+            body: bytes,
+        ) -> None:
+            received(len(body))
+            on_delivery(tag, redelivered, exchange, routing_key, properties, body)
+
+        return on_counted_delivery
+
+    def _count_settled(self, items: Iterable[Delivery]) -> None:
+        budgets = self._budgets
+        for item in items:
+            budget = budgets.get(item.queue)
+            if budget is not None:
+                budget.settled(len(item.body))
 
     def _on_results(self, batch: list[Result]) -> None:
         finished = self._finished
         record = self.stats.record
         self.stats.batch_done()
         self.in_flight -= len(batch)
+        if self._budgets:
+            self._count_settled(result.delivery for result in batch)
         for result in batch:
             _tracing.settling(result.delivery, result.outcome, result.error)
             if result.outcome == ACK:  # the common case, kept inline
@@ -409,8 +442,21 @@ class Dispatcher:
             self._republished = defer.Deferred()
         return chain(self._republished)
 
+    def return_unstarted(self, queue: str) -> defer.Deferred[None]:
+        """Send ``queue``'s prefetched, unstarted deliveries back to it (nack, requeue).
+
+        Call once ``queue``'s consumer is cancelled; its deliveries in flight
+        finish and are settled as usual.
+        """
+        if self._stopped is not None:
+            return defer.succeed(None)  # the stop returns them all
+        taken: defer.Deferred[list[Delivery]] = self._executor.take_back(queue)
+        return taken.addCallback(self._return_unstarted)
+
     def _return_unstarted(self, unstarted: list[Delivery]) -> None:
         self.in_flight -= len(unstarted)
+        if self._budgets:
+            self._count_settled(unstarted)
         for item in unstarted:
             tag = item.delivery_tag
             self._finished[tag] = False

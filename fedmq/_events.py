@@ -16,21 +16,43 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.task import LoopingCall
 
+from fedmq._flow import HOST_UNHEALTHY, Holds
 from fedmq._reactor_types import as_reactor_time
-from fedmq.events import Event, EventHandler, SlowConsumerHigh, SlowConsumerNormal
+from fedmq.events import (
+    ErrorEvent,
+    Event,
+    EventHandler,
+    QueuePaused,
+    QueueReopenFailed,
+    QueueResumed,
+    QueueSuspended,
+    SlowConsumerHigh,
+    SlowConsumerNormal,
+    StateChanged,
+)
+
+if TYPE_CHECKING:
+    from fedmq._session import Session
+    from fedmq.config import Config
+    from fedmq.message import Message
 
 log = logging.getLogger("fedmq")
 
 
 class EventBus:
-    """Hands every event to every handler, one event at a time."""
+    """Hands every event to every handler, one event at a time.
 
-    def __init__(self) -> None:
-        self._handlers: list[EventHandler] = []
+    Args:
+        handler: a first handler, if not None.
+
+    """
+
+    def __init__(self, handler: EventHandler | None = None) -> None:
+        self._handlers: list[EventHandler] = [] if handler is None else [handler]
         self._queued: deque[Event] = deque()
         self._emitting = False
         # (handler id, kind) pairs already logged with a traceback.
@@ -56,6 +78,22 @@ class EventBus:
                 self._deliver(self._queued.popleft())
         finally:
             self._emitting = False
+
+    def error(self, error: BaseException, message: Message | None) -> None:
+        """Emit the :class:`ErrorEvent` of a consumer error."""
+        if message is None:
+            self.emit(ErrorEvent(error))
+        else:
+            self.emit(ErrorEvent(error, message.queue, message.id))
+
+    def on_stop(self, stop: Callable[[], object]) -> None:
+        """Call ``stop()`` once the consumer has stopped (its state is "stopped")."""
+
+        def stopped(event: Event) -> None:
+            if isinstance(event, StateChanged) and event.state == "stopped":
+                stop()
+
+        self.add(stopped)
 
     def _deliver(self, event: Event) -> None:
         for handler in list(self._handlers):
@@ -114,6 +152,23 @@ class SlowConsumerWatch:
         self._timer.clock = as_reactor_time(clock)
         self._interval = interval
 
+    @classmethod
+    def of(
+        cls, config: Config, in_flight: Callable[[], int], clock: Any, bus: EventBus
+    ) -> SlowConsumerWatch:
+        """The watch of a consumer: its backlog is what is in flight beyond ``concurrency``."""
+        concurrency = config.concurrency
+        watch = cls(
+            lambda: max(0, in_flight() - concurrency),
+            config.slow_consumer_high,
+            config.slow_consumer_low,
+            config.slow_consumer_interval,
+            clock,
+            bus.emit,
+        )
+        bus.on_stop(watch.stop)
+        return watch
+
     def start(self) -> None:
         """Measure every ``interval`` seconds from now on (nothing when ``high`` is 0)."""
         if self.high and not self._timer.running:
@@ -133,3 +188,63 @@ class SlowConsumerWatch:
         elif self.is_high and backlog <= self.low:
             self.is_high = False
             self._emit(SlowConsumerNormal(backlog, self.low))
+
+
+def consumed_queues(holds: Holds, session: Session) -> list[str]:
+    """The queues ``session`` consumes: the broker's names of those nothing holds."""
+    return [broker for name, broker in session.names().items() if holds.consumes(name)]
+
+
+class QueueEvents:
+    """Turns the changes of a consumer's queue holds into queue events.
+
+    A queue that stops consuming is "queue_suspended" when the host's
+    ill health is what newly holds it, "queue_paused" otherwise (with every
+    reason holding it); one that consumes again is "queue_resumed"; one that
+    could not be consumed again is "queue_reopen_failed".
+
+    Args:
+        holds: the consumer's holds.
+        emit: called with each event.
+        health_reason: why the host is unhealthy, when it is.
+        session: the session in charge, if any (it knows the broker's
+            names of server-named queues).
+
+    """
+
+    def __init__(
+        self,
+        holds: Holds,
+        emit: Callable[[Event], None],
+        health_reason: Callable[[], str | None],
+        session: Callable[[], Session | None],
+    ) -> None:
+        self._emit = emit
+        self._health_reason = health_reason
+        self._session = session
+        self._last: dict[str, frozenset[str]] = {}
+        holds.add_listener(self.changed)
+        holds.add_failure_listener(self.failed)
+
+    def _shown(self, queue: str) -> str:
+        session = self._session()
+        if queue or session is None:
+            return queue
+        return session.names().get(queue, queue)
+
+    def changed(self, queue: str, consuming: bool, reasons: frozenset[str]) -> None:
+        """A queue's holds changed."""
+        before = self._last.get(queue, frozenset())
+        self._last[queue] = reasons
+        if consuming:
+            if before:
+                self._emit(QueueResumed(self._shown(queue)))
+        elif HOST_UNHEALTHY in reasons and HOST_UNHEALTHY not in before:
+            why = self._health_reason() or "the host is unhealthy"
+            self._emit(QueueSuspended(self._shown(queue), why))
+        elif reasons != before:
+            self._emit(QueuePaused(self._shown(queue), tuple(sorted(reasons))))
+
+    def failed(self, queue: str, error: Exception) -> None:
+        """Consuming a queue again failed."""
+        self._emit(QueueReopenFailed(self._shown(queue), str(error)))

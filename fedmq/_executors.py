@@ -308,6 +308,20 @@ class ThreadExecutor(_Executor):
             self._inbox.put(_STOP)
         return defer.succeed(unstarted)
 
+    def take_back(self, queue: str) -> defer.Deferred[list[Delivery]]:
+        """Take back ``queue``'s deliveries not yet started; the others keep their order."""
+        waiting = []
+        while True:
+            try:
+                waiting.append(self._inbox.get_nowait())
+            except queue_module.Empty:
+                break
+        taken = [item for item in waiting if item.queue == queue]
+        for item in waiting:
+            if item.queue != queue:
+                self._inbox.put(item)
+        return defer.succeed(taken)
+
 
 class AsyncioExecutor(_Executor):
     """Runs an async callback as asyncio tasks, ``size`` at a time.
@@ -436,6 +450,22 @@ class AsyncioExecutor(_Executor):
             return unstarted
 
         return self._call_in_loop(take_back)
+
+    def take_back(self, queue: str) -> defer.Deferred[list[Delivery]]:
+        """Take back ``queue``'s deliveries not yet started; the others keep their order."""
+
+        def take() -> list[Delivery]:
+            self._pump()
+            assert self._queue is not None  # noqa: S101 - _start_workers ran before
+            waiting = []
+            while not self._queue.empty():
+                waiting.append(self._queue.get_nowait())
+            for item in waiting:
+                if item.queue != queue:
+                    self._queue.put_nowait(item)
+            return [item for item in waiting if item.queue == queue]
+
+        return self._call_in_loop(take)
 
 
 def executor_for(

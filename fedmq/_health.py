@@ -20,22 +20,21 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 
 from fedmq._callback import import_object
+from fedmq._flow import HOST_UNHEALTHY, Holds
 from fedmq._reactor_types import ThreadHopClock, as_reactor_time
 from fedmq.events import Event, HostHealthy, HostUnhealthy
 from fedmq.exceptions import CallbackError, ConfigurationError
 from fedmq.health import ConsumerSuspended, HealthMonitor
 
 if TYPE_CHECKING:
-    from fedmq.config import Config
+    from fedmq._events import EventBus
+    from fedmq._queue_control import QueueControl
 
 log = logging.getLogger("fedmq")
-
-#: The reason a queue is held while the host is unhealthy.
-HOST_UNHEALTHY = "host unhealthy"
-
 
 def load_health_check(path: str, source: str) -> Callable[[], Any]:
     """Import the ``health_check`` callable, or fail naming the key and the file."""
@@ -151,47 +150,49 @@ class HealthPoller:
 
 
 class HostHealth:
-    """Suspends the marked queues while a monitor says the host is unhealthy.
+    """Suspends the queues marked ``suspend_on_bad_host_health`` while the host is unhealthy.
 
     Args:
-        queues: the queues to hold while unhealthy (``suspend_on_bad_host_health``).
-        hold: ``hold(queue, reason)``: stop consuming ``queue`` for ``reason``.
-        release: ``release(queue, reason)``: that reason holds it no more.
+        holds: the consumer's queue holds; a marked queue is held with the
+            reason :data:`HOST_UNHEALTHY` while the host is unhealthy.
+        marked: returns the names of the queues marked now (queues may be
+            added while the consumer runs).
         suspend: told the reason while suspended, None once healthy.
         emit: called with the ``host_unhealthy`` and ``host_healthy`` events.
         on_reactor: ``on_reactor(f, *args)`` runs ``f(*args)`` on the reactor
             thread (at once when called on it).
+        monitor: the monitor followed from :meth:`start` on.
         poller: polls the configured ``health_check``, if there is one.
 
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - each is one wire to the consumer
         self,
-        queues: Sequence[str],
-        hold: Callable[[str, str], Any],
-        release: Callable[[str, str], Any],
+        holds: Holds,
+        marked: Callable[[], Sequence[str]],
         suspend: Callable[[str | None], None],
         emit: Callable[[Event], None],
         on_reactor: Callable[..., None],
+        monitor: HealthMonitor,
         poller: HealthPoller | None = None,
     ) -> None:
-        self.queues = tuple(queues)
-        self._hold = hold
-        self._release = release
+        self._holds = holds
+        self._marked = marked
         self._suspend = suspend
         self._emit = emit
         self._on_reactor = on_reactor
+        self._monitor = monitor
         self._poller = poller
-        self._monitor: HealthMonitor | None = None
+        self._held: set[str] = set()
         #: Why the host is unhealthy; None while healthy.
         self.reason: str | None = None
+        holds.add_listener(self._queue_changed)
 
-    def start(self, monitor: HealthMonitor) -> None:
-        """Follow ``monitor`` from now on, starting with what it says now; start polling."""
-        self._monitor = monitor
-        monitor.add_listener(self._heard)
-        if not monitor.healthy:
-            self.changed(healthy=False, reason=monitor.reason)
+    def start(self) -> None:
+        """Follow the monitor from now on, starting with what it says now; start polling."""
+        self._monitor.add_listener(self._heard)
+        if not self._monitor.healthy:
+            self.changed(healthy=False, reason=self._monitor.reason)
         if self._poller is not None:
             self._poller.start()
 
@@ -199,8 +200,7 @@ class HostHealth:
         """Stop polling and following the monitor."""
         if self._poller is not None:
             self._poller.stop()
-        if self._monitor is not None:
-            self._monitor.remove_listener(self._heard)
+        self._monitor.remove_listener(self._heard)
 
     def _heard(self, healthy: bool, reason: str | None) -> None:
         self._on_reactor(self.changed, healthy, reason)
@@ -213,40 +213,61 @@ class HostHealth:
             if was_healthy:
                 log.warning("The host is unhealthy: %s", self.reason)
                 self._emit(HostUnhealthy(self.reason))
-                for queue in self.queues:
-                    self._hold(queue, HOST_UNHEALTHY)
-            if self.queues:
-                self._suspend(self.reason)
+                for queue in self._marked():
+                    self._hold(queue)
+            self._suspend(self.reason if self._held else None)
             return
         if self.reason is None:
             return
         self.reason = None
         log.info("The host is healthy again")
         self._emit(HostHealthy())
+        held, self._held = self._held, set()
+        for queue in held:
+            if queue in self._holds:
+                _quiet(self._holds.release(queue, HOST_UNHEALTHY))
         self._suspend(None)
-        for queue in self.queues:
-            self._release(queue, HOST_UNHEALTHY)
+
+    def _hold(self, queue: str) -> None:
+        if queue in self._holds and queue not in self._held:
+            self._held.add(queue)
+            _quiet(self._holds.hold(queue, HOST_UNHEALTHY))
+
+    def _queue_changed(self, queue: str, consuming: bool, reasons: frozenset[str]) -> None:
+        """A queue added while the host is unhealthy is suspended too, if marked."""
+        if self.reason is not None and queue not in self._held and queue in self._marked():
+            self._hold(queue)
+            self._suspend(self.reason)
 
 
-def host_health_for(
-    config: Config,
+def _quiet(d: defer.Deferred[None]) -> None:
+    # A failure to consume again is told by the holds' failure listeners.
+    d.addErrback(lambda _: None)
+
+
+def host_health_for(  # noqa: PLR0913 - each is one wire to the consumer
+    flow: QueueControl,
     monitor: HealthMonitor,
     clock: ThreadHopClock,
-    **wiring: Any,
+    suspend: Callable[[str | None], None],
+    bus: EventBus,
+    on_reactor: Callable[..., None],
 ) -> HostHealth:
     """The consumer's :class:`HostHealth`, with a poller when ``health_check`` is set.
 
     Args:
-        config: ``health_*`` keys and the queues marked ``suspend_on_bad_host_health``.
-        monitor: what the poller tells.
+        flow: the consumer's queues (their config and holds, changed while it runs).
+        monitor: what the poller tells, and what the consumer follows.
         clock: the consumer's clock.
-        **wiring: ``hold``, ``release``, ``suspend``, ``emit`` and ``on_reactor``
-            for :class:`HostHealth`.
+        suspend: makes the consumer "suspended" (a reason) or not (None).
+        bus: the consumer's events; its stop stops the poller.
+        on_reactor: runs a function on the reactor thread.
 
     Raises:
         ConfigurationError: ``health_check`` cannot be imported or is not callable.
 
     """
+    config = flow.config
     poller = None
     if config.health_check is not None:
         check = load_health_check(config.health_check, config.source)
@@ -258,8 +279,13 @@ def host_health_for(
             config.health_timeout,
             clock,
         )
-    queues = [queue.name for queue in config.queues if queue.suspend_on_bad_host_health]
-    return HostHealth(queues, poller=poller, **wiring)
+
+    def marked() -> list[str]:
+        return [queue.name for queue in flow.config.queues if queue.suspend_on_bad_host_health]
+
+    host = HostHealth(flow.holds, marked, suspend, bus.emit, on_reactor, monitor, poller)
+    bus.on_stop(host.stop)
+    return host
 
 
 def refuse_if_suspended(consumer: Any) -> None:

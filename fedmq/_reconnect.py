@@ -16,7 +16,7 @@ While the host is unhealthy (:meth:`Reconnector.suspend`), what would be
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, get_args
 
 from twisted.internet import defer
@@ -31,6 +31,7 @@ from fedmq.events import (
     Connected,
     Disconnected,
     Event,
+    QueueReopened,
     Reconnected,
     Reconnecting,
     StateChanged,
@@ -74,6 +75,9 @@ class Reconnector:
         on_give_up: called once with the reason when no reconnect can help
             (a fatal error, or the attempts are spent).
         emit: called on the reactor thread with each session event.
+        reopened: the queues a session that opened after the first consumes
+            again (each one's ``queue_reopened`` event); by default all of
+            the session's queues.
 
     """
 
@@ -85,6 +89,7 @@ class Reconnector:
         on_opened: Callable[[Session, bool], None],
         on_give_up: Callable[[Failure], None],
         emit: Callable[[Event], None] = lambda event: None,
+        reopened: Callable[[Session], Sequence[str]] = lambda session: session.queues,
     ) -> None:
         self._attempts = attempts
         self._clock = clock
@@ -93,6 +98,7 @@ class Reconnector:
         self._on_give_up = on_give_up
         self.state: State = "connecting"
         self._emit = emit
+        self._reopened = reopened
         #: Why the host is unhealthy while the consumer is suspended; None otherwise.
         self.suspension: str | None = None
         #: The session being opened, consuming or last lost; None after a failed attempt.
@@ -164,6 +170,8 @@ class Reconnector:
         url = redact_url(session.url)
         if reconnected:
             self._emit(Reconnected(url))
+            for queue in self._reopened(session):
+                self._emit(QueueReopened(queue))
             self._emit(TopologyRestored(session.queues))
         else:
             self._emit(Connected(url))

@@ -17,13 +17,15 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from fedmq._connection import Channel, Clock, Connect, Connection
 from fedmq._deferreds import BoundedCloses
 from fedmq._dispatch import Dispatcher
+from fedmq._flow import OVER_BYTES, RETURNS_UNSTARTED, ByteBudget, Holds
 from fedmq._policy import ErrorPolicy
 from fedmq._topology import declare, declare_error_paths, step
-from fedmq.config import Config, redact_url
+from fedmq.config import BindingConfig, Config, QueueConfig, redact_url
 from fedmq.exceptions import BrokerError, ConnectionFailed
 
 log = logging.getLogger("fedmq")
@@ -35,7 +37,7 @@ PolicyFactory = Callable[[list[str]], ErrorPolicy]
 
 
 class Session:
-    """One connection to the broker, consuming every configured queue.
+    """One connection to the broker, consuming every configured queue nothing holds.
 
     Args:
         url: the broker to connect to.
@@ -47,6 +49,8 @@ class Session:
         connect: opens the connection (see :class:`fedmq._connection.Connection`).
         policy_for: the error policy, given the retry queues declared.
         dispatcher_for: the dispatcher for the channel and policy.
+        holds: which queues are held (the consumer's, kept across sessions);
+            by default, the config's queues, those with ``paused`` held.
 
     """
 
@@ -62,6 +66,7 @@ class Session:
         connect: Connect,
         policy_for: PolicyFactory,
         dispatcher_for: DispatcherFactory,
+        holds: Holds | None = None,
     ) -> None:
         self.url = url
         self._config = config
@@ -73,51 +78,219 @@ class Session:
         self._dispatcher_for = dispatcher_for
         self._on_blocked = on_blocked
         self._on_unblocked = on_unblocked
+        self._holds = holds if holds is not None else Holds(_initial_holds(config))
         self.connection: Connection | None = None
         self.channel: Channel | None = None
         self.dispatcher: Dispatcher | None = None
-        self.consumer_tags: list[str] = []
-        #: The queues consumed (the broker's names for server-named queues), once open.
-        self.queues: tuple[str, ...] = ()
+        self.policy: ErrorPolicy | None = None
+        # By the queue's configured name: its consumer tag, its broker name, its budget.
+        self._tags: dict[str, str] = {}
+        self._names: dict[str, str] = {}
+        self._budgets: dict[str, ByteBudget] = {}
+        # One change at a time per queue: a pause and a resume never cross.
+        self._locks: dict[str, defer.DeferredLock] = {}
+        # The prefetch count the channel's next consumer gets (basic.qos, global=false).
+        self._prefetch: int | None = None
         #: Fires once, with the reason, when the open session ends without fedmq ending it.
         self.lost: defer.Deferred[Exception] = defer.Deferred()
         #: The broker cancelled this session's consumer.
         self.cancelled_by_broker = False
         self._consuming = False
 
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The queues of this session (the broker's names for server-named queues)."""
+        return tuple(self._names.values())
+
+    def names(self) -> dict[str, str]:
+        """Each queue's configured name, and the broker's name for it."""
+        return dict(self._names)
+
+    @property
+    def consumer_tags(self) -> list[str]:
+        """The tags of the consumers this session has now."""
+        return list(self._tags.values())
+
     async def open(self) -> None:
-        """Connect, declare, set the prefetch and consume; on failure, close what was opened."""
+        """Connect, declare and consume each queue nothing holds; on failure, close it all."""
         config = self._config
         self.connection = connection = await self._connect(config, self._reactor, self.url)
         try:
             self.channel = channel = await self._step(connection.channel(), "opening a channel")
             names = await declare(channel, config, self._clock)
+            self._names = dict(zip((queue.name for queue in config.queues), names, strict=True))
             retry_queues = await declare_error_paths(
                 channel, connection.channel, config, self._clock
             )
-            policy = self._policy_for(retry_queues)
-            await self._step(
-                channel.qos(config.qos.prefetch_count, config.qos.prefetch_size),
-                "setting the prefetch count",
-            )
-            self.dispatcher = dispatcher = self._dispatcher_for(channel, policy, self._lose)
-            for name in names:
-                tag = await self._step(
-                    channel.consume(name, dispatcher.deliver_for(name), self._cancelled_by_broker),
-                    f"consuming from queue {name!r}",
-                )
-                self.consumer_tags.append(tag)
+            self.policy = policy = self._policy_for(retry_queues)
+            self.dispatcher = self._dispatcher_for(channel, policy, self._lose)
+            for queue in config.queues:
+                self._budget(queue)
+            self._holds.session = self
+            for queue in config.queues:
+                await self._lock(queue.name).run(self._converge_now, queue.name)
         except BaseException:
+            if self._holds.session is self:
+                self._holds.session = None
             if self.dispatcher is not None:
                 self.dispatcher.abandon()
             await connection.close()
             raise
-        self.queues = tuple(names)
         self._consuming = True
         connection.closed.addCallback(self._connection_closed)
         channel.closed.addCallback(self._channel_closed)
         connection.add_blocked_callbacks(self._on_blocked, self._on_unblocked)
         log.info("Consuming from %s on %s", ", ".join(map(repr, names)), redact_url(self.url))
+
+    def _budget(self, queue: QueueConfig) -> None:
+        """Give ``queue`` a fresh byte budget, if it has one; a new session owes nothing."""
+        if queue.max_unacked_bytes is None:
+            return
+        holds = self._holds
+        if OVER_BYTES in holds.reasons(queue.name):
+            holds.release(queue.name, OVER_BYTES)
+        self._budgets[queue.name] = ByteBudget(
+            queue.name, queue.max_unacked_bytes, holds.hold, holds.release
+        )
+
+    # --- which queues consume ------------------------------------------------------
+
+    def _lock(self, queue: str) -> defer.DeferredLock:
+        return self._locks.setdefault(queue, defer.DeferredLock())
+
+    def converge(self, queue: str) -> defer.Deferred[None]:
+        """Consume ``queue`` if nothing holds it, cancel its consumer otherwise.
+
+        A held queue's prefetched, unstarted deliveries go back to it when
+        a reason that returns them holds it. A failure to consume again is
+        told to the holds' failure listeners; the Deferred fires anyway.
+        """
+        d = self._lock(queue).run(self._converge_now, queue)
+        return d.addErrback(self._report, queue)
+
+    def reconsume(self, queue: str) -> defer.Deferred[None]:
+        """Cancel ``queue``'s consumer and consume again, with the options of now."""
+
+        async def again() -> None:
+            await self._cancel(queue)
+            await self._converge_now(queue)
+
+        d = self._lock(queue).run(lambda: defer.ensureDeferred(again()))
+        return d.addErrback(self._report, queue)
+
+    def _report(self, failure: Failure, queue: str) -> None:
+        if not self._consuming or self.lost.called:
+            return  # the session's end says why
+        error = failure.value
+        self._holds.reconsume_failed(
+            queue, error if isinstance(error, Exception) else Exception(error)
+        )
+
+    def _converge_now(self, queue: str) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._converge(queue))
+
+    async def _converge(self, queue: str) -> None:
+        channel = self.channel
+        if channel is None or not channel.is_open or self._holds.session is not self:
+            return
+        wanted = self._holds.consumes(queue) and queue in self._names
+        if wanted and queue not in self._tags:
+            await self._consume(queue)
+        elif not wanted:
+            await self._cancel(queue)
+            returns = self._holds.reasons(queue) & RETURNS_UNSTARTED
+            if returns and self.dispatcher is not None and queue in self._names:
+                await self.dispatcher.return_unstarted(self._names[queue])
+
+    async def _consume(self, queue: str) -> None:
+        channel, dispatcher = self.channel, self.dispatcher
+        assert channel is not None  # noqa: S101 - open set it
+        assert dispatcher is not None  # noqa: S101 - open set it
+        options = self._options(queue)
+        name = self._names[queue]
+        prefetch = self._config.qos.prefetch_count
+        if options is not None and options.prefetch_count is not None:
+            prefetch = options.prefetch_count
+        if prefetch != self._prefetch:
+            await self._step(channel.qos(prefetch, 0), f"setting the prefetch count of {name!r}")
+            self._prefetch = prefetch
+        budget = self._budgets.get(queue)
+        handler = dispatcher.deliver_for(name, budget) if budget else dispatcher.deliver_for(name)
+        if options is not None and options.consumer_priority is not None:
+            arguments = {"x-priority": options.consumer_priority}
+            consuming = channel.consume(name, handler, self._cancelled_by_broker, arguments)
+        else:
+            consuming = channel.consume(name, handler, self._cancelled_by_broker)
+        self._tags[queue] = await self._step(consuming, f"consuming from queue {name!r}")
+
+    async def _cancel(self, queue: str) -> None:
+        tag = self._tags.pop(queue, None)
+        if tag is None or self.channel is None or not self.channel.is_open:
+            return
+        cancelled = self.channel.cancel(tag)
+        cancelled.addTimeout(self._config.connect_timeout, self._clock)
+        try:
+            await cancelled
+        except defer.TimeoutError:
+            log.warning("The broker did not confirm basic.cancel in time")
+
+    def _options(self, queue: str) -> QueueConfig | None:
+        for options in self._config.queues:
+            if options.name == queue:
+                return options
+        return None
+
+    # --- the consumer's topology, changed while running -------------------------------
+
+    def update(self, config: Config) -> None:
+        """Take the consumer's config of now: its queues' options, and the queues added."""
+        self._config = config
+
+    def add_queue(
+        self, queue: QueueConfig, bindings: tuple[BindingConfig, ...]
+    ) -> defer.Deferred[None]:
+        """Declare and bind ``queue`` (and its retry and dead queues), then consume it.
+
+        The declarations go on a channel of their own, so a refusal fails
+        this call (with :class:`DeclarationError`) and not the session.
+        """
+        return self._lock(queue.name).run(
+            lambda: defer.ensureDeferred(self._add_queue(queue, bindings))
+        )
+
+    async def _add_queue(self, queue: QueueConfig, bindings: tuple[BindingConfig, ...]) -> None:
+        connection, policy = self.connection, self.policy
+        if connection is None or policy is None or not self._consuming:
+            return  # the next session declares it, with the consumer's topology
+        only = self._config.replace(exchanges=(), queues=(queue,), bindings=bindings)
+        side = await self._step(connection.channel(), "opening a channel")
+        try:
+            [name] = await declare(side, only, self._clock)
+        finally:
+            if side.is_open:
+                await self._step(side.close(), "closing a channel")
+        retry = await declare_error_paths(
+            side, connection.channel, only.replace(drop_exchange=""), self._clock
+        )
+        policy.retry_queues = policy.retry_queues | set(retry)
+        self._names[queue.name] = name
+        self._budget(queue)
+        await self._converge(queue.name)
+
+    def remove_queue(self, queue: str) -> defer.Deferred[None]:
+        """Cancel ``queue``'s consumer and send its unstarted deliveries back.
+
+        Its deliveries in flight finish and are settled as usual.
+        """
+
+        async def remove() -> None:
+            await self._cancel(queue)
+            name = self._names.pop(queue, None)
+            self._budgets.pop(queue, None)
+            if name is not None and self.dispatcher is not None:
+                await self.dispatcher.return_unstarted(name)
+
+        return self._lock(queue).run(lambda: defer.ensureDeferred(remove()))
 
     async def _step(self, d: defer.Deferred[Any], what: str) -> Any:
         """Await one channel operation with a timeout, naming it if it fails."""
@@ -127,7 +300,13 @@ class Session:
 
     def _lose(self, reason: Exception) -> None:
         if self._consuming and not self.lost.called:
+            self._detach()
             self.lost.callback(reason)
+
+    def _detach(self) -> None:
+        """Act on no more holds: the session is ending."""
+        if self._holds.session is self:
+            self._holds.session = None
 
     def _connection_closed(self, reason: Exception | None) -> None:
         if reason is not None:
@@ -161,6 +340,7 @@ class Session:
         Callbacks still running finish first (the Deferred fires then); their
         delivery tags are dead, and the broker redelivers their messages.
         """
+        self._detach()
         dispatcher, self.dispatcher = self.dispatcher, None
         connection = self.connection
         if connection is not None and connection.is_open:
@@ -171,6 +351,7 @@ class Session:
 
     def abort(self) -> None:
         """Drop the connection now; the broker requeues every unsettled delivery."""
+        self._detach()
         if self.dispatcher is not None:
             self.dispatcher.abandon()
         if self.connection is not None:
@@ -184,15 +365,10 @@ class Session:
             abandoned (their messages left to the broker).
 
         """
-        channel, dispatcher = self.channel, self.dispatcher
-        if channel is not None and channel.is_open:
-            for tag in self.consumer_tags:
-                cancelled = channel.cancel(tag)
-                cancelled.addTimeout(self._config.connect_timeout, self._clock)
-                try:
-                    await cancelled
-                except defer.TimeoutError:
-                    log.warning("The broker did not confirm basic.cancel in time")
+        self._detach()
+        for queue in list(self._tags):
+            await self._cancel(queue)
+        dispatcher = self.dispatcher
         if dispatcher is None:
             return False
         drained = dispatcher.stop()
@@ -221,7 +397,13 @@ class Session:
 
         The drain did not see it; the broker requeues what it delivered.
         """
+        self._detach()
         if self.dispatcher is not None:
             self.dispatcher.abandon()
         if self.connection is not None:
             self.connection.close()
+
+
+def _initial_holds(config: Config) -> list[tuple[str, bool]]:
+    """Each queue of ``config``, and whether it starts paused."""
+    return [(queue.name, queue.paused) for queue in config.queues]

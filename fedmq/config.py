@@ -125,8 +125,11 @@ class QueueConfig:
 
     ``passive`` overrides the config's ``passive_declares`` for this queue
     (and its retry and dead queues): true only checks that it exists; None
-    (the default) follows the config. ``suspend_on_bad_host_health`` stops
-    consuming it while the host health check fails.
+    (the default) follows the config. ``prefetch_count``,
+    ``consumer_priority``, ``max_unacked_bytes`` and ``paused`` say how
+    fedmq consumes it (see the "Flow control" page);
+    ``suspend_on_bad_host_health`` stops consuming it while the host is
+    unhealthy.
     """
 
     name: str
@@ -135,6 +138,15 @@ class QueueConfig:
     exclusive: bool = False
     arguments: Mapping[str, Any] = _frozen_field()
     passive: bool | None = None
+    #: Its consumer's prefetch (a per-consumer ``basic.qos``); None: ``qos.prefetch_count``.
+    prefetch_count: int | None = None
+    #: The consumer's priority (``x-priority``); None: the broker's default, 0.
+    consumer_priority: int | None = None
+    #: Pause the queue while its unsettled deliveries' bodies hold more bytes; None: no limit.
+    max_unacked_bytes: int | None = None
+    #: Start paused: consume only after ``Consumer.resume``.
+    paused: bool = False
+    #: Stop consuming it while the host is unhealthy (see :class:`~fedmq.HealthMonitor`).
     suspend_on_bad_host_health: bool = False
 
     def __post_init__(self) -> None:

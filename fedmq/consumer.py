@@ -7,10 +7,9 @@ each session hands deliveries to, and drains and ends the consumer.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from twisted.internet import defer
@@ -19,25 +18,30 @@ from twisted.python.failure import Failure
 from fedmq._amqp import AMQPConnection
 from fedmq._backoff import Attempts
 from fedmq._callback import load_callback
-from fedmq._connection import Channel, Clock, Connect
-from fedmq._connector import connect as connect_with_failover
-from fedmq._deferreds import BoundedCloses, chain
+from fedmq._connection import Clock, Connect
+from fedmq._consumer_parts import (
+    SessionMaker,
+    accepted_types,
+    callback_name,
+    consumer_publisher,
+)
+from fedmq._deferreds import chain
 from fedmq._delivery import Result
-from fedmq._dispatch import Dispatcher
-from fedmq._error_window import ErrorCount, ErrorWindow, log_consumer_error, too_many_errors
-from fedmq._events import EventBus, SlowConsumerWatch
-from fedmq._executors import executor_for
+from fedmq._ending import Ending
+from fedmq._error_window import ErrorWindow
+from fedmq._events import EventBus, QueueEvents, SlowConsumerWatch, consumed_queues
+from fedmq._executors import current_consumer
+from fedmq._flow import QueueListener, QueueState
 from fedmq._health import host_health_for, refuse_if_suspended
 from fedmq._lifecycle import Hooks
-from fedmq._policy import ErrorPolicy
+from fedmq._queue_control import UNCHANGED, QueueControl
 from fedmq._reconnect import STATES, Reconnector, State
 from fedmq._session import Session
 from fedmq._stats import QUEUE_COUNTERS, ConsumerStats
-from fedmq.config import Config
-from fedmq.events import ErrorEvent, EventHandler, StateChanged
-from fedmq.exceptions import ConnectionFailed, HaltConsumer, StopForced
+from fedmq.config import BindingConfig, Config, QueueConfig
+from fedmq.events import EventHandler, StateChanged
 from fedmq.health import ConsumerSuspended, HealthMonitor
-from fedmq.message import Message, Properties
+from fedmq.message import Message
 from fedmq.publisher import Publisher
 
 log = logging.getLogger("fedmq")
@@ -52,6 +56,16 @@ class Consumer:
     config's ``amqp_urls`` in turn, and everything is declared, bound and
     consumed again. Deliveries in flight on the lost connection are never
     acked on the new one: the broker redelivers them.
+
+    Flow control (:meth:`pause`, :meth:`resume`, :meth:`reconfigure`,
+    :meth:`add_queue`, :meth:`remove_queue`; each kept across reconnects)
+    is safe from any thread. On the reactor thread each returns a Deferred
+    firing once the broker has done it (failing with
+    :class:`DeclarationError` when it refused to declare an added queue);
+    from any other thread (a callback's) it hands the change to the reactor
+    and returns None. A queue name the consumer does not have raises
+    ``ValueError``, and a bad option :class:`ConfigurationError`, in the
+    caller's thread. See the "Flow control" page.
 
     Args:
         config: what to connect to, declare and consume.
@@ -104,7 +118,6 @@ class Consumer:
             from twisted.internet import reactor as global_reactor
 
             reactor = global_reactor
-        self.config = config
         self._reactor = reactor
         # Any: Deferred.addTimeout wants Twisted's IReactorTime, which a Clock provides.
         self._clock: Any = clock if clock is not None else reactor
@@ -113,61 +126,72 @@ class Consumer:
         #: The callback as loaded (for a class callback, the instance its hooks ran on).
         self.callback, self.is_async = load_callback(target, config.consumer_config, config=config)
         #: The consumer's name, written in the X-Dropped-By header of what it drops or parks.
-        self.name = config.name or _callback_name(target)
-        declared = getattr(self.callback, "message_types", None) or ()
-        self._message_types: tuple[str, ...] = config.message_types or (
-            (declared,) if isinstance(declared, str) else tuple(declared)
-        )
+        self.name = config.name or callback_name(target)
+        #: The message types the callback accepts (empty: any).
+        self.message_types = accepted_types(config, self.callback)
         self._errors = ErrorWindow.of(config, self._clock.seconds)
         self._hooks = Hooks(self.callback, self.name, reactor, self._clock, self.drain_timeout)
-        self.result: defer.Deferred[None] = defer.Deferred()
-        self.queues: tuple[str, ...] = ()
+        self._queues: tuple[str, ...] = ()
         self.stats = ConsumerStats()
         self._publisher: Publisher | None = None
         # The thread start() ran on: the reactor's, for a reactor handed in.
         self._reactor_thread: int | None = None
         self._open_connection = connect
-        self._events = EventBus()
-        if on_event is not None:
-            self._events.add(on_event)
+        self._events = EventBus(on_event)
         self._machine = Reconnector(
             Attempts(config.broker_urls, config.reconnect),
             self._clock,
-            functools.partial(
-                Session,
-                config=config,
-                reactor=reactor,
-                clock=self._clock,
-                connect=connect,
-                policy_for=self._error_policy,
-                dispatcher_for=self._dispatcher,
-            ),
+            lambda url, blocked, unblocked: self._sessions(url, blocked, unblocked),  # noqa: PLW0108
             self._session_opened,
-            self._give_up,
+            lambda failure: self._end.give_up(failure),  # noqa: PLW0108 - made below
             self._events.emit,
+            lambda session: consumed_queues(self.flow.holds, session),
+        )
+        #: The queues' holds, options and topology, changed while running (any thread).
+        self.flow = QueueControl(
+            config, reactor, lambda: self._machine.session, self._on_reactor_thread
+        )
+        self._end = Ending(
+            self._machine,
+            self._hooks,
+            self._clock,
+            config,
+            lambda: self._publisher,
+            on_error=self._events.error,
+        )
+        self.result: defer.Deferred[None] = self._end.result
+        self._sessions = SessionMaker(
+            self, reactor, self._clock, connect, self._errors, self._hooks, self._end
         )
         self.health = health if health is not None else HealthMonitor()
         self._host = host_health_for(
-            config,
-            self.health,
-            self._clock,
-            hold=lambda queue, reason: None,
-            release=lambda queue, reason: None,
-            suspend=self._machine.suspend,
-            emit=self._events.emit,
-            on_reactor=self._on_reactor,
+            self.flow, self.health, self._clock, self._machine.suspend, self._events, self._on_reactor
         )
-        self._slow = SlowConsumerWatch(
-            lambda: max(0, self.in_flight - config.concurrency),
-            config.slow_consumer_high,
-            config.slow_consumer_low,
-            config.slow_consumer_interval,
-            self._clock,
-            self._events.emit,
+        self._slow = SlowConsumerWatch.of(config, lambda: self.in_flight, self._clock, self._events)
+        QueueEvents(
+            self.flow.holds, self._events.emit, lambda: self._host.reason, lambda: self._machine.session
         )
-        # Why the consumer ends (None: normally), and the drain in progress.
-        self._outcome: Failure | None = None
-        self._ending: defer.Deferred[None] | None = None
+
+    @property
+    def config(self) -> Config:
+        """The consumer's config, with the queues added, removed and reconfigured since."""
+        return self.flow.config
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The names of the queues consumed (the broker's for server-named ones), once started."""
+        session = self._machine.session
+        return session.queues if session is not None and session.queues else self._queues
+
+    def _on_reactor_thread(self) -> bool:
+        return self._reactor_thread is None or threading.get_ident() == self._reactor_thread
+
+    def _on_reactor(self, function: Callable[..., Any], *args: Any) -> None:
+        """Run ``function(*args)`` on the reactor thread: now if on it (or not started)."""
+        if self._on_reactor_thread():
+            function(*args)
+        else:
+            self._reactor.callFromThread(function, *args)
 
     # --- state ---------------------------------------------------------------
 
@@ -203,13 +227,6 @@ class Consumer:
 
         self._events.add(on_state)
 
-    def _on_reactor(self, function: Callable[..., Any], *args: Any) -> None:
-        """Run ``function(*args)`` on the reactor thread: now if on it (or not started)."""
-        if self._reactor_thread in (None, threading.get_ident()):
-            function(*args)
-        else:
-            self._reactor.callFromThread(function, *args)
-
     @property
     def broker_address(self) -> str | None:
         """The address (``host:port``, no credentials) of the broker consumed from, if any."""
@@ -235,7 +252,7 @@ class Consumer:
 
         """
         self._reactor_thread = threading.get_ident()
-        self._host.start(self.health)
+        self._host.start()
         self._slow.start()
         started = chain(self._machine.started).addCallback(lambda _: self)
         self._hooks.set_up().addCallbacks(self._set_up, self._setup_failed)
@@ -250,68 +267,12 @@ class Consumer:
 
     def _setup_failed(self, failure: Failure) -> None:
         if not self._machine.stopping:
-            self._give_up(failure)
+            self._end.give_up(failure)
 
     def _session_opened(self, session: Session, reconnected: bool) -> None:
-        self.queues = session.queues
+        self._queues = session.queues
         if reconnected:
             self.stats.reconnects += 1
-
-    def _give_up(self, failure: Failure) -> None:
-        if self._machine.started.called:
-            # Before that, start()'s caller is told; logging it too says it twice.
-            log.error("%s", failure.value)
-        self._outcome = failure
-        self._machine.stop("stopped")
-        self._machine.fail_start(failure)
-        defer.ensureDeferred(self._hooks.tear_down()).addBoth(lambda _: self._finish())
-
-    # --- what a session hands deliveries to --------------------------------------
-
-    def _error_policy(self, retry_queues: list[str]) -> ErrorPolicy:
-        """Where retried, parked and dropped messages go, given the retry queues declared."""
-        config = self.config
-        return ErrorPolicy(
-            name=self.name,
-            retry=config.retry,
-            retry_queues=retry_queues,
-            drop_exchange=config.drop_exchange,
-            message_types=self._message_types,
-            drop_invalid_messages=config.drop_invalid_messages,
-            publish=self._republish,
-        )
-
-    def _dispatcher(
-        self, channel: Channel, policy: ErrorPolicy, on_queue_missing: Callable[[Exception], None]
-    ) -> Dispatcher:
-        return Dispatcher(
-            channel,
-            self._make_executor,
-            self._halted,
-            self._failed,
-            self.stats,
-            policy,
-            on_queue_missing=on_queue_missing,
-            errors=self._errors,
-        )
-
-    def _make_executor(self, on_results: Any) -> Any:
-        return executor_for(
-            self.callback,
-            self.is_async,
-            self.config,
-            self._reactor,
-            on_results,
-            self,
-            loop=self._hooks.event_loop,
-            errors=self._errors,
-        )
-
-    def _republish(
-        self, exchange: str, routing_key: str, data: bytes, properties: Properties
-    ) -> defer.Deferred[None]:
-        """Publish a retried, parked or dropped copy, confirmed and mandatory."""
-        return self.publisher.publish_data(exchange, routing_key, data, properties, mandatory=True)
 
     # --- publishing ------------------------------------------------------------
 
@@ -327,21 +288,8 @@ class Consumer:
         property) followed by " (publisher)".
         """
         if self._publisher is None:
-            from twisted.internet import reactor as global_reactor
-
-            # On the global reactor, the publisher takes each caller's form:
-            # a callback's worker thread blocks, the reactor gets a Deferred.
-            given = None if self._reactor is global_reactor else self._reactor
-            connect = functools.partial(connect_with_failover, opener=self._open_connection)
-            # Its connection is told apart from the consuming one on the broker.
-            properties = dict(self.config.client_properties)
-            name = properties.get("connection_name") or properties.get("app") or self.name
-            properties["connection_name"] = f"{name} (publisher)"
-            self._publisher = Publisher(
-                self.config.replace(client_properties=properties),
-                reactor=given,
-                connect=connect,
-                reactor_thread=None if given is None else self._reactor_thread,
+            self._publisher = consumer_publisher(
+                self.config, self.name, self._reactor, self._reactor_thread, self._open_connection
             )
         return self._publisher
 
@@ -390,12 +338,20 @@ class Consumer:
         ones are acked; then the channel and connection close. Callbacks
         still running after ``drain_timeout`` are abandoned (their messages
         left to the broker) and :attr:`result` fails with :class:`StopForced`.
+        Safe from any thread.
 
         Returns:
-            A Deferred that fires once all of that is done.
+            A Deferred that fires once all of that is done (on the reactor
+            thread); called from one of this consumer's own callbacks, one
+            that has failed with :class:`~fedmq.WouldDeadlock` (the drain
+            waits for the callback, so the callback cannot wait for it).
 
         """
-        return self._stop(None)
+        return self._end.request(
+            from_callback=current_consumer.get() is self,
+            on_reactor_thread=self._on_reactor_thread(),
+            reactor=self._reactor,
+        )
 
     def abort(self) -> None:
         """Stop now, without waiting for callbacks in flight.
@@ -404,83 +360,43 @@ class Consumer:
         delivery. :attr:`result` fails with :class:`StopForced` unless the
         consumer had already ended for another reason.
         """
-        if self._outcome is None:
-            self._outcome = Failure(StopForced("Stopped without waiting for callbacks in flight"))
-        session = self._machine.stop("stopped")
-        if session is not None:
-            session.abort()
-        self._finish()
+        self._end.abort()
 
-    def _halted(self, halt: HaltConsumer) -> None:
-        log.info("The callback halted the consumer: %s", halt)
-        self._stop(None if halt.exit_code == 0 else Failure(halt))
+    # --- flow control: safe from any thread; see the class docstring ---------
 
-    def _failed(
-        self, exc: BaseException, message: Message | None, duration: float, errors: ErrorCount
-    ) -> None:
-        """A consumer error: log it; stop when the error window decided it was one too many."""
-        log_consumer_error(exc, message, duration, errors)
-        self._events.emit(
-            ErrorEvent(exc, message.queue if message else None, message.id if message else None)
+    def pause(self, queue: str | None = None) -> defer.Deferred[None] | None:
+        """Stop consuming ``queue`` (every queue, for None) until :meth:`resume`."""
+        return self.flow.pause(queue)
+
+    def resume(self, queue: str | None = None) -> defer.Deferred[None] | None:
+        """Consume ``queue`` (every queue, for None) again after :meth:`pause`."""
+        return self.flow.resume(queue)
+
+    def queue_states(self) -> dict[str, QueueState]:
+        """Each queue's :class:`~fedmq.QueueState`: whether it consumes, and why not."""
+        return self.flow.states()
+
+    def add_queue_listener(self, listener: QueueListener) -> None:
+        """Call ``listener(queue, consuming, reasons)`` on the reactor thread at every change."""
+        self.flow.add_listener(listener)
+
+    def reconfigure(
+        self, queue: str, *, prefetch_count: Any = UNCHANGED, consumer_priority: Any = UNCHANGED
+    ) -> defer.Deferred[None] | None:
+        """Consume ``queue`` again with a new ``prefetch_count`` or ``consumer_priority``."""
+        return self.flow.reconfigure(
+            queue, prefetch_count=prefetch_count, consumer_priority=consumer_priority
         )
-        if errors.stops and not self._machine.stopping:
-            self._stop(Failure(too_many_errors(exc, message, errors)))
 
-    def _stop(self, outcome: Failure | None) -> defer.Deferred[None]:
-        if not self._machine.stopping:
-            self._outcome = outcome
-            self._ending = defer.ensureDeferred(self._drain_and_close())
-        ending = self._ending if self._ending is not None else defer.succeed(None)
-        return chain(ending).addBoth(lambda _: None)
+    def add_queue(
+        self, queue: str | QueueConfig, bindings: Iterable[BindingConfig | Mapping[str, Any]] = ()
+    ) -> defer.Deferred[None] | None:
+        """Declare and bind a queue (its retry and dead queues too), and consume it."""
+        return self.flow.add_queue(queue, bindings)
 
-    async def _drain_and_close(self) -> None:
-        session = self._machine.stop("draining")
-        self._machine.fail_start(
-            self._outcome or Failure(ConnectionFailed("Cancelled before consuming"))
-        )
-        try:
-            forced = session is not None and await session.drain(self.drain_timeout)
-            if forced and self._outcome is None:
-                self._outcome = Failure(
-                    StopForced(f"Callbacks still running after {self.drain_timeout:g} s")
-                )
-            # Each close is bounded: one the broker never answers must not hang the stop.
-            connection = session.connection if session is not None else None
-            closes = BoundedCloses(connection, self.config.connect_timeout, self._clock)
-            if self._publisher is not None:
-                # Confirms still due after connect_timeout end CANCELED.
-                await closes.publisher(self._publisher)
-            if session is not None:
-                await session.close(closes)
-            if self._outcome is not None and isinstance(self._outcome.value, StopForced):
-                if self._hooks.tears_down:
-                    log.error("teardown() not called: callbacks are still running")
-            else:
-                await self._hooks.tear_down()
-        finally:
-            self._finish()
-
-    def _finish(self) -> None:
-        self._host.stop()
-        self._slow.stop()
-        self._machine.stop("stopped")
-        self._hooks.stop_loop()
-        if self.result.called:
-            return
-        if self._outcome is None:
-            self.result.callback(None)
-        else:
-            self.result.errback(self._outcome)
-
-
-def _callback_name(callback: Any) -> str:
-    """``module:object`` for a callback, as a config file would name it."""
-    if isinstance(callback, str):
-        return callback
-    target = callback if hasattr(callback, "__qualname__") else type(callback)
-    module = getattr(target, "__module__", None)
-    qualname = getattr(target, "__qualname__", None)
-    return f"{module}:{qualname}" if module and qualname else "fedmq"
+    def remove_queue(self, queue: str) -> defer.Deferred[None] | None:
+        """Stop consuming ``queue``: unstarted deliveries go back, those in flight settle."""
+        return self.flow.remove_queue(queue)
 
 
 #: The object ``consume()`` hands to Twisted code: :meth:`Consumer.cancel` and

@@ -172,6 +172,16 @@ class ConsumerCancelled(FedmqError):
     """
 
 
+class WouldDeadlock(FedmqError, RuntimeError):
+    """A callback waited for something that waits for that callback.
+
+    :meth:`fedmq.Consumer.cancel` called from one of the consumer's own
+    callbacks asks for the stop and returns a Deferred failing with this
+    error: the drain waits for the callback to return, so the callback
+    cannot wait for the drain.
+    """
+
+
 class PublishError(FedmqError):
     """Base class of the ways a publish can fail."""
 

@@ -48,10 +48,12 @@ async def test_a_connection_the_broker_closes_is_told_in_order_and_consuming_res
         "disconnected",
         "reconnecting",
         "reconnected",
+        "queue_reopened",
         "topology_restored",
     ]
     [disconnected] = [e for e in events if isinstance(e, fedmq.Disconnected)]
     assert "closed by the events test" in disconnected.reason
+    assert fedmq.QueueReopened(queue_name) in events
     assert fedmq.TopologyRestored((queue_name,)) in events
     states = [e.state for e in events if isinstance(e, fedmq.StateChanged)]
     assert states == ["consuming", "reconnecting", "consuming", "draining", "stopped"]
@@ -89,8 +91,8 @@ async def test_a_broker_restart_is_told_in_order_with_each_failed_attempt(
         await consumer.cancel()
     told = without_states(events)
     assert told[:3] == ["connected", "disconnected", "reconnecting"]
-    assert told[-2:] == ["reconnected", "topology_restored"]
-    assert set(told[2:-2]) == {"reconnecting"}
+    assert told[-3:] == ["reconnected", "queue_reopened", "topology_restored"]
+    assert set(told[2:-3]) == {"reconnecting"}
     attempts = [e for e in events if isinstance(e, fedmq.Reconnecting)]
     assert [e.attempt for e in attempts] == list(range(1, len(attempts) + 1))
     assert attempts[0].delay == 0.0

@@ -69,6 +69,7 @@ def test_a_lost_connection_is_told_in_order_from_disconnected_to_topology_restor
         "disconnected",
         "reconnecting",
         "reconnected",
+        "queue_reopened",
         "topology_restored",
     ]
     disconnected = next(e for e in events if isinstance(e, fedmq.Disconnected))
@@ -76,7 +77,8 @@ def test_a_lost_connection_is_told_in_order_from_disconnected_to_topology_restor
     assert next(e for e in events if isinstance(e, fedmq.Reconnecting)) == fedmq.Reconnecting(
         1, 0.0
     )
-    assert events[-2:] == [
+    assert events[-3:] == [
+        fedmq.QueueReopened("orders"),
         fedmq.TopologyRestored(("orders",)),
         fedmq.StateChanged("consuming"),
     ]
@@ -110,7 +112,7 @@ def test_each_failed_attempt_is_told_with_its_number_and_the_wait_before_the_nex
         fedmq.Reconnecting(2, 1.0),
         fedmq.Reconnecting(3, 2.0),
     ]
-    assert kinds(events)[-2:] == ["reconnected", "topology_restored"]
+    assert kinds(events)[-3:] == ["reconnected", "queue_reopened", "topology_restored"]
 
 
 def test_a_blocked_connection_is_told_with_the_brokers_reason_then_unblocked():

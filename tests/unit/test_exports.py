@@ -52,6 +52,8 @@ EXPECTED_EXPORTS = {
     "PublishReturned": "fedmq.exceptions",
     "PublishTimeout": "fedmq.exceptions",
     "StopForced": "fedmq.exceptions",
+    "WouldDeadlock": "fedmq.exceptions",
+    "QueueState": "fedmq._flow",
     "__version__": "fedmq",
     "consume": "fedmq.api",
     "load_config": "fedmq.config",

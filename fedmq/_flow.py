@@ -1,0 +1,215 @@
+"""Which queues consume, and why the others do not: holds, their reasons, the byte budget.
+
+A queue consumes whenever the consumer is connected and nothing holds it.
+Each hold has a reason (the user paused it, its unsettled bytes are over
+``max_unacked_bytes``, its host is unhealthy); a queue consumes again once
+the last reason is released. :class:`Holds` keeps the reasons for the
+consumer's whole life, across reconnects, and tells the session in charge
+(:mod:`fedmq._session`) to cancel or consume again; a session opened later
+consumes only the queues nothing holds.
+
+Everything here runs on the reactor thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import NamedTuple, Protocol
+
+from twisted.internet import defer
+
+log = logging.getLogger("fedmq")
+
+#: The user paused the queue (``Consumer.pause``, or ``paused = true``).
+PAUSED = "paused"
+#: The queue's unsettled deliveries hold more than its ``max_unacked_bytes``.
+OVER_BYTES = "over max_unacked_bytes"
+#: The host is unhealthy and the queue suspends on bad host health.
+HOST_UNHEALTHY = "host unhealthy"
+#: The holds whose queue's prefetched, unstarted deliveries go back to the queue.
+#: The byte budget keeps them: they are what it counts, and they bring it down.
+RETURNS_UNSTARTED = frozenset({PAUSED, HOST_UNHEALTHY})
+
+#: Called with (queue, consuming, reasons) at every change of a queue's holds.
+QueueListener = Callable[[str, bool, frozenset[str]], object]
+#: Called with (queue, error) when consuming a queue again failed.
+ReconsumeFailedListener = Callable[[str, Exception], object]
+
+
+class QueueState(NamedTuple):
+    """Whether a queue consumes, and why not.
+
+    ``consuming`` is true when nothing holds the queue: it consumes whenever
+    the consumer is connected. ``reasons`` names each hold ("paused", "over
+    max_unacked_bytes", "host unhealthy").
+    """
+
+    consuming: bool
+    reasons: frozenset[str]
+
+
+class Converger(Protocol):
+    """What holds act through: the session in charge, which consumes or cancels a queue."""
+
+    def converge(self, queue: str) -> defer.Deferred[None]:
+        """Consume ``queue`` if nothing holds it, cancel its consumer otherwise."""
+
+
+class Holds:
+    """The hold reasons of each queue of one consumer, kept across its sessions."""
+
+    def __init__(self, queues: Iterable[tuple[str, bool]] = ()) -> None:
+        self._reasons: dict[str, set[str]] = {}
+        self._listeners: list[QueueListener] = []
+        self._failure_listeners: list[ReconsumeFailedListener] = []
+        #: The session that acts on changes; None between sessions.
+        self.session: Converger | None = None
+        for queue, paused in queues:
+            self.add(queue, paused=paused)
+
+    # --- queues ------------------------------------------------------------------
+
+    def add(self, queue: str, *, paused: bool = False) -> None:
+        """Know ``queue``, held by "paused" when ``paused``."""
+        self._reasons.setdefault(queue, set())
+        if paused:
+            self._reasons[queue].add(PAUSED)
+
+    def remove(self, queue: str) -> None:
+        """Forget ``queue`` (it was removed from the consumer)."""
+        self._reasons.pop(queue, None)
+
+    def __contains__(self, queue: object) -> bool:
+        return queue in self._reasons
+
+    def consumes(self, queue: str) -> bool:
+        """Whether ``queue`` is known and nothing holds it."""
+        reasons = self._reasons.get(queue)
+        return reasons is not None and not reasons
+
+    def reasons(self, queue: str) -> frozenset[str]:
+        """Why ``queue`` does not consume (empty: it does)."""
+        return frozenset(self._reasons.get(queue, ()))
+
+    def states(self) -> dict[str, QueueState]:
+        """Each queue's :class:`QueueState`, in the order the queues were added."""
+        return {
+            queue: QueueState(not reasons, frozenset(reasons))
+            for queue, reasons in self._reasons.items()
+        }
+
+    # --- holding and releasing ------------------------------------------------------
+
+    def hold(self, queue: str | None, reason: str) -> defer.Deferred[None]:
+        """Hold ``queue`` (every queue known now, for None) for ``reason``.
+
+        Returns:
+            A Deferred firing once the session in charge has acted on it (the
+            broker confirmed ``basic.cancel``, and unstarted deliveries went
+            back when the reason returns them); at once between sessions.
+
+        """
+        return self._change(queue, reason, add=True)
+
+    def release(self, queue: str | None, reason: str) -> defer.Deferred[None]:
+        """Release ``queue``'s (every queue's, for None) hold for ``reason``.
+
+        Returns:
+            A Deferred firing once the session in charge consumes the queues
+            nothing holds any more; at once between sessions.
+
+        """
+        return self._change(queue, reason, add=False)
+
+    def _change(self, queue: str | None, reason: str, *, add: bool) -> defer.Deferred[None]:
+        targets = list(self._reasons) if queue is None else [queue]
+        acting: list[defer.Deferred[None]] = []
+        for name in targets:
+            reasons = self._reasons.get(name)
+            if reasons is None:
+                raise KeyError(name)
+            if (reason in reasons) == add:
+                continue
+            if add:
+                reasons.add(reason)
+            else:
+                reasons.discard(reason)
+            self._tell(name)
+            if self.session is not None:
+                acting.append(self.session.converge(name))
+        return defer.gatherResults(acting, consumeErrors=True).addCallback(lambda _: None)
+
+    def changed(self, queue: str) -> None:
+        """Tell the listeners of a change to ``queue`` that did not go through a hold."""
+        self._tell(queue)
+
+    # --- listeners --------------------------------------------------------------------
+
+    def add_listener(self, listener: QueueListener) -> None:
+        """Call ``listener(queue, consuming, reasons)`` at every change of a queue's holds."""
+        self._listeners.append(listener)
+
+    def add_failure_listener(self, listener: ReconsumeFailedListener) -> None:
+        """Call ``listener(queue, error)`` when consuming a queue again failed."""
+        self._failure_listeners.append(listener)
+
+    def _tell(self, queue: str) -> None:
+        reasons = self.reasons(queue)
+        for listener in list(self._listeners):
+            try:
+                listener(queue, not reasons and queue in self._reasons, reasons)
+            except Exception:
+                log.exception("A queue listener failed")
+
+    def reconsume_failed(self, queue: str, error: Exception) -> None:
+        """Consuming ``queue`` again failed: tell the failure listeners."""
+        log.error("Could not consume from queue %r again: %s", queue, error)
+        for listener in list(self._failure_listeners):
+            try:
+                listener(queue, error)
+            except Exception:
+                log.exception("A queue listener failed")
+
+
+class ByteBudget:
+    """One queue's client-side ``max_unacked_bytes``: hold it over, release it under half.
+
+    Counts the body sizes of the queue's deliveries from their arrival until
+    they are settled (or go back unstarted). Past ``limit`` the queue is
+    held ("over max_unacked_bytes"); once the count is down to
+    ``limit // 2`` (the low-water mark) it is released. One budget per
+    session: the unsettled deliveries of a lost connection are the broker's
+    again.
+    """
+
+    __slots__ = ("_hold", "_release", "held", "limit", "low", "queue", "unsettled")
+
+    def __init__(
+        self,
+        queue: str,
+        limit: int,
+        hold: Callable[[str, str], object],
+        release: Callable[[str, str], object],
+    ) -> None:
+        self.queue = queue
+        self.limit = limit
+        self.low = limit // 2
+        self.unsettled = 0
+        self.held = False
+        self._hold = hold
+        self._release = release
+
+    def received(self, size: int) -> None:
+        """A delivery of ``size`` bytes arrived."""
+        self.unsettled += size
+        if self.unsettled > self.limit and not self.held:
+            self.held = True
+            self._hold(self.queue, OVER_BYTES)
+
+    def settled(self, size: int) -> None:
+        """A delivery of ``size`` bytes was settled, or went back unstarted."""
+        self.unsettled -= size
+        if self.held and self.unsettled <= self.low:
+            self.held = False
+            self._release(self.queue, OVER_BYTES)

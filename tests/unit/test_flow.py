@@ -1,0 +1,319 @@
+"""Flow control on the real Consumer and the in-memory broker: holds, pause/resume, byte budget.
+
+The consumer and the broker share one ThreadedClock: results from callback
+threads run when the test says. No sockets, no sleeps.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+
+from fedmq import Message, Properties, QueueState, WouldDeadlock
+from fedmq._flow import OVER_BYTES, PAUSED, ByteBudget, Holds
+from fedmq.config import config_from_mapping
+from fedmq.consumer import Consumer
+from fedmq.exceptions import ConfigurationError
+from fedmq.testing import InMemoryBroker, ThreadedClock
+
+WAIT = 10.0
+
+
+class Gate:
+    """A callback whose runs wait until the test opens the gate; it records each body."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.seen: list[Any] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, message: Message) -> None:
+        with self.lock:
+            self.seen.append(message.body)
+        if not self.open.wait(WAIT):
+            raise RuntimeError("the gate was never opened")
+
+
+class Harness:
+    """A consumer of "orders" and "invoices" (bound to amq.topic) on an in-memory broker."""
+
+    def __init__(self, callback: Any, queues: dict[str, Any] | None = None, **config: Any) -> None:
+        self.clock = ThreadedClock()
+        self.broker = InMemoryBroker(self.clock)
+        queues = queues if queues is not None else {"orders": {}, "invoices": {}}
+        settings = {
+            "amqp_url": "amqp://in-memory/",
+            "queues": queues,
+            "bindings": [
+                {"queue": name, "exchange": "amq.topic", "routing_keys": [f"{name}.#"]}
+                for name in queues
+            ],
+            **config,
+        }
+        self.consumer = Consumer(
+            config_from_mapping(settings), callback, reactor=self.clock, connect=self.broker.connect
+        )
+        self.changes: list[tuple[str, bool, frozenset[str]]] = []
+        self.consumer.add_queue_listener(
+            lambda queue, consuming, reasons: self.changes.append((queue, consuming, reasons))
+        )
+        started = self.consumer.start()
+        self.clock.run_until(lambda: started.called)
+
+    def until(self, done: Callable[[], bool]) -> None:
+        self.clock.run_until(done, timeout=WAIT)
+
+    def publish(self, topic: str, count: int, body: Any = "m") -> None:
+        for n in range(count):
+            self.broker.publish(Message(body if body != "m" else f"{topic}-{n}", topic))
+
+    def stop(self) -> None:
+        self.consumer.cancel()
+        self.until(lambda: self.consumer.state == "stopped")
+
+
+# --- the hold bookkeeping --------------------------------------------------------
+
+
+def test_a_queue_consumes_only_once_every_hold_reason_is_released():
+    """Two reasons hold a queue; releasing one leaves it held, releasing both frees it."""
+    holds = Holds([("orders", False), ("invoices", False)])
+    seen: list[tuple[str, bool, frozenset[str]]] = []
+    holds.add_listener(lambda *change: seen.append(change))
+    holds.hold("orders", PAUSED)
+    holds.hold("orders", "host unhealthy")
+    holds.release("orders", PAUSED)
+    assert not holds.consumes("orders")
+    assert holds.consumes("invoices")
+    holds.release("orders", "host unhealthy")
+    assert holds.consumes("orders")
+    assert seen == [
+        ("orders", False, frozenset({PAUSED})),
+        ("orders", False, frozenset({PAUSED, "host unhealthy"})),
+        ("orders", False, frozenset({"host unhealthy"})),
+        ("orders", True, frozenset()),
+    ]
+
+
+def test_holding_every_queue_holds_each_one_and_a_repeat_changes_nothing():
+    """hold(None, ...) holds all queues; holding again for the same reason tells no one."""
+    holds = Holds([("orders", False), ("invoices", True)])
+    seen: list[Any] = []
+    holds.add_listener(lambda *change: seen.append(change))
+    holds.hold(None, PAUSED)
+    assert seen == [("orders", False, frozenset({PAUSED}))]  # invoices started paused
+    assert holds.states() == {
+        "orders": QueueState(False, frozenset({PAUSED})),
+        "invoices": QueueState(False, frozenset({PAUSED})),
+    }
+    holds.release(None, PAUSED)
+    assert holds.states()["invoices"] == QueueState(True, frozenset())
+
+
+def test_a_listener_that_raises_does_not_stop_the_others():
+    """One failing listener is logged; the next is still told."""
+    holds = Holds([("orders", False)])
+    seen: list[Any] = []
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("listener bug")
+
+    holds.add_listener(broken)
+    holds.add_listener(lambda *change: seen.append(change))
+    holds.hold("orders", PAUSED)
+    assert seen == [("orders", False, frozenset({PAUSED}))]
+
+
+def test_the_byte_budget_holds_over_its_limit_and_releases_at_half():
+    """Over max_unacked_bytes the queue is held; at or under half of it, released."""
+    holds = Holds([("orders", False)])
+    budget = ByteBudget("orders", 1000, holds.hold, holds.release)
+    budget.received(600)
+    budget.received(400)
+    assert holds.consumes("orders")  # exactly at the limit: not over it
+    budget.received(1)
+    assert holds.reasons("orders") == {OVER_BYTES}
+    budget.settled(400)
+    assert not holds.consumes("orders")  # 601 left, over the low-water mark of 500
+    budget.settled(101)
+    assert holds.consumes("orders")
+    budget.settled(500)
+    assert budget.unsettled == 0
+
+
+# --- pause and resume on a running consumer -----------------------------------------
+
+
+def test_a_paused_queue_gets_no_deliveries_and_resume_restarts_it():
+    """Pausing "orders" cancels its consumer; "invoices" goes on; resume delivers the rest."""
+    seen: list[str] = []
+    h = Harness(lambda message: seen.append(message.body))
+    d = h.consumer.pause("orders")
+    assert d is not None
+    h.until(lambda: d.called)
+    assert h.broker.consumer_count("orders") == 0
+    assert h.broker.consumer_count("invoices") == 1
+    h.publish("orders.new", 3)
+    h.publish("invoices.new", 2)
+    h.until(lambda: len(seen) == 2)
+    assert sorted(seen) == ["invoices.new-0", "invoices.new-1"]
+    assert h.broker.queue_depth("orders") == 3
+    assert h.consumer.queue_states()["orders"] == QueueState(False, frozenset({PAUSED}))
+    h.consumer.resume("orders")
+    h.until(lambda: len(seen) == 5)
+    assert h.broker.queue_depth("orders") == 0
+    assert h.changes == [
+        ("orders", False, frozenset({PAUSED})),
+        ("orders", True, frozenset()),
+    ]
+    h.stop()
+
+
+def test_pausing_sends_unstarted_deliveries_back_and_lets_the_started_one_finish():
+    """Concurrency 1: the message running is acked; the ones prefetched go back unacked."""
+    gate = Gate()
+    h = Harness(gate, qos={"prefetch_count": 10})
+    h.publish("orders.new", 5)
+    h.until(lambda: len(gate.seen) == 1 and h.broker.unacked("orders") == 5)
+    d = h.consumer.pause("orders")
+    assert d is not None
+    h.until(lambda: d.called)
+    assert h.broker.unacked("orders") == 1  # the one running
+    assert len(h.broker.ready("orders")) == 4
+    gate.open.set()
+    h.until(lambda: h.consumer.counts["acked"] == 1)
+    assert gate.seen == ["orders.new-0"]
+    assert h.consumer.in_flight == 0
+    h.consumer.resume("orders")
+    h.until(lambda: h.consumer.counts["acked"] == 5)
+    h.stop()
+
+
+def test_a_queue_configured_paused_starts_without_a_consumer():
+    """A queue with `paused = true` is declared and bound, but consumed only after resume."""
+    seen: list[str] = []
+    h = Harness(lambda message: seen.append(message.body), queues={"orders": {"paused": True}})
+    h.publish("orders.new", 2)
+    assert h.broker.consumer_count("orders") == 0
+    assert h.broker.queue_depth("orders") == 2
+    h.consumer.resume()
+    h.until(lambda: len(seen) == 2)
+    h.stop()
+
+
+def test_a_pause_outlives_a_reconnect():
+    """The session opened after a dropped connection does not consume the paused queue."""
+    seen: list[str] = []
+    h = Harness(lambda message: seen.append(message.body))
+    h.consumer.pause("orders")
+    h.until(lambda: h.broker.consumer_count("orders") == 0)
+    h.broker.drop_connections()
+    h.until(lambda: h.consumer.state == "consuming" and h.consumer.stats.reconnects == 1)
+    h.until(lambda: h.consumer.state == "consuming" and h.broker.consumer_count("invoices") == 1)
+    assert h.broker.consumer_count("orders") == 0
+    h.publish("orders.new", 1)
+    h.publish("invoices.new", 1)
+    h.until(lambda: seen == ["invoices.new-0"])
+    h.consumer.resume("orders")
+    h.until(lambda: len(seen) == 2)
+    h.stop()
+
+
+def test_pause_from_a_sync_callback_returns_none_and_happens_on_the_reactor():
+    """A callback pausing its own queue neither waits nor deadlocks; the pause takes effect."""
+    results: list[Any] = []
+
+    def callback(message: Message) -> None:
+        results.append(h.consumer.pause("orders"))
+
+    h = Harness(callback, concurrency=2, qos={"prefetch_count": 4})
+    h.publish("orders.new", 1)
+    h.until(lambda: h.broker.consumer_count("orders") == 0 and h.consumer.counts["acked"] == 1)
+    assert results == [None]
+    h.stop()
+
+
+def test_an_unknown_queue_name_is_refused_in_the_callers_thread():
+    """pause("nope") raises ValueError at once, naming the queue."""
+    h = Harness(lambda message: None)
+    with pytest.raises(ValueError, match="'nope'"):
+        h.consumer.pause("nope")
+    h.stop()
+
+
+# --- the byte budget on a running consumer -----------------------------------------
+
+
+def test_a_queue_over_its_byte_budget_pauses_and_resumes_under_half():
+    """max_unacked_bytes 250, bodies of 100 bytes: the third delivery pauses the queue."""
+    gate = Gate()
+    h = Harness(
+        gate,
+        queues={"orders": {"max_unacked_bytes": 250}},
+        decode=False,
+        qos={"prefetch_count": 10},
+    )
+    for _ in range(6):
+        h.broker.publish_data("amq.topic", "orders.new", b"x" * 100, Properties())
+    h.until(lambda: h.broker.consumer_count("orders") == 0)
+    assert h.broker.unacked("orders") == 3  # 300 bytes arrived before the cancel
+    assert h.consumer.queue_states()["orders"].reasons == {OVER_BYTES}
+    gate.open.set()
+    h.until(lambda: h.consumer.counts["acked"] == 6)
+    assert (
+        "orders",
+        True,
+        frozenset(),
+    ) in h.changes
+    h.stop()
+
+
+# --- stopping from a callback ------------------------------------------------------------
+
+
+def test_a_callback_waiting_for_its_own_drain_gets_an_error_and_the_consumer_stops():
+    """cancel() from a callback has already failed with WouldDeadlock; the stop goes on."""
+    outcomes: list[Any] = []
+
+    def callback(message: Message) -> None:
+        done = threading.Event()
+        h.consumer.cancel().addBoth(lambda result: (outcomes.append(result), done.set()))
+        assert done.wait(WAIT)
+
+    h = Harness(callback, concurrency=2, qos={"prefetch_count": 4})
+    h.publish("orders.new", 1)
+    h.until(lambda: h.consumer.state == "stopped")
+    [outcome] = outcomes
+    assert outcome.check(WouldDeadlock)
+    assert h.consumer.result.called
+
+
+def test_cancel_from_another_thread_stops_the_consumer():
+    """A thread of the application's cancels; the Deferred fires once stopped."""
+    h = Harness(lambda message: None)
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(h.consumer.cancel()))
+    thread.start()
+    thread.join(WAIT)
+    h.until(lambda: results and results[0].called)
+    assert h.consumer.state == "stopped"
+
+
+def test_a_bad_queue_option_is_a_configuration_error_naming_the_key():
+    """max_unacked_bytes = 0 is refused with the key and the file named."""
+    with pytest.raises(ConfigurationError, match=r"queues\.orders\.max_unacked_bytes"):
+        config_from_mapping({"queues": {"orders": {"max_unacked_bytes": 0}}})
+    with pytest.raises(ConfigurationError, match=r"queues\.orders\.prefetch_count"):
+        config_from_mapping({"queues": {"orders": {"prefetch_count": -1}}})
+
+
+def test_holds_act_at_once_between_sessions():
+    """With no session in charge, a hold returns a fired Deferred."""
+    holds = Holds([("orders", False)])
+    d = holds.hold("orders", PAUSED)
+    assert isinstance(d, defer.Deferred)
+    assert d.called
