@@ -16,7 +16,8 @@ from twisted.internet import task
 
 import fedmq
 from fedmq import Message
-from fedmq._events import EventBus, SlowConsumerWatch
+from fedmq._events import EventBus, QueueEvents, SlowConsumerWatch
+from fedmq._flow import Holds
 from fedmq.config import config_from_mapping
 from fedmq.consumer import Consumer
 from fedmq.exceptions import ConnectionFailed
@@ -324,3 +325,38 @@ def test_a_consumer_whose_backlog_grows_past_slow_consumer_high_is_told_then_tol
     consumer.cancel()
     clock.run_until(lambda: consumer.state == "stopped")
     assert clock.getDelayedCalls() == []
+
+
+# --- queue events ---------------------------------------------------------------------------
+
+
+def test_a_queue_that_cannot_be_consumed_again_is_told_with_why():
+    """Consuming again can fail without losing the channel (a timeout): the holds say so."""
+    holds = Holds([("orders", False), ("", False)])
+    events: list[fedmq.Event] = []
+    QueueEvents(holds, events.append, lambda: None, lambda: None)
+    holds.reconsume_failed("orders", TimeoutError("consuming from queue 'orders' timed out"))
+    assert events == [
+        fedmq.QueueReopenFailed("orders", "consuming from queue 'orders' timed out"),
+    ]
+
+
+def test_queue_events_follow_the_holds_and_name_the_reasons():
+    holds = Holds([("orders", False)])
+    events: list[fedmq.Event] = []
+    health = ["disk full"]
+    QueueEvents(holds, events.append, lambda: health[0], lambda: None)
+    holds.hold("orders", "paused")
+    holds.hold("orders", "over max_unacked_bytes")
+    holds.hold("orders", "host unhealthy")
+    holds.release("orders", "host unhealthy")
+    holds.release("orders", "paused")
+    holds.release("orders", "over max_unacked_bytes")
+    assert events == [
+        fedmq.QueuePaused("orders", ("paused",)),
+        fedmq.QueuePaused("orders", ("over max_unacked_bytes", "paused")),
+        fedmq.QueueSuspended("orders", "disk full"),
+        fedmq.QueuePaused("orders", ("over max_unacked_bytes", "paused")),
+        fedmq.QueuePaused("orders", ("over max_unacked_bytes",)),
+        fedmq.QueueResumed("orders"),
+    ]

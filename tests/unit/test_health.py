@@ -185,20 +185,91 @@ def test_a_host_unhealthy_before_the_start_is_suspended_from_the_first_connectio
     assert events[0] == fedmq.HostUnhealthy("not yet warmed up")
 
 
+def test_an_unhealthy_host_holds_only_the_marked_queues_and_tells_each():
+    health = fedmq.HealthMonitor()
+    consumer, _, broker, events = make_consumer(health)
+    consumer.start()
+    health.set_unhealthy("disk full")
+    assert (broker.consumer_count("orders"), broker.consumer_count("audit")) == (0, 1)
+    assert consumer.queue_states()["orders"].reasons == {"host unhealthy"}
+    health.set_healthy()
+    assert (broker.consumer_count("orders"), broker.consumer_count("audit")) == (1, 1)
+    assert [e for e in events if not isinstance(e, fedmq.StateChanged)][1:] == [
+        fedmq.HostUnhealthy("disk full"),
+        fedmq.QueueSuspended("orders", "disk full"),
+        fedmq.HostHealthy(),
+        fedmq.QueueResumed("orders"),
+    ]
+
+
+def test_a_queue_paused_by_the_user_stays_paused_when_the_host_is_healthy_again():
+    health = fedmq.HealthMonitor()
+    consumer, _, broker, events = make_consumer(health)
+    consumer.start()
+    consumer.pause("orders")
+    health.set_unhealthy("disk full")
+    health.set_healthy()
+    assert broker.consumer_count("orders") == 0
+    assert consumer.queue_states()["orders"].reasons == {"paused"}
+    consumer.resume("orders")
+    assert broker.consumer_count("orders") == 1
+    told = [e for e in events if e.kind.startswith("queue")]
+    assert told == [
+        fedmq.QueuePaused("orders", ("paused",)),
+        fedmq.QueueSuspended("orders", "disk full"),
+        fedmq.QueuePaused("orders", ("paused",)),
+        fedmq.QueueResumed("orders"),
+    ]
+
+
+def test_pause_and_resume_from_an_event_handler_work_without_waiting_on_themselves():
+    health = fedmq.HealthMonitor()
+    holder: list[Consumer] = []
+
+    def on_event(event: fedmq.Event) -> None:
+        if isinstance(event, fedmq.HostUnhealthy):
+            holder[0].pause("audit")
+        elif isinstance(event, fedmq.HostHealthy):
+            holder[0].resume("audit")
+
+    consumer, _, broker, events = make_consumer(health)
+    consumer.add_event_handler(on_event)
+    holder.append(consumer)
+    consumer.start()
+    health.set_unhealthy("disk full")
+    assert (broker.consumer_count("orders"), broker.consumer_count("audit")) == (0, 0)
+    health.set_healthy()
+    assert (broker.consumer_count("orders"), broker.consumer_count("audit")) == (1, 1)
+    told = [e for e in events if not isinstance(e, fedmq.StateChanged)][1:]
+    # What a handler causes comes once the event that caused it reached every handler.
+    assert told == [
+        fedmq.HostUnhealthy("disk full"),
+        fedmq.QueuePaused("audit", ("paused",)),
+        fedmq.QueueSuspended("orders", "disk full"),
+        fedmq.HostHealthy(),
+        fedmq.QueueResumed("audit"),
+        fedmq.QueueResumed("orders"),
+    ]
+
+
 def test_a_reconnect_while_unhealthy_stays_suspended():
     health = fedmq.HealthMonitor()
-    consumer, clock, broker, _ = make_consumer(health)
+    consumer, clock, broker, events = make_consumer(health)
     consumer.start()
     health.set_unhealthy("disk full")
     broker.drop_connections()
     clock.run_until(lambda: consumer.stats.reconnects == 1)
     assert consumer.state == "suspended"
+    assert (broker.consumer_count("orders"), broker.consumer_count("audit")) == (0, 1)
+    reopened = [e for e in events if isinstance(e, fedmq.QueueReopened)]
+    assert reopened == [fedmq.QueueReopened("audit")]
     broker.block("alarm")
     assert consumer.state == "blocked"
     broker.block(None)
     assert consumer.state == "suspended"
     health.set_healthy()
     assert consumer.state == "consuming"
+    assert broker.consumer_count("orders") == 1
 
 
 def test_a_health_check_with_no_queue_marked_only_tells_events():
