@@ -50,7 +50,7 @@ class Ending:
         clock: Any,
         config: Config,
         publisher: Callable[[], Publisher | None],
-        on_error: Callable[[BaseException, Message | None], object] = lambda exc, message: None,
+        on_error: Callable[[BaseException, Message | None], object] | None = None,
     ) -> None:
         self._machine = machine
         self._hooks = hooks
@@ -112,7 +112,8 @@ class Ending:
     ) -> None:
         """A consumer error: log it; stop when the error window decided it was one too many."""
         log_consumer_error(exc, message, duration, errors)
-        self._on_error(exc, message)
+        if self._on_error is not None:
+            self._on_error(exc, message)
         if errors.stops and not self._machine.stopping:
             self.stop(Failure(too_many_errors(exc, message, errors)))
 

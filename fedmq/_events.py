@@ -99,21 +99,22 @@ class EventBus:
         for handler in list(self._handlers):
             try:
                 handler(event)
-            except Exception:  # noqa: BLE001 - a handler's mistake must not reach the consumer
-                self._report(handler, event)
+            except Exception as error:  # a handler's mistake must not reach the consumer
+                self._report(handler, event, error)
 
-    def _report(self, handler: EventHandler, event: Event) -> None:
+    def _report(self, handler: EventHandler, event: Event, error: Exception) -> None:
         key = (id(handler), event.kind)
         name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
         if key in self._reported:
             log.debug("The event handler %s failed again on a %s event", name, event.kind)
             return
         self._reported.add(key)
-        log.exception(
+        log.error(
             "The event handler %s failed on a %s event (further failures of it on "
             "this kind of event are logged at DEBUG)",
             name,
             event.kind,
+            exc_info=error,
         )
 
 

@@ -25,7 +25,7 @@ from twisted.internet.task import LoopingCall
 
 from fedmq._callback import import_object
 from fedmq._flow import HOST_UNHEALTHY, Holds
-from fedmq._reactor_types import ThreadHopClock, as_reactor_time
+from fedmq._reactor_types import Clock, ThreadHopClock, as_reactor_time
 from fedmq.events import Event, HostHealthy, HostUnhealthy
 from fedmq.exceptions import CallbackError, ConfigurationError
 from fedmq.health import ConsumerSuspended, HealthMonitor
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from fedmq._queue_control import QueueControl
 
 log = logging.getLogger("fedmq")
+
 
 def load_health_check(path: str, source: str) -> Callable[[], Any]:
     """Import the ``health_check`` callable, or fail naming the key and the file."""
@@ -55,11 +56,11 @@ class HealthPoller:
         check: called with no arguments in a worker thread; a true value
             means healthy, a false one or an exception unhealthy.
         name: how log lines and reasons name the check.
-        monitor: told what each call found, on the clock's thread.
+        monitor: told what each call found, on the reactor thread.
         interval: seconds between calls.
         timeout: seconds a call may take before the host counts as unhealthy.
-        clock: the consumer's clock; the worker thread answers through its
-            ``callFromThread``.
+        clock: the consumer's clock: the interval and the timeout run on it.
+        reactor: the worker thread answers through its ``callFromThread``.
 
     """
 
@@ -70,13 +71,15 @@ class HealthPoller:
         monitor: HealthMonitor,
         interval: float,
         timeout: float,
-        clock: ThreadHopClock,
+        clock: Clock,
+        reactor: ThreadHopClock,
     ) -> None:
         self._check = check
         self._name = name
         self._monitor = monitor
         self._timeout = timeout
         self._clock = clock
+        self._reactor = reactor
         self._timer = LoopingCall(self.poll)
         self._timer.clock = as_reactor_time(clock)
         self._interval = interval
@@ -87,7 +90,7 @@ class HealthPoller:
 
     @property
     def calling(self) -> bool:
-        """A call of the check is running (its answer has not reached the clock's thread)."""
+        """A call of the check is running (its answer has not reached the reactor thread)."""
         return self._running is not None
 
     def start(self) -> None:
@@ -117,10 +120,10 @@ class HealthPoller:
         try:
             healthy = bool(self._check())
             reason = None if healthy else f"the health check {self._name} returned a false value"
-        except Exception as error:  # noqa: BLE001 - any failure of the check means unhealthy
+        except Exception as error:  # any failure of the check means unhealthy
             healthy = False
             reason = f"the health check {self._name} raised {type(error).__name__}: {error}"
-        self._clock.callFromThread(self._answered, number, healthy, reason)
+        self._reactor.callFromThread(self._answered, number, healthy, reason)
 
     def _answered(self, number: int, healthy: bool, reason: str | None) -> None:
         if number != self._running:
@@ -166,7 +169,7 @@ class HostHealth:
 
     """
 
-    def __init__(  # noqa: PLR0913 - each is one wire to the consumer
+    def __init__(
         self,
         holds: Holds,
         marked: Callable[[], Sequence[str]],
@@ -233,7 +236,7 @@ class HostHealth:
             self._held.add(queue)
             _quiet(self._holds.hold(queue, HOST_UNHEALTHY))
 
-    def _queue_changed(self, queue: str, consuming: bool, reasons: frozenset[str]) -> None:
+    def _queue_changed(self, queue: str, _consuming: bool, _reasons: frozenset[str]) -> None:
         """A queue added while the host is unhealthy is suspended too, if marked."""
         if self.reason is not None and queue not in self._held and queue in self._marked():
             self._hold(queue)
@@ -245,10 +248,11 @@ def _quiet(d: defer.Deferred[None]) -> None:
     d.addErrback(lambda _: None)
 
 
-def host_health_for(  # noqa: PLR0913 - each is one wire to the consumer
+def host_health_for(
     flow: QueueControl,
     monitor: HealthMonitor,
-    clock: ThreadHopClock,
+    clock: Clock,
+    reactor: ThreadHopClock,
     suspend: Callable[[str | None], None],
     bus: EventBus,
     on_reactor: Callable[..., None],
@@ -259,6 +263,7 @@ def host_health_for(  # noqa: PLR0913 - each is one wire to the consumer
         flow: the consumer's queues (their config and holds, changed while it runs).
         monitor: what the poller tells, and what the consumer follows.
         clock: the consumer's clock.
+        reactor: the consumer's reactor (the poller's answers cross to its thread).
         suspend: makes the consumer "suspended" (a reason) or not (None).
         bus: the consumer's events; its stop stops the poller.
         on_reactor: runs a function on the reactor thread.
@@ -278,6 +283,7 @@ def host_health_for(  # noqa: PLR0913 - each is one wire to the consumer
             config.health_interval,
             config.health_timeout,
             clock,
+            reactor,
         )
 
     def marked() -> list[str]:

@@ -88,7 +88,7 @@ class Reconnector:
         new_session: SessionFactory,
         on_opened: Callable[[Session, bool], None],
         on_give_up: Callable[[Failure], None],
-        emit: Callable[[Event], None] = lambda event: None,
+        emit: Callable[[Event], None] = lambda _event: None,
         reopened: Callable[[Session], Sequence[str]] = lambda session: session.queues,
     ) -> None:
         self._attempts = attempts

@@ -124,9 +124,7 @@ def consume(
     from twisted.internet import reactor as global_reactor
     from twisted.python.threadable import isInIOThread
 
-    consumer = Consumer(
-        resolved, target, reactor=global_reactor, on_event=on_event, health=health
-    )
+    consumer = Consumer(resolved, target, reactor=global_reactor, on_event=on_event, health=health)
     if global_reactor.running and isInIOThread():
         return _started(consumer)
     if global_reactor.running:

@@ -165,11 +165,20 @@ class Consumer:
         )
         self.health = health if health is not None else HealthMonitor()
         self._host = host_health_for(
-            self.flow, self.health, self._clock, self._machine.suspend, self._events, self._on_reactor
+            self.flow,
+            self.health,
+            self._clock,
+            reactor,
+            self._machine.suspend,
+            self._events,
+            self._on_reactor,
         )
         self._slow = SlowConsumerWatch.of(config, lambda: self.in_flight, self._clock, self._events)
         QueueEvents(
-            self.flow.holds, self._events.emit, lambda: self._host.reason, lambda: self._machine.session
+            self.flow.holds,
+            self._events.emit,
+            lambda: self._host.reason,
+            lambda: self._machine.session,
         )
 
     @property

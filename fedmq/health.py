@@ -71,7 +71,7 @@ class HealthMonitor:
         self._change(healthy=False, reason=str(reason) or "the host is unhealthy")
 
     def add_listener(self, listener: HealthListener) -> None:
-        """Call ``listener(healthy, reason)`` at each change (of either), in the thread making it."""
+        """Call ``listener(healthy, reason)`` at each change of either, in the changing thread."""
         with self._lock:
             self._listeners.append(listener)
 

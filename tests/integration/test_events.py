@@ -135,4 +135,3 @@ async def test_publish_and_cancel_from_an_event_handler_work_without_waiting_on_
     assert published == [None]
     assert broker.drain(audit) == [{"event": "reconnected"}]
     assert await consumer.result is None
-

@@ -36,7 +36,9 @@ class Monitored:
         self.seen: list[Any] = []
         self.events: list[fedmq.Event] = []
         self.consumer = Consumer(
-            config, lambda message: self.seen.append(message.body), on_event=self.events.append,
+            config,
+            lambda message: self.seen.append(message.body),
+            on_event=self.events.append,
             **options,
         )
         self.monitoring = MonitoringService(config, SimpleNamespace(consumer=self.consumer))
@@ -122,8 +124,9 @@ async def test_the_configured_check_suspends_and_a_reconnect_while_unhealthy_sta
         await wait_for(lambda: broker.consumers(queue_name) == [], what="the consumer cancelled")
         await defer.maybeDeferred(rabbit.close_all_connections, "closed by the health test")
         await wait_for(
-            lambda: monitored.consumer.stats.reconnects == 1
-            and monitored.consumer.state == "suspended",
+            lambda: (
+                monitored.consumer.stats.reconnects == 1 and monitored.consumer.state == "suspended"
+            ),
             timeout=30,
             what="reconnected, still suspended",
         )

@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 import pytest
+from twisted.internet import task
 
 import fedmq
 from fedmq import Message
@@ -81,7 +82,7 @@ def make_poller(
 ) -> tuple[HealthPoller, fedmq.HealthMonitor, ThreadedClock]:
     clock = ThreadedClock()
     monitor = fedmq.HealthMonitor()
-    poller = HealthPoller(check, "tests:check", monitor, interval, timeout, clock)
+    poller = HealthPoller(check, "tests:check", monitor, interval, timeout, clock, clock)
     return poller, monitor, clock
 
 
@@ -379,7 +380,10 @@ def test_a_bad_health_or_watermark_key_is_a_configuration_error_naming_it_and_th
 @pytest.mark.parametrize(
     ("path", "error"),
     [
-        ("tests.unit.no_such_module:check", "module 'tests.unit.no_such_module' cannot be imported"),
+        (
+            "tests.unit.no_such_module:check",
+            "module 'tests.unit.no_such_module' cannot be imported",
+        ),
         ("tests.unit.test_health:missing", "has no attribute 'missing'"),
         ("tests.unit.test_health:not_callable", "is not callable"),
     ],
@@ -396,3 +400,31 @@ def test_a_health_check_that_cannot_be_loaded_fails_the_consumer_before_it_conne
     assert str(raised.value).startswith("/etc/fedmq/config.toml: health_check: ")
     assert error in str(raised.value)
     assert broker.attempts == []
+
+
+def test_the_check_runs_on_the_clock_given_and_answers_through_the_reactor():
+    """With clock= apart from the reactor, the interval passes on the clock; answers hop."""
+    reactor = ThreadedClock()
+    clock = task.Clock()
+    broker = InMemoryBroker()
+    settings = config_from_mapping(
+        {
+            "queues": {"orders": {"suspend_on_bad_host_health": True}},
+            "health_check": "tests.unit.test_health:check",
+            "health_interval": 30,
+        }
+    )
+    consumer = Consumer(
+        settings, lambda m: None, reactor=reactor, clock=clock, connect=broker.connect
+    )
+    ANSWER[0] = False
+    consumer.start()
+    reactor.run_until(lambda: consumer.state == "suspended")
+    assert broker.consumer_count("orders") == 0
+    ANSWER[0] = True
+    reactor.advance(30)  # the reactor's time is not the consumer's
+    assert len(CALLS) == 1
+    clock.advance(30)
+    reactor.run_until(lambda: consumer.state == "consuming")
+    assert len(CALLS) == 2
+    assert broker.consumer_count("orders") == 1
