@@ -428,3 +428,26 @@ def test_the_check_runs_on_the_clock_given_and_answers_through_the_reactor():
     reactor.run_until(lambda: consumer.state == "consuming")
     assert len(CALLS) == 2
     assert broker.consumer_count("orders") == 1
+
+
+def test_ready_answers_503_with_the_reason_and_the_state_gauge_shows_suspended():
+    from twisted.internet.testing import MemoryReactorClock
+
+    from fedmq.monitoring import MonitoringService
+    from tests.unit.fakes import FakeConsumerService
+    from tests.unit.test_monitoring import metrics, request, sample
+
+    health = fedmq.HealthMonitor()
+    consumer, _, _, _ = make_consumer(health, monitoring={"port": 0})
+    consumer.start()
+    reactor = MemoryReactorClock()
+    service = MonitoringService(consumer.config, FakeConsumerService(consumer), reactor)
+    service.startService()
+    health.set_unhealthy("disk full")
+    response = request(reactor, "/ready")
+    assert response.status == 503
+    assert response.json() == {"state": "suspended", "reason": "the host is unhealthy: disk full"}
+    families = metrics(reactor)
+    assert sample(families, "fedmq_connection_state", "fedmq_connection_state", state="suspended")
+    health.set_healthy()
+    assert request(reactor, "/ready").status == 200
