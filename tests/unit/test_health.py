@@ -17,7 +17,7 @@ from twisted.internet import task
 import fedmq
 from fedmq import Message
 from fedmq._health import HealthPoller
-from fedmq.config import config_from_mapping
+from fedmq.config import QueueConfig, config_from_mapping
 from fedmq.consumer import Consumer
 from fedmq.exceptions import ConfigurationError
 from fedmq.testing import InMemoryBroker, ThreadedClock
@@ -251,6 +251,24 @@ def test_pause_and_resume_from_an_event_handler_work_without_waiting_on_themselv
         fedmq.QueueResumed("audit"),
         fedmq.QueueResumed("orders"),
     ]
+
+
+def test_a_marked_queue_added_while_the_host_is_unhealthy_is_suspended_at_once():
+    health = fedmq.HealthMonitor()
+    consumer, clock, broker, events = make_consumer(health, queues={"audit": {}})
+    broker.declare_queue("late")
+    consumer.start()
+    health.set_unhealthy("disk full")
+    assert consumer.state == "consuming"  # no queue marked yet
+    added: list[Any] = []
+    queue = QueueConfig(name="late", suspend_on_bad_host_health=True)
+    consumer.add_queue(queue).addBoth(added.append)
+    clock.run_until(lambda: added == [None])
+    assert broker.consumer_count("late") == 0
+    assert consumer.state == "suspended"
+    assert fedmq.QueueSuspended("late", "disk full") in events
+    health.set_healthy()
+    assert broker.consumer_count("late") == 1
 
 
 def test_a_reconnect_while_unhealthy_stays_suspended():
