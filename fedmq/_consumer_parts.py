@@ -17,10 +17,9 @@ from twisted.internet import defer
 from fedmq._connection import Channel, Clock, Connect
 from fedmq._connector import connect as connect_with_failover
 from fedmq._dispatch import Dispatcher
-from fedmq._ending import Ending
 from fedmq._error_window import ErrorWindow
 from fedmq._executors import executor_for
-from fedmq._lifecycle import Hooks
+from fedmq._lifetime import Lifetime
 from fedmq._policy import ErrorPolicy
 from fedmq._queue_control import QueueControl
 from fedmq._session import Session
@@ -39,9 +38,8 @@ class SessionMaker:
         reactor: the reactor.
         clock: what timeouts run on.
         connect: opens a connection.
-        errors: the consumer's error window.
-        hooks: its hooks (the event loop of an async callback).
-        end: how it ends (a halt, a consumer error).
+        end: how it ends (a halt, a consumer error), and its hooks (the
+            event loop of an async callback).
 
     """
 
@@ -51,17 +49,14 @@ class SessionMaker:
         reactor: Any,
         clock: Clock,
         connect: Connect,
-        errors: ErrorWindow,
-        hooks: Hooks,
-        end: Ending,
+        end: Lifetime,
     ) -> None:
         self._consumer = consumer
         self._flow: QueueControl = consumer.flow
         self._reactor = reactor
         self._clock = clock
         self._connect = connect
-        self._errors = errors
-        self._hooks = hooks
+        self._errors = ErrorWindow.of(self._flow.config, clock.seconds)
         self._end = end
 
     def __call__(
@@ -124,7 +119,7 @@ class SessionMaker:
             self._reactor,
             on_results,
             consumer,
-            loop=self._hooks.event_loop,
+            loop=self._end.event_loop,
             errors=self._errors,
         )
 
@@ -170,3 +165,17 @@ def accepted_types(config: Config, callback: Any) -> tuple[str, ...]:
     """The message types a callback accepts: the config's, else its own ``message_types``."""
     declared = getattr(callback, "message_types", None) or ()
     return config.message_types or ((declared,) if isinstance(declared, str) else tuple(declared))
+
+
+class PublisherSlot:
+    """Where a consumer's publisher is made on first use, and found at the end."""
+
+    def __init__(self, make: Callable[[], Publisher]) -> None:
+        self._make = make
+        self.publisher: Publisher | None = None
+
+    def get(self) -> Publisher:
+        """The publisher, made now if it was not yet."""
+        if self.publisher is None:
+            self.publisher = self._make()
+        return self.publisher

@@ -86,6 +86,15 @@ class EventBus:
         else:
             self.emit(ErrorEvent(error, message.queue, message.id))
 
+    def add_state_listener(self, listener: Callable[[str], object]) -> None:
+        """Call ``listener(state)`` at every :class:`StateChanged`."""
+
+        def on_state(event: Event) -> None:
+            if isinstance(event, StateChanged):
+                listener(event.state)
+
+        self.add(on_state)
+
     def on_stop(self, stop: Callable[[], object]) -> None:
         """Call ``stop()`` once the consumer has stopped (its state is "stopped")."""
 

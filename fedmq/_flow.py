@@ -5,7 +5,7 @@ Each hold has a reason (the user paused it, its unsettled bytes are over
 ``max_unacked_bytes``, its host is unhealthy); a queue consumes again once
 the last reason is released. :class:`Holds` keeps the reasons for the
 consumer's whole life, across reconnects, and tells the session in charge
-(:mod:`fedmq._session`) to cancel or consume again; a session opened later
+(:mod:`fedmq._queue_consumers`) to cancel or consume again; a session opened later
 consumes only the queues nothing holds.
 
 Everything here runs on the reactor thread.
@@ -50,7 +50,7 @@ class QueueState(NamedTuple):
 
 
 class Converger(Protocol):
-    """What holds act through: the session in charge, which consumes or cancels a queue."""
+    """What holds act through: a session's consumers, which consume or cancel a queue."""
 
     def converge(self, queue: str) -> defer.Deferred[None]:
         """Consume ``queue`` if nothing holds it, cancel its consumer otherwise."""
@@ -63,8 +63,8 @@ class Holds:
         self._reasons: dict[str, set[str]] = {}
         self._listeners: list[QueueListener] = []
         self._failure_listeners: list[ReconsumeFailedListener] = []
-        #: The session that acts on changes; None between sessions.
-        self.session: Converger | None = None
+        #: The consumers that act on changes (a session's); None between sessions.
+        self.consumers: Converger | None = None
         for queue, paused in queues:
             self.add(queue, paused=paused)
 
@@ -136,8 +136,8 @@ class Holds:
             else:
                 reasons.discard(reason)
             self._tell(name)
-            if self.session is not None:
-                acting.append(self.session.converge(name))
+            if self.consumers is not None:
+                acting.append(self.consumers.converge(name))
         return defer.gatherResults(acting, consumeErrors=True).addCallback(lambda _: None)
 
     def changed(self, queue: str) -> None:

@@ -294,13 +294,14 @@ def host_health_for(
     return host
 
 
-def refuse_if_suspended(consumer: Any) -> None:
-    """Raise :class:`~fedmq.ConsumerSuspended` for a publish through a suspended consumer.
+def suspended_refusal(consumer: Any) -> ConsumerSuspended | None:
+    """The error a publish through ``consumer`` fails with now, if it must fail.
 
-    Only with ``fail_publish_when_suspended``; otherwise it returns.
+    Only while the consumer is suspended, with ``fail_publish_when_suspended``.
     """
     if consumer.state == "suspended" and consumer.config.fail_publish_when_suspended:
-        raise ConsumerSuspended(
+        return ConsumerSuspended(
             f"Not published: the consumer is suspended (the host is unhealthy: "
             f"{consumer.health.reason}) and fail_publish_when_suspended is set"
         )
+    return None

@@ -163,7 +163,7 @@ class QueueControl:
             session.update(self.config)
             return failure
 
-        return session.add_queue(queue, bindings).addErrback(refused)
+        return defer.ensureDeferred(session.add_queue(queue, bindings)).addErrback(refused)
 
     @staticmethod
     def _added(config: Config, queue: QueueConfig, bindings: tuple[BindingConfig, ...]) -> Config:

@@ -17,13 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 
 from fedmq._connection import Channel, Clock, Connect, Connection
 from fedmq._deferreds import BoundedCloses
 from fedmq._dispatch import Dispatcher
-from fedmq._flow import OVER_BYTES, RETURNS_UNSTARTED, ByteBudget, Holds
+from fedmq._flow import Holds
 from fedmq._policy import ErrorPolicy
+from fedmq._queue_consumers import QueueConsumers
 from fedmq._topology import declare, declare_error_paths, step
 from fedmq.config import BindingConfig, Config, QueueConfig, redact_url
 from fedmq.exceptions import BrokerError, ConnectionFailed
@@ -83,14 +83,8 @@ class Session:
         self.channel: Channel | None = None
         self.dispatcher: Dispatcher | None = None
         self.policy: ErrorPolicy | None = None
-        # By the queue's configured name: its consumer tag, its broker name, its budget.
-        self._tags: dict[str, str] = {}
-        self._names: dict[str, str] = {}
-        self._budgets: dict[str, ByteBudget] = {}
-        # One change at a time per queue: a pause and a resume never cross.
-        self._locks: dict[str, defer.DeferredLock] = {}
-        # The prefetch count the channel's next consumer gets (basic.qos, global=false).
-        self._prefetch: int | None = None
+        #: The channel's consumers, one per queue nothing holds; once declared.
+        self.consumers: QueueConsumers | None = None
         #: Fires once, with the reason, when the open session ends without fedmq ending it.
         self.lost: defer.Deferred[Exception] = defer.Deferred()
         #: The broker cancelled this session's consumer.
@@ -100,16 +94,16 @@ class Session:
     @property
     def queues(self) -> tuple[str, ...]:
         """The queues of this session (the broker's names for server-named queues)."""
-        return tuple(self._names.values())
+        return tuple(self.names().values())
 
     def names(self) -> dict[str, str]:
         """Each queue's configured name, and the broker's name for it."""
-        return dict(self._names)
+        return self.consumers.names if self.consumers is not None else {}
 
     @property
     def consumer_tags(self) -> list[str]:
         """The tags of the consumers this session has now."""
-        return list(self._tags.values())
+        return self.consumers.tags if self.consumers is not None else []
 
     async def open(self) -> None:
         """Connect, declare and consume each queue nothing holds; on failure, close it all."""
@@ -118,20 +112,23 @@ class Session:
         try:
             self.channel = channel = await self._step(connection.channel(), "opening a channel")
             names = await declare(channel, config, self._clock)
-            self._names = dict(zip((queue.name for queue in config.queues), names, strict=True))
             retry_queues = await declare_error_paths(
                 channel, connection.channel, config, self._clock
             )
             self.policy = policy = self._policy_for(retry_queues)
             self.dispatcher = self._dispatcher_for(channel, policy, self._lose)
-            for queue in config.queues:
-                self._budget(queue)
-            self._holds.session = self
-            for queue in config.queues:
-                await self._lock(queue.name).run(self._converge_now, queue.name)
+            self.consumers = QueueConsumers(
+                channel,
+                self.dispatcher,
+                self._holds,
+                lambda: self._config,
+                self._clock,
+                self._cancelled_by_broker,
+                dict(zip((queue.name for queue in config.queues), names, strict=True)),
+            )
+            await self.consumers.take_charge()
         except BaseException:
-            if self._holds.session is self:
-                self._holds.session = None
+            self._detach()
             if self.dispatcher is not None:
                 self.dispatcher.abandon()
             await connection.close()
@@ -142,125 +139,26 @@ class Session:
         connection.add_blocked_callbacks(self._on_blocked, self._on_unblocked)
         log.info("Consuming from %s on %s", ", ".join(map(repr, names)), redact_url(self.url))
 
-    def _budget(self, queue: QueueConfig) -> None:
-        """Give ``queue`` a fresh byte budget, if it has one; a new session owes nothing."""
-        if queue.max_unacked_bytes is None:
-            return
-        holds = self._holds
-        if OVER_BYTES in holds.reasons(queue.name):
-            holds.release(queue.name, OVER_BYTES)
-        self._budgets[queue.name] = ByteBudget(
-            queue.name, queue.max_unacked_bytes, holds.hold, holds.release
-        )
-
-    # --- which queues consume ------------------------------------------------------
-
-    def _lock(self, queue: str) -> defer.DeferredLock:
-        return self._locks.setdefault(queue, defer.DeferredLock())
-
-    def converge(self, queue: str) -> defer.Deferred[None]:
-        """Consume ``queue`` if nothing holds it, cancel its consumer otherwise.
-
-        A held queue's prefetched, unstarted deliveries go back to it when
-        a reason that returns them holds it. A failure to consume again is
-        told to the holds' failure listeners; the Deferred fires anyway.
-        """
-        d = self._lock(queue).run(self._converge_now, queue)
-        return d.addErrback(self._report, queue)
-
-    def reconsume(self, queue: str) -> defer.Deferred[None]:
-        """Cancel ``queue``'s consumer and consume again, with the options of now."""
-
-        async def again() -> None:
-            await self._cancel(queue)
-            await self._converge_now(queue)
-
-        d = self._lock(queue).run(lambda: defer.ensureDeferred(again()))
-        return d.addErrback(self._report, queue)
-
-    def _report(self, failure: Failure, queue: str) -> None:
-        if not self._consuming or self.lost.called:
-            return  # the session's end says why
-        error = failure.value
-        self._holds.reconsume_failed(
-            queue, error if isinstance(error, Exception) else Exception(error)
-        )
-
-    def _converge_now(self, queue: str) -> defer.Deferred[None]:
-        return defer.ensureDeferred(self._converge(queue))
-
-    async def _converge(self, queue: str) -> None:
-        channel = self.channel
-        if channel is None or not channel.is_open or self._holds.session is not self:
-            return
-        wanted = self._holds.consumes(queue) and queue in self._names
-        if wanted and queue not in self._tags:
-            await self._consume(queue)
-        elif not wanted:
-            await self._cancel(queue)
-            returns = self._holds.reasons(queue) & RETURNS_UNSTARTED
-            if returns and self.dispatcher is not None and queue in self._names:
-                await self.dispatcher.return_unstarted(self._names[queue])
-
-    async def _consume(self, queue: str) -> None:
-        channel, dispatcher = self.channel, self.dispatcher
-        assert channel is not None  # noqa: S101 - open set it
-        assert dispatcher is not None  # noqa: S101 - open set it
-        options = self._options(queue)
-        name = self._names[queue]
-        prefetch = self._config.qos.prefetch_count
-        if options is not None and options.prefetch_count is not None:
-            prefetch = options.prefetch_count
-        if prefetch != self._prefetch:
-            await self._step(channel.qos(prefetch, 0), f"setting the prefetch count of {name!r}")
-            self._prefetch = prefetch
-        budget = self._budgets.get(queue)
-        handler = dispatcher.deliver_for(name, budget) if budget else dispatcher.deliver_for(name)
-        if options is not None and options.consumer_priority is not None:
-            arguments = {"x-priority": options.consumer_priority}
-            consuming = channel.consume(name, handler, self._cancelled_by_broker, arguments)
-        else:
-            consuming = channel.consume(name, handler, self._cancelled_by_broker)
-        self._tags[queue] = await self._step(consuming, f"consuming from queue {name!r}")
-
-    async def _cancel(self, queue: str) -> None:
-        tag = self._tags.pop(queue, None)
-        if tag is None or self.channel is None or not self.channel.is_open:
-            return
-        cancelled = self.channel.cancel(tag)
-        cancelled.addTimeout(self._config.connect_timeout, self._clock)
-        try:
-            await cancelled
-        except defer.TimeoutError:
-            log.warning("The broker did not confirm basic.cancel in time")
-
-    def _options(self, queue: str) -> QueueConfig | None:
-        for options in self._config.queues:
-            if options.name == queue:
-                return options
-        return None
-
     # --- the consumer's topology, changed while running -------------------------------
 
     def update(self, config: Config) -> None:
         """Take the consumer's config of now: its queues' options, and the queues added."""
         self._config = config
 
-    def add_queue(
-        self, queue: QueueConfig, bindings: tuple[BindingConfig, ...]
-    ) -> defer.Deferred[None]:
+    def reconsume(self, queue: str) -> defer.Deferred[None]:
+        """Cancel ``queue``'s consumer and consume again, with the options of now."""
+        if self.consumers is None or not self._consuming:
+            return defer.succeed(None)  # the next session consumes with them
+        return self.consumers.reconsume(queue)
+
+    async def add_queue(self, queue: QueueConfig, bindings: tuple[BindingConfig, ...]) -> None:
         """Declare and bind ``queue`` (and its retry and dead queues), then consume it.
 
         The declarations go on a channel of their own, so a refusal fails
         this call (with :class:`DeclarationError`) and not the session.
         """
-        return self._lock(queue.name).run(
-            lambda: defer.ensureDeferred(self._add_queue(queue, bindings))
-        )
-
-    async def _add_queue(self, queue: QueueConfig, bindings: tuple[BindingConfig, ...]) -> None:
-        connection, policy = self.connection, self.policy
-        if connection is None or policy is None or not self._consuming:
+        connection, policy, consumers = self.connection, self.policy, self.consumers
+        if connection is None or policy is None or consumers is None or not self._consuming:
             return  # the next session declares it, with the consumer's topology
         only = self._config.replace(exchanges=(), queues=(queue,), bindings=bindings)
         side = await self._step(connection.channel(), "opening a channel")
@@ -273,24 +171,16 @@ class Session:
             side, connection.channel, only.replace(drop_exchange=""), self._clock
         )
         policy.retry_queues = policy.retry_queues | set(retry)
-        self._names[queue.name] = name
-        self._budget(queue)
-        await self._converge(queue.name)
+        await consumers.add(queue.name, name)
 
     def remove_queue(self, queue: str) -> defer.Deferred[None]:
         """Cancel ``queue``'s consumer and send its unstarted deliveries back.
 
         Its deliveries in flight finish and are settled as usual.
         """
-
-        async def remove() -> None:
-            await self._cancel(queue)
-            name = self._names.pop(queue, None)
-            self._budgets.pop(queue, None)
-            if name is not None and self.dispatcher is not None:
-                await self.dispatcher.return_unstarted(name)
-
-        return self._lock(queue).run(lambda: defer.ensureDeferred(remove()))
+        if self.consumers is None:
+            return defer.succeed(None)
+        return self.consumers.remove(queue)
 
     async def _step(self, d: defer.Deferred[Any], what: str) -> Any:
         """Await one channel operation with a timeout, naming it if it fails."""
@@ -305,8 +195,8 @@ class Session:
 
     def _detach(self) -> None:
         """Act on no more holds: the session is ending."""
-        if self._holds.session is self:
-            self._holds.session = None
+        if self.consumers is not None:
+            self.consumers.let_go()
 
     def _connection_closed(self, reason: Exception | None) -> None:
         if reason is not None:
@@ -366,8 +256,8 @@ class Session:
 
         """
         self._detach()
-        for queue in list(self._tags):
-            await self._cancel(queue)
+        if self.consumers is not None:
+            await self.consumers.cancel_all()
         dispatcher = self.dispatcher
         if dispatcher is None:
             return False

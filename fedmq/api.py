@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from fedmq._callback import load_callback
 from fedmq._executors import current_consumer
-from fedmq._health import refuse_if_suspended
+from fedmq._health import suspended_refusal
 from fedmq._intercept import intercepting_publishes
 from fedmq.config import Config, load_config, parse_bindings, parse_queues
 from fedmq.consumer import Consumer
@@ -255,7 +255,9 @@ def _publisher_for(config: ConfigArg) -> Publisher:
                     f"The consumer's connection to the broker is closed ({consumer.state}); "
                     "nothing was published"
                 )
-            refuse_if_suspended(consumer)
+            refused = suspended_refusal(consumer)
+            if refused is not None:
+                raise refused
             return consumer.publisher  # type: ignore[no-any-return]
         if not _default_config:
             _default_config.append(load_config())

@@ -1,25 +1,24 @@
-"""The public consumer: what it consumes with, what it reports, and how it ends.
+"""The public consumer: what it consumes with, what it reports, and how it is controlled.
 
-A facade over the reconnect machine (:mod:`fedmq._reconnect`), which opens
-one session (:mod:`fedmq._session`) after another; this module builds what
-each session hands deliveries to, and drains and ends the consumer.
+A facade over the reconnect machine (:mod:`fedmq._reconnect`), the sessions
+it opens (made by :mod:`fedmq._consumer_parts`), the queues' flow control
+(:mod:`fedmq._queue_control`) and the consumer's start and end (:mod:`fedmq._lifetime`).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 
 from fedmq._amqp import AMQPConnection
 from fedmq._backoff import Attempts
 from fedmq._callback import load_callback
 from fedmq._connection import Clock, Connect
 from fedmq._consumer_parts import (
+    PublisherSlot,
     SessionMaker,
     accepted_types,
     callback_name,
@@ -27,24 +26,21 @@ from fedmq._consumer_parts import (
 )
 from fedmq._deferreds import chain
 from fedmq._delivery import Result
-from fedmq._ending import Ending
-from fedmq._error_window import ErrorWindow
-from fedmq._events import EventBus, QueueEvents, SlowConsumerWatch, consumed_queues
 from fedmq._executors import current_consumer
 from fedmq._flow import QueueListener, QueueState
-from fedmq._health import host_health_for, refuse_if_suspended
+from fedmq._health import suspended_refusal
 from fedmq._lifecycle import Hooks
+from fedmq._lifetime import Lifetime
+from fedmq._observers import Observers
 from fedmq._queue_control import UNCHANGED, QueueControl
 from fedmq._reconnect import STATES, Reconnector, State
 from fedmq._session import Session
 from fedmq._stats import QUEUE_COUNTERS, ConsumerStats
 from fedmq.config import BindingConfig, Config, QueueConfig
-from fedmq.events import EventHandler, StateChanged
-from fedmq.health import ConsumerSuspended, HealthMonitor
+from fedmq.events import EventHandler
+from fedmq.health import HealthMonitor
 from fedmq.message import Message
 from fedmq.publisher import Publisher
-
-log = logging.getLogger("fedmq")
 
 
 class Consumer:
@@ -58,14 +54,9 @@ class Consumer:
     acked on the new one: the broker redelivers them.
 
     Flow control (:meth:`pause`, :meth:`resume`, :meth:`reconfigure`,
-    :meth:`add_queue`, :meth:`remove_queue`; each kept across reconnects)
-    is safe from any thread. On the reactor thread each returns a Deferred
-    firing once the broker has done it (failing with
-    :class:`DeclarationError` when it refused to declare an added queue);
-    from any other thread (a callback's) it hands the change to the reactor
-    and returns None. A queue name the consumer does not have raises
-    ``ValueError``, and a bad option :class:`ConfigurationError`, in the
-    caller's thread. See the "Flow control" page.
+    :meth:`add_queue`, :meth:`remove_queue`) is safe from any thread: on the
+    reactor thread it returns a Deferred firing once the broker has done it;
+    from any other thread, None (see the "Flow control" page).
 
     Args:
         config: what to connect to, declare and consume.
@@ -82,8 +73,8 @@ class Consumer:
             AMQP connection by default; tests hand in an in-memory broker.
         on_event: called with each session event (a :class:`fedmq.Event`)
             on the reactor thread; see :meth:`add_event_handler`.
-        health: the host's health; a :class:`~fedmq.HealthMonitor` of the
-            consumer's own by default (which ``health_check`` drives, if set).
+        health: the host's health: a :class:`~fedmq.HealthMonitor` of the
+            consumer's own by default (``health_check`` tells it, if set).
 
     Attributes:
         result: a Deferred that fires with None when the consumer stops
@@ -96,8 +87,6 @@ class Consumer:
             the consumer and its queue is gone, with ``passive_declares``) or
             :class:`StopForced`. When :meth:`start` fails, it fails with the
             same reason (a :meth:`cancel` before consuming is a normal stop).
-        queues: the names of the queues consumed (the broker's names for
-            server-named queues), once started.
         stats: counters across all connections, for monitoring.
         health: the :class:`~fedmq.HealthMonitor` the consumer follows.
 
@@ -121,7 +110,6 @@ class Consumer:
         self._reactor = reactor
         # Any: Deferred.addTimeout wants Twisted's IReactorTime, which a Clock provides.
         self._clock: Any = clock if clock is not None else reactor
-        self.drain_timeout = config.drain_timeout
         target = callback if callback is not None else config.callback
         #: The callback as loaded (for a class callback, the instance its hooks ran on).
         self.callback, self.is_async = load_callback(target, config.consumer_config, config=config)
@@ -129,56 +117,48 @@ class Consumer:
         self.name = config.name or callback_name(target)
         #: The message types the callback accepts (empty: any).
         self.message_types = accepted_types(config, self.callback)
-        self._errors = ErrorWindow.of(config, self._clock.seconds)
-        self._hooks = Hooks(self.callback, self.name, reactor, self._clock, self.drain_timeout)
+        self._hooks = Hooks(self.callback, self.name, reactor, self._clock, config.drain_timeout)
         self._queues: tuple[str, ...] = ()
         self.stats = ConsumerStats()
-        self._publisher: Publisher | None = None
+        self._publisher = PublisherSlot(
+            lambda: consumer_publisher(
+                self.config, self.name, reactor, self._reactor_thread, connect
+            )
+        )
         # The thread start() ran on: the reactor's, for a reactor handed in.
         self._reactor_thread: int | None = None
-        self._open_connection = connect
-        self._events = EventBus(on_event)
+        self._observers = Observers(on_event, health)
+        self.health = self._observers.health
         self._machine = Reconnector(
             Attempts(config.broker_urls, config.reconnect),
             self._clock,
             lambda url, blocked, unblocked: self._sessions(url, blocked, unblocked),  # noqa: PLW0108
             self._session_opened,
-            lambda failure: self._end.give_up(failure),  # noqa: PLW0108 - made below
-            self._events.emit,
-            lambda session: consumed_queues(self.flow.holds, session),
+            lambda failure: self._life.give_up(failure),  # noqa: PLW0108 - made below
+            self._observers.events.emit,
+            self._observers.reopened,
         )
         #: The queues' holds, options and topology, changed while running (any thread).
         self.flow = QueueControl(
             config, reactor, lambda: self._machine.session, self._on_reactor_thread
         )
-        self._end = Ending(
+        self._life = Lifetime(
             self._machine,
             self._hooks,
             self._clock,
             config,
-            lambda: self._publisher,
-            on_error=self._events.error,
+            self._publisher,
+            on_error=self._observers.events.error,
         )
-        self.result: defer.Deferred[None] = self._end.result
-        self._sessions = SessionMaker(
-            self, reactor, self._clock, connect, self._errors, self._hooks, self._end
-        )
-        self.health = health if health is not None else HealthMonitor()
-        self._host = host_health_for(
+        self.result: defer.Deferred[None] = self._life.result
+        self._sessions = SessionMaker(self, reactor, self._clock, connect, self._life)
+        self._observers.attach(
             self.flow,
-            self.health,
+            self._machine,
+            lambda: self.in_flight,
             self._clock,
             reactor,
-            self._machine.suspend,
-            self._events,
-            self._on_reactor,
-        )
-        self._slow = SlowConsumerWatch.of(config, lambda: self.in_flight, self._clock, self._events)
-        QueueEvents(
-            self.flow.holds,
-            self._events.emit,
-            lambda: self._host.reason,
-            lambda: self._machine.session,
+            self._on_reactor_thread,
         )
 
     @property
@@ -195,46 +175,26 @@ class Consumer:
     def _on_reactor_thread(self) -> bool:
         return self._reactor_thread is None or threading.get_ident() == self._reactor_thread
 
-    def _on_reactor(self, function: Callable[..., Any], *args: Any) -> None:
-        """Run ``function(*args)`` on the reactor thread: now if on it (or not started)."""
-        if self._on_reactor_thread():
-            function(*args)
-        else:
-            self._reactor.callFromThread(function, *args)
-
-    # --- state ---------------------------------------------------------------
-
     @property
     def state(self) -> State:
-        """The consumer's state: "connecting", "consuming", "reconnecting", "blocked", ...
-
-        One of "connecting", "consuming", "suspended" (consuming, but the host
-        is unhealthy: see :attr:`health`), "reconnecting", "blocked",
-        "draining" and "stopped".
-        """
+        """The consumer's state: one of :data:`STATES` ("connecting", "consuming", ...)."""
         return self._machine.state
 
     def add_event_handler(self, handler: EventHandler) -> None:
-        """Call ``handler(event)`` on the reactor thread with each session event from now on.
+        """Call ``handler(event)`` with each session event from now on (see "Flow control").
 
-        Events come in the order things happened; one a handler causes (it
-        paused a queue, say) comes after the current one reached every
-        handler. A handler that raises is logged and changes nothing else.
+        On the reactor thread, in order; an event a handler causes comes
+        once the current one reached every handler. One that raises is logged.
         """
-        self._events.add(handler)
+        self._observers.events.add(handler)
 
     def remove_event_handler(self, handler: EventHandler) -> None:
         """Stop calling ``handler``; one never added is ignored."""
-        self._events.remove(handler)
+        self._observers.events.remove(handler)
 
     def add_state_listener(self, listener: Callable[[State], Any]) -> None:
         """Call ``listener(state)`` on the reactor thread at every change of :attr:`state`."""
-
-        def on_state(event: object) -> None:
-            if isinstance(event, StateChanged):
-                listener(event.state)  # type: ignore[arg-type]
-
-        self._events.add(on_state)
+        self._observers.events.add_state_listener(listener)  # type: ignore[arg-type]
 
     @property
     def broker_address(self) -> str | None:
@@ -242,8 +202,6 @@ class Consumer:
         session = self._machine.session
         connection = session.connection if session is not None else None
         return getattr(connection, "address", None)
-
-    # --- connecting ------------------------------------------------------------
 
     def start(self) -> defer.Deferred[Consumer]:
         """Connect, declare, and start consuming.
@@ -261,29 +219,15 @@ class Consumer:
 
         """
         self._reactor_thread = threading.get_ident()
-        self._host.start()
-        self._slow.start()
+        self._observers.start()
         started = chain(self._machine.started).addCallback(lambda _: self)
-        self._hooks.set_up().addCallbacks(self._set_up, self._setup_failed)
+        self._life.start()
         return started
-
-    def _set_up(self, _: None) -> None:
-        if not self._machine.stopping:
-            self._machine.connect()
-        elif self.state == "stopped" and self._hooks.has_setup:
-            # Stopped while setup() ran: nothing else will call teardown().
-            defer.ensureDeferred(self._hooks.tear_down())
-
-    def _setup_failed(self, failure: Failure) -> None:
-        if not self._machine.stopping:
-            self._end.give_up(failure)
 
     def _session_opened(self, session: Session, reconnected: bool) -> None:
         self._queues = session.queues
         if reconnected:
             self.stats.reconnects += 1
-
-    # --- publishing ------------------------------------------------------------
 
     @property
     def publisher(self) -> Publisher:
@@ -296,11 +240,7 @@ class Consumer:
         the consuming one's ``connection_name`` (else the ``app`` client
         property) followed by " (publisher)".
         """
-        if self._publisher is None:
-            self._publisher = consumer_publisher(
-                self.config, self.name, self._reactor, self._reactor_thread, self._open_connection
-            )
-        return self._publisher
+        return self._publisher.get()
 
     def publish(
         self,
@@ -313,18 +253,15 @@ class Consumer:
     ) -> defer.Deferred[None]:
         """Publish through :attr:`publisher`, with confirms; a Deferred (reactor thread).
 
-        While the consumer is suspended and ``fail_publish_when_suspended`` is
-        set, the Deferred fails at once with :class:`~fedmq.ConsumerSuspended`.
+        Fails at once with :class:`~fedmq.ConsumerSuspended` while suspended
+        with ``fail_publish_when_suspended``.
         """
-        try:
-            refuse_if_suspended(self)
-        except ConsumerSuspended:
-            return defer.fail()
+        refused = suspended_refusal(self)
+        if refused is not None:
+            return defer.fail(refused)
         return self.publisher.publish_deferred(
             message, exchange, routing_key, mandatory=mandatory, timeout=timeout
         )
-
-    # --- stopping ----------------------------------------------------------
 
     @property
     def in_flight(self) -> int:
@@ -350,13 +287,11 @@ class Consumer:
         Safe from any thread.
 
         Returns:
-            A Deferred that fires once all of that is done (on the reactor
-            thread); called from one of this consumer's own callbacks, one
-            that has failed with :class:`~fedmq.WouldDeadlock` (the drain
-            waits for the callback, so the callback cannot wait for it).
+            A Deferred firing once all of that is done; from one of this
+            consumer's own callbacks, one failed with :class:`~fedmq.WouldDeadlock`.
 
         """
-        return self._end.request(
+        return self._life.request(
             from_callback=current_consumer.get() is self,
             on_reactor_thread=self._on_reactor_thread(),
             reactor=self._reactor,
@@ -369,9 +304,7 @@ class Consumer:
         delivery. :attr:`result` fails with :class:`StopForced` unless the
         consumer had already ended for another reason.
         """
-        self._end.abort()
-
-    # --- flow control: safe from any thread; see the class docstring ---------
+        self._life.abort()
 
     def pause(self, queue: str | None = None) -> defer.Deferred[None] | None:
         """Stop consuming ``queue`` (every queue, for None) until :meth:`resume`."""

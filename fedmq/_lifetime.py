@@ -1,6 +1,7 @@
-"""How a consumer ends: its drain, its bounded closes, its teardown, its result.
+"""How a consumer begins and ends: setup, then connecting; the drain, closes, teardown, result.
 
-:class:`Ending` decides once why the consumer ends (None: normally), drains
+:class:`Lifetime` runs ``setup()`` before the first connection, decides
+once why the consumer ends (None: normally), drains
 the session in charge (callbacks in flight finish within ``drain_timeout``),
 closes the publisher, the channel and the connection (each within
 ``connect_timeout``), runs ``teardown()``, and fires the consumer's
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -23,13 +24,15 @@ from fedmq._reconnect import Reconnector
 from fedmq.config import Config
 from fedmq.exceptions import ConnectionFailed, HaltConsumer, StopForced, WouldDeadlock
 from fedmq.message import Message
-from fedmq.publisher import Publisher
+
+if TYPE_CHECKING:
+    from fedmq._consumer_parts import PublisherSlot
 
 log = logging.getLogger("fedmq")
 
 
-class Ending:
-    """The end of one consumer: why, the drain and closes, and its ``result``.
+class Lifetime:
+    """The start and the end of one consumer: setup, why it ends, the drain and closes, ``result``.
 
     Args:
         machine: the consumer's reconnect machine.
@@ -37,7 +40,7 @@ class Ending:
         clock: what the timeouts run on.
         config: its ``drain_timeout`` (how long callbacks in flight may take
             to finish) and ``connect_timeout`` (how long each close may take).
-        publisher: returns the consumer's publisher, if it opened one.
+        publisher: where the consumer's publisher is, if it opened one.
         on_error: told of each consumer error (the exception and the
             message, if decoded) before it is counted against ``max_errors``.
 
@@ -49,7 +52,7 @@ class Ending:
         hooks: Hooks,
         clock: Any,
         config: Config,
-        publisher: Callable[[], Publisher | None],
+        publisher: PublisherSlot,
         on_error: Callable[[BaseException, Message | None], object] | None = None,
     ) -> None:
         self._machine = machine
@@ -64,6 +67,26 @@ class Ending:
         # Why the consumer ends (None: normally), and the drain in progress.
         self._outcome: Failure | None = None
         self._ending: defer.Deferred[None] | None = None
+
+    @property
+    def event_loop(self) -> Callable[[], Any]:
+        """Returns the event loop an async callback runs on."""
+        return self._hooks.event_loop
+
+    def start(self) -> None:
+        """Run ``setup()``, then connect (unless a stop came first)."""
+        self._hooks.set_up().addCallbacks(self._set_up, self._setup_failed)
+
+    def _set_up(self, _: None) -> None:
+        if not self._machine.stopping:
+            self._machine.connect()
+        elif self._machine.state == "stopped" and self._hooks.has_setup:
+            # Stopped while setup() ran: nothing else will call teardown().
+            defer.ensureDeferred(self._hooks.tear_down())
+
+    def _setup_failed(self, failure: Failure) -> None:
+        if not self._machine.stopping:
+            self.give_up(failure)
 
     def give_up(self, failure: Failure) -> None:
         """No reconnect can help: end with ``failure``."""
@@ -139,7 +162,7 @@ class Ending:
             # Each close is bounded: one the broker never answers must not hang the stop.
             connection = session.connection if session is not None else None
             closes = BoundedCloses(connection, self._close_timeout, self._clock)
-            publisher = self._publisher()
+            publisher = self._publisher.publisher
             if publisher is not None:
                 # Confirms still due after connect_timeout end CANCELED.
                 await closes.publisher(publisher)
