@@ -91,6 +91,8 @@ class QueueConsumers:
     def let_go(self) -> None:
         """Act on no more holds: the session is ending."""
         self.reporting = False
+        for budget in self._budgets.values():
+            budget.retire()
         if self._holds.consumers is self:
             self._holds.consumers = None
 
@@ -147,7 +149,9 @@ class QueueConsumers:
         async def remove() -> None:
             await self.cancel(queue)
             name = self._names.pop(queue, None)
-            self._budgets.pop(queue, None)
+            budget = self._budgets.pop(queue, None)
+            if budget is not None:
+                budget.retire()
             if name is not None:
                 await self._dispatcher.return_unstarted(name)
 

@@ -146,6 +146,22 @@ def test_the_byte_budget_holds_over_its_limit_and_releases_at_half():
     assert budget.unsettled == 0
 
 
+def test_a_budget_of_an_ended_session_holds_and_releases_nothing():
+    """Results of a lost connection's callbacks still come back; its budget ignores them."""
+    holds = Holds([("orders", False)])
+    old = ByteBudget("orders", 100, holds.hold, holds.release)
+    old.received(150)
+    old.retire()
+    new = ByteBudget("orders", 100, holds.hold, holds.release)
+    holds.release("orders", OVER_BYTES)
+    new.received(150)
+    old.settled(150)
+    assert holds.reasons("orders") == {OVER_BYTES}  # the new budget's hold stands
+    old.received(500)
+    new.settled(150)
+    assert holds.consumes("orders")
+
+
 # --- pause and resume on a running consumer -----------------------------------------
 
 
