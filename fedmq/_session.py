@@ -202,13 +202,13 @@ class Session:
 
     def _lose(self, reason: Exception) -> None:
         if self._consuming and not self.lost.called:
-            self._detach()
+            self._detach(stopping=False)
             self.lost.callback(reason)
 
-    def _detach(self) -> None:
-        """Act on no more holds: the session is ending."""
+    def _detach(self, *, stopping: bool = True) -> None:
+        """Act on no more holds: the session is ending (fedmq ``stopping`` it, or lost)."""
         if self.consumers is not None:
-            self.consumers.let_go()
+            self.consumers.let_go(stopping=stopping)
 
     def _connection_closed(self, reason: Exception | None) -> None:
         if reason is not None:
@@ -242,7 +242,7 @@ class Session:
         Callbacks still running finish first (the Deferred fires then); their
         delivery tags are dead, and the broker redelivers their messages.
         """
-        self._detach()
+        self._detach(stopping=False)
         dispatcher, self.dispatcher = self.dispatcher, None
         connection = self.connection
         if connection is not None and connection.is_open:

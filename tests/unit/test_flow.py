@@ -442,3 +442,21 @@ def test_pausing_an_async_callbacks_queue_sends_its_unstarted_deliveries_back():
     h.until(lambda: h.consumer.in_flight == 0)
     assert seen == ["orders.new-0", "invoices.new-0", "invoices.new-1"]
     h.stop()
+
+
+def test_a_resume_that_cannot_consume_is_told_to_the_failure_listeners():
+    """The paused queue was deleted: resuming fails, listeners hear it, a reconnect mends it."""
+    failures: list[tuple[str, Exception]] = []
+    seen: list[str] = []
+    h = Harness(lambda message: seen.append(message.body))
+    h.consumer.flow.add_reconsume_failed_listener(lambda *failure: failures.append(failure))
+    h.consumer.pause("orders")
+    h.broker.delete_queue("orders")
+    h.consumer.resume("orders")
+    h.until(lambda: failures != [])
+    [(queue, error)] = failures
+    assert queue == "orders"
+    assert "orders" in str(error)
+    h.until(lambda: h.consumer.stats.reconnects == 1 and h.consumer.state == "consuming")
+    h.until(lambda: h.broker.consumer_count("orders") == 1)
+    h.stop()
