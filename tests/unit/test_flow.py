@@ -146,6 +146,22 @@ def test_the_byte_budget_holds_over_its_limit_and_releases_at_half():
     assert budget.unsettled == 0
 
 
+def test_a_budget_of_an_ended_session_holds_and_releases_nothing():
+    """Results of a lost connection's callbacks still come back; its budget ignores them."""
+    holds = Holds([("orders", False)])
+    old = ByteBudget("orders", 100, holds.hold, holds.release)
+    old.received(150)
+    old.retire()
+    new = ByteBudget("orders", 100, holds.hold, holds.release)
+    holds.release("orders", OVER_BYTES)
+    new.received(150)
+    old.settled(150)
+    assert holds.reasons("orders") == {OVER_BYTES}  # the new budget's hold stands
+    old.received(500)
+    new.settled(150)
+    assert holds.consumes("orders")
+
+
 # --- pause and resume on a running consumer -----------------------------------------
 
 
@@ -425,4 +441,22 @@ def test_pausing_an_async_callbacks_queue_sends_its_unstarted_deliveries_back():
     release.set()
     h.until(lambda: h.consumer.in_flight == 0)
     assert seen == ["orders.new-0", "invoices.new-0", "invoices.new-1"]
+    h.stop()
+
+
+def test_a_resume_that_cannot_consume_is_told_to_the_failure_listeners():
+    """The paused queue was deleted: resuming fails, listeners hear it, a reconnect mends it."""
+    failures: list[tuple[str, Exception]] = []
+    seen: list[str] = []
+    h = Harness(lambda message: seen.append(message.body))
+    h.consumer.flow.add_reconsume_failed_listener(lambda *failure: failures.append(failure))
+    h.consumer.pause("orders")
+    h.broker.delete_queue("orders")
+    h.consumer.resume("orders")
+    h.until(lambda: failures != [])
+    [(queue, error)] = failures
+    assert queue == "orders"
+    assert "orders" in str(error)
+    h.until(lambda: h.consumer.stats.reconnects == 1 and h.consumer.state == "consuming")
+    h.until(lambda: h.broker.consumer_count("orders") == 1)
     h.stop()
