@@ -360,3 +360,17 @@ def test_queue_events_follow_the_holds_and_name_the_reasons():
         fedmq.QueuePaused("orders", ("over max_unacked_bytes",)),
         fedmq.QueueResumed("orders"),
     ]
+
+
+def test_a_queue_deleted_while_paused_is_told_as_reopen_failed_when_resumed():
+    consumer, clock, broker, events = make_consumer(queues={"orders": {}, "audit": {}})
+    consumer.start()
+    consumer.pause("orders")
+    broker.delete_queue("orders")
+    consumer.resume("orders")
+    [failed] = [e for e in events if isinstance(e, fedmq.QueueReopenFailed)]
+    assert failed.queue == "orders"
+    assert "NOT_FOUND" in failed.reason
+    # The broker closed the channel for it: the consumer reconnects, which declares it again.
+    clock.run_until(lambda: consumer.stats.reconnects == 1)
+    assert broker.consumer_count("orders") == 1
