@@ -179,7 +179,7 @@ class QueueSuspended(Event):
 
 @dataclass(frozen=True, slots=True)
 class QueueReopened(Event):
-    """``queue`` is consumed again after a re-consume (a resume, a reconfigure)."""
+    """After a reconnect, ``queue`` is consumed again (one event per queue nothing holds)."""
 
     kind: ClassVar[str] = "queue_reopened"
     queue: str
@@ -187,7 +187,7 @@ class QueueReopened(Event):
 
 @dataclass(frozen=True, slots=True)
 class QueueReopenFailed(Event):
-    """Consuming ``queue`` again failed; ``reason`` says why."""
+    """Consuming ``queue`` again (a resume, a reconfigure) failed; ``reason`` says why."""
 
     kind: ClassVar[str] = "queue_reopen_failed"
     queue: str
