@@ -59,6 +59,13 @@ _PLAIN_FIELDS: dict[str, _Kind] = {
     "publish_format": _STR,
     "publish_max_unconfirmed": _INT,
     "publish_max_unconfirmed_bytes": _INT,
+    "health_check": _STR,
+    "health_interval": _NUMBER,
+    "health_timeout": _NUMBER,
+    "fail_publish_when_suspended": _BOOL,
+    "slow_consumer_high": _INT,
+    "slow_consumer_low": _INT,
+    "slow_consumer_interval": _NUMBER,
 }
 
 # The keys of each table, and what each must be.
@@ -79,6 +86,7 @@ _QUEUE_KEYS = {
     "consumer_priority": _INT,
     "max_unacked_bytes": _INT,
     "paused": _BOOL,
+    "suspend_on_bad_host_health": _BOOL,
 }
 _BINDING_KEYS = {
     "queue": _STR,
@@ -374,6 +382,25 @@ def _check_control(config: Config) -> None:
         )
 
 
+def _check_health(config: Config) -> None:
+    if config.health_check is not None and not _CALLBACK.match(config.health_check):
+        raise _fail(
+            config,
+            f"health_check must look like 'package.module:callable', got {config.health_check!r}",
+        )
+    for key in ("health_interval", "health_timeout", "slow_consumer_interval"):
+        if not getattr(config, key) > 0:
+            raise _fail(config, f"{key} must be more than 0 seconds, got {getattr(config, key)}")
+    _check_range(config.slow_consumer_high, "slow_consumer_high", config.source, 0)
+    _check_range(config.slow_consumer_low, "slow_consumer_low", config.source, 0)
+    if config.slow_consumer_high and config.slow_consumer_low >= config.slow_consumer_high:
+        raise _fail(
+            config,
+            f"slow_consumer_low ({config.slow_consumer_low}) must be below "
+            f"slow_consumer_high ({config.slow_consumer_high})",
+        )
+
+
 # In the order the rules are reported: the first one broken wins.
 _CHECKS = (
     _check_urls,
@@ -385,6 +412,7 @@ _CHECKS = (
     _check_queue_options,
     _check_tls,
     _check_control,
+    _check_health,
 )
 
 

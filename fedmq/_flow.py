@@ -183,7 +183,7 @@ class ByteBudget:
     again.
     """
 
-    __slots__ = ("_hold", "_release", "held", "limit", "low", "queue", "unsettled")
+    __slots__ = ("_hold", "_release", "held", "limit", "live", "low", "queue", "unsettled")
 
     def __init__(
         self,
@@ -197,19 +197,29 @@ class ByteBudget:
         self.low = limit // 2
         self.unsettled = 0
         self.held = False
+        #: False once its session ended or its queue was removed: it holds nothing more.
+        self.live = True
         self._hold = hold
         self._release = release
 
     def received(self, size: int) -> None:
         """A delivery of ``size`` bytes arrived."""
         self.unsettled += size
-        if self.unsettled > self.limit and not self.held:
+        if self.unsettled > self.limit and not self.held and self.live:
             self.held = True
             self._hold(self.queue, OVER_BYTES)
 
     def settled(self, size: int) -> None:
         """A delivery of ``size`` bytes was settled, or went back unstarted."""
         self.unsettled -= size
-        if self.held and self.unsettled <= self.low:
+        if self.held and self.unsettled <= self.low and self.live:
             self.held = False
             self._release(self.queue, OVER_BYTES)
+
+    def retire(self) -> None:
+        """Hold and release nothing more: the session ended, or the queue was removed.
+
+        The deliveries it counted are the broker's again, or their queue is
+        gone; a budget of the next session counts afresh.
+        """
+        self.live = False

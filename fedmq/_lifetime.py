@@ -41,6 +41,8 @@ class Lifetime:
         config: its ``drain_timeout`` (how long callbacks in flight may take
             to finish) and ``connect_timeout`` (how long each close may take).
         publisher: where the consumer's publisher is, if it opened one.
+        on_error: told of each consumer error (the exception and the
+            message, if decoded) before it is counted against ``max_errors``.
 
     """
 
@@ -51,6 +53,7 @@ class Lifetime:
         clock: Any,
         config: Config,
         publisher: PublisherSlot,
+        on_error: Callable[[BaseException, Message | None], object] | None = None,
     ) -> None:
         self._machine = machine
         self._hooks = hooks
@@ -58,6 +61,7 @@ class Lifetime:
         self._drain_timeout = config.drain_timeout
         self._close_timeout = config.connect_timeout
         self._publisher = publisher
+        self._on_error = on_error
         #: Fires with None on a normal end, fails with the reason otherwise.
         self.result: defer.Deferred[None] = defer.Deferred()
         # Why the consumer ends (None: normally), and the drain in progress.
@@ -131,6 +135,8 @@ class Lifetime:
     ) -> None:
         """A consumer error: log it; stop when the error window decided it was one too many."""
         log_consumer_error(exc, message, duration, errors)
+        if self._on_error is not None:
+            self._on_error(exc, message)
         if errors.stops and not self._machine.stopping:
             self.stop(Failure(too_many_errors(exc, message, errors)))
 

@@ -65,7 +65,7 @@ class QueueConsumers:
         self._locks: dict[str, defer.DeferredLock] = {}
         # The prefetch count the channel's next consumer gets (basic.qos, global=false).
         self._prefetch: int | None = None
-        #: Whether a failure to consume again is worth telling (False once the session ends).
+        #: Whether a failure to consume again is worth telling (False once fedmq stops it).
         self.reporting = True
 
     @property
@@ -88,9 +88,17 @@ class QueueConsumers:
         for name in list(self._names):
             await self._lock(name).run(self._converge_now, name)
 
-    def let_go(self) -> None:
-        """Act on no more holds: the session is ending."""
-        self.reporting = False
+    def let_go(self, *, stopping: bool = True) -> None:
+        """Act on no more holds: the session is ending.
+
+        Unless fedmq itself is ``stopping`` it (a drain, an abort), a change
+        still under way that fails is told to the failure listeners: the
+        connection's loss is why consuming the queue again failed.
+        """
+        if stopping:
+            self.reporting = False
+        for budget in self._budgets.values():
+            budget.retire()
         if self._holds.consumers is self:
             self._holds.consumers = None
 
@@ -147,7 +155,9 @@ class QueueConsumers:
         async def remove() -> None:
             await self.cancel(queue)
             name = self._names.pop(queue, None)
-            self._budgets.pop(queue, None)
+            budget = self._budgets.pop(queue, None)
+            if budget is not None:
+                budget.retire()
             if name is not None:
                 await self._dispatcher.return_unstarted(name)
 

@@ -7,13 +7,16 @@ next right away, and backs off between failed attempts through the URLs in
 turn (:class:`fedmq._backoff.Attempts`), on the clock it is given. It gives
 up on a fatal error or once the attempts are spent. How a consumer drains and
 ends is the facade's (:mod:`fedmq.consumer`); it tells the machine with
-:meth:`Reconnector.stop`.
+:meth:`Reconnector.stop`. Each change of state, and each step of a
+reconnect, is a session event (:mod:`fedmq.events`) handed to ``emit``.
+While the host is unhealthy (:meth:`Reconnector.suspend`), what would be
+"consuming" is "suspended".
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, get_args
 
 from twisted.internet import defer
@@ -22,6 +25,19 @@ from twisted.python.failure import Failure
 from fedmq._backoff import Attempts
 from fedmq._connection import Clock
 from fedmq._session import Session
+from fedmq.config import redact_url
+from fedmq.events import (
+    Blocked,
+    Connected,
+    Disconnected,
+    Event,
+    QueueReopened,
+    Reconnected,
+    Reconnecting,
+    StateChanged,
+    TopologyRestored,
+    Unblocked,
+)
 from fedmq.exceptions import (
     AuthenticationFailed,
     BrokerError,
@@ -33,7 +49,9 @@ from fedmq.exceptions import (
 log = logging.getLogger("fedmq")
 
 #: A consumer's state: how far it got, and whether it is on its way out.
-State = Literal["connecting", "consuming", "reconnecting", "blocked", "draining", "stopped"]
+State = Literal[
+    "connecting", "consuming", "suspended", "reconnecting", "blocked", "draining", "stopped"
+]
 STATES: tuple[State, ...] = get_args(State)
 
 #: Errors that another connection attempt may mend; anything else ends the consumer.
@@ -56,6 +74,10 @@ class Reconnector:
             reconnect (an earlier session opened before it).
         on_give_up: called once with the reason when no reconnect can help
             (a fatal error, or the attempts are spent).
+        emit: called on the reactor thread with each session event.
+        reopened: the queues a session that opened after the first consumes
+            again (each one's ``queue_reopened`` event); by default all of
+            the session's queues.
 
     """
 
@@ -66,6 +88,8 @@ class Reconnector:
         new_session: SessionFactory,
         on_opened: Callable[[Session, bool], None],
         on_give_up: Callable[[Failure], None],
+        emit: Callable[[Event], None] = lambda _event: None,
+        reopened: Callable[[Session], Sequence[str]] = lambda session: session.queues,
     ) -> None:
         self._attempts = attempts
         self._clock = clock
@@ -73,7 +97,10 @@ class Reconnector:
         self._on_opened = on_opened
         self._on_give_up = on_give_up
         self.state: State = "connecting"
-        self._listeners: list[Callable[[State], Any]] = []
+        self._emit = emit
+        self._reopened = reopened
+        #: Why the host is unhealthy while the consumer is suspended; None otherwise.
+        self.suspension: str | None = None
         #: The session being opened, consuming or last lost; None after a failed attempt.
         self.session: Session | None = None
         #: Fires with None once the first session consumes; fails if none ever does.
@@ -89,19 +116,20 @@ class Reconnector:
         """The consumer is draining or has stopped: no more sessions."""
         return self.state in ("draining", "stopped")
 
-    def add_listener(self, listener: Callable[[State], Any]) -> None:
-        """Call ``listener(state)`` at every change of :attr:`state`."""
-        self._listeners.append(listener)
-
     def _set_state(self, state: State) -> None:
         if state == self.state:
             return
         self.state = state
-        for listener in list(self._listeners):
-            try:
-                listener(state)
-            except Exception:
-                log.exception("A consumer state listener failed")
+        self._emit(StateChanged(state))
+
+    def _consuming(self) -> State:
+        return "suspended" if self.suspension is not None else "consuming"
+
+    def suspend(self, reason: str | None) -> None:
+        """Be "suspended" instead of "consuming" while ``reason`` is not None, across reconnects."""
+        self.suspension = reason
+        if self.state in ("consuming", "suspended"):
+            self._set_state(self._consuming())
 
     def stop(self, state: Literal["draining", "stopped"]) -> Session | None:
         """Open no more sessions; the session to drain, if any."""
@@ -132,13 +160,22 @@ class Reconnector:
 
     def _opened(self, _: None, session: Session) -> None:
         self._broker_cancelled = False
-        self._on_opened(session, self._attempts.sessions > 0)
+        reconnected = self._attempts.sessions > 0
+        self._on_opened(session, reconnected)
         self._attempts.opened()
         if self.stopping:
             session.close_opened_late()
             return
         session.lost.addCallback(self._lost, session)
-        self._set_state("consuming")
+        url = redact_url(session.url)
+        if reconnected:
+            self._emit(Reconnected(url))
+            for queue in self._reopened(session):
+                self._emit(QueueReopened(queue))
+            self._emit(TopologyRestored(session.queues))
+        else:
+            self._emit(Connected(url))
+        self._set_state(self._consuming())
         if not self.started.called:
             self.started.callback(None)
 
@@ -170,6 +207,7 @@ class Reconnector:
             )
             return
         log.warning("%s; trying again in %.1f s", error, delay)
+        self._emit(Reconnecting(self._attempts.failures + 1, delay))
         self._retry = self._clock.callLater(delay, self.connect)
 
     def _lost(self, reason: Exception, session: Session) -> None:
@@ -179,20 +217,24 @@ class Reconnector:
         the reconnect); their results are not settled: those delivery tags
         are dead and the broker redelivers the messages.
         """
-        if self.stopping or self.state not in ("consuming", "blocked"):
+        if self.stopping or self.state not in ("consuming", "suspended", "blocked"):
             return
         if session.cancelled_by_broker:
             self._broker_cancelled = True
         log.warning("%s; reconnecting", reason)
+        self._emit(Disconnected(str(reason)))
         self._set_state("reconnecting")
+        self._emit(Reconnecting(1, 0.0))
         session.abandon().addBoth(lambda _: self.connect())
 
     def _blocked(self, reason: str) -> None:
         log.warning("The broker blocked the connection: %s", reason or "no reason given")
-        if self.state == "consuming":
+        self._emit(Blocked(reason or "no reason given"))
+        if self.state in ("consuming", "suspended"):
             self._set_state("blocked")
 
     def _unblocked(self) -> None:
         log.info("The broker unblocked the connection")
+        self._emit(Unblocked())
         if self.state == "blocked":
-            self._set_state("consuming")
+            self._set_state(self._consuming())

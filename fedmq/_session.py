@@ -127,6 +127,10 @@ class Session:
                 dict(zip((queue.name for queue in config.queues), names, strict=True)),
             )
             await self.consumers.take_charge()
+            for queue in self._config.queues:
+                if queue.name not in self.consumers.names:
+                    # Added while this session opened: its declarations are still to make.
+                    await self._declare_added(queue, self._config.bindings)
         except BaseException:
             self._detach()
             if self.dispatcher is not None:
@@ -147,8 +151,8 @@ class Session:
 
     def reconsume(self, queue: str) -> defer.Deferred[None]:
         """Cancel ``queue``'s consumer and consume again, with the options of now."""
-        if self.consumers is None or not self._consuming:
-            return defer.succeed(None)  # the next session consumes with them
+        if self.consumers is None:
+            return defer.succeed(None)  # consumed with them once declared
         return self.consumers.reconsume(queue)
 
     async def add_queue(self, queue: QueueConfig, bindings: tuple[BindingConfig, ...]) -> None:
@@ -157,9 +161,17 @@ class Session:
         The declarations go on a channel of their own, so a refusal fails
         this call (with :class:`DeclarationError`) and not the session.
         """
+        if self._consuming:
+            await self._declare_added(queue, bindings)
+        # Otherwise the session is opening: it declares the queue once it has
+        # consumed the others (or the next session does, with the topology).
+
+    async def _declare_added(self, queue: QueueConfig, bindings: tuple[BindingConfig, ...]) -> None:
         connection, policy, consumers = self.connection, self.policy, self.consumers
-        if connection is None or policy is None or consumers is None or not self._consuming:
-            return  # the next session declares it, with the consumer's topology
+        assert connection is not None  # noqa: S101 - set before the consumers
+        assert policy is not None  # noqa: S101 - set before the consumers
+        assert consumers is not None  # noqa: S101 - the caller checked
+        bindings = tuple(binding for binding in bindings if binding.queue == queue.name)
         only = self._config.replace(exchanges=(), queues=(queue,), bindings=bindings)
         side = await self._step(connection.channel(), "opening a channel")
         try:
@@ -190,13 +202,13 @@ class Session:
 
     def _lose(self, reason: Exception) -> None:
         if self._consuming and not self.lost.called:
-            self._detach()
+            self._detach(stopping=False)
             self.lost.callback(reason)
 
-    def _detach(self) -> None:
-        """Act on no more holds: the session is ending."""
+    def _detach(self, *, stopping: bool = True) -> None:
+        """Act on no more holds: the session is ending (fedmq ``stopping`` it, or lost)."""
         if self.consumers is not None:
-            self.consumers.let_go()
+            self.consumers.let_go(stopping=stopping)
 
     def _connection_closed(self, reason: Exception | None) -> None:
         if reason is not None:
@@ -230,7 +242,7 @@ class Session:
         Callbacks still running finish first (the Deferred fires then); their
         delivery tags are dead, and the broker redelivers their messages.
         """
-        self._detach()
+        self._detach(stopping=False)
         dispatcher, self.dispatcher = self.dispatcher, None
         connection = self.connection
         if connection is not None and connection.is_open:

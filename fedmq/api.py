@@ -21,10 +21,13 @@ from twisted.python.failure import Failure
 
 from fedmq._callback import load_callback
 from fedmq._executors import current_consumer
+from fedmq._health import suspended_refusal
 from fedmq._intercept import intercepting_publishes
 from fedmq.config import Config, load_config, parse_bindings, parse_queues
 from fedmq.consumer import Consumer
+from fedmq.events import EventHandler
 from fedmq.exceptions import PublishConnectionLost
+from fedmq.health import HealthMonitor
 from fedmq.message import Message
 from fedmq.publisher import Publisher
 
@@ -60,6 +63,8 @@ def consume(
     config: ConfigArg = None,
     *,
     reactor: Any = None,
+    on_event: EventHandler | None = None,
+    health: HealthMonitor | None = None,
 ) -> Any:
     """Consume messages with ``callback``.
 
@@ -77,6 +82,12 @@ def consume(
         reactor: the reactor to use. Passing one always gives the Twisted
             form, even before the reactor runs (``task.react``, a service's
             ``startService``).
+        on_event: called on the reactor thread with each session event (a
+            :class:`~fedmq.Event`: connected, disconnected, reconnecting,
+            host unhealthy, ...).
+        health: a :class:`~fedmq.HealthMonitor` saying whether the host is
+            healthy; queues marked ``suspend_on_bad_host_health`` are
+            suspended while it is not.
 
     Returns:
         Given a reactor, or called on the reactor thread while the global
@@ -107,11 +118,13 @@ def consume(
     if reactor is not None:
         # Twisted code that hands over its reactor (task.react, a service's
         # startService) gets a Deferred, whether or not the reactor runs yet.
-        return _started(Consumer(resolved, target, reactor=reactor))
+        return _started(
+            Consumer(resolved, target, reactor=reactor, on_event=on_event, health=health)
+        )
     from twisted.internet import reactor as global_reactor
     from twisted.python.threadable import isInIOThread
 
-    consumer = Consumer(resolved, target, reactor=global_reactor)
+    consumer = Consumer(resolved, target, reactor=global_reactor, on_event=on_event, health=health)
     if global_reactor.running and isInIOThread():
         return _started(consumer)
     if global_reactor.running:
@@ -228,7 +241,7 @@ _default_config: list[Config] = []
 
 
 # The consumer states in which a callback's delivery is still on a live connection.
-_CONNECTED_STATES = ("consuming", "blocked", "draining")
+_CONNECTED_STATES = ("consuming", "suspended", "blocked", "draining")
 
 
 def _publisher_for(config: ConfigArg) -> Publisher:
@@ -242,6 +255,9 @@ def _publisher_for(config: ConfigArg) -> Publisher:
                     f"The consumer's connection to the broker is closed ({consumer.state}); "
                     "nothing was published"
                 )
+            refused = suspended_refusal(consumer)
+            if refused is not None:
+                raise refused
             return consumer.publisher  # type: ignore[no-any-return]
         if not _default_config:
             _default_config.append(load_config())
@@ -292,6 +308,8 @@ def publish(
         PublishNacked, PublishReturned, PublishTimeout, PublishConnectionLost,
         PublishCanceled: the broker refused, could not route, or did not
             confirm in time; the connection was lost; the publisher closed.
+        ConsumerSuspended: inside a callback of a suspended consumer, with
+            ``fail_publish_when_suspended`` set; nothing was sent.
         PublishError: no reactor can run (a blocking ``consume()`` returned).
 
     """

@@ -52,7 +52,7 @@ from fedmq.exceptions import ConfigurationError
 from fedmq.message import DEFAULT_MAX_BODY_SIZE
 
 # Plain fields whose value may be None (unset).
-_OPTIONAL_FIELDS = ("callback", "log_config", "publish_priority")
+_OPTIONAL_FIELDS = ("callback", "log_config", "publish_priority", "health_check")
 
 #: The file :func:`load_config` reads when neither a path nor $FEDMQ_CONFIG is given.
 DEFAULT_CONFIG_PATH = "/etc/fedmq/config.toml"
@@ -129,7 +129,9 @@ class QueueConfig:
     (and its retry and dead queues): true only checks that it exists; None
     (the default) follows the config. ``prefetch_count``,
     ``consumer_priority``, ``max_unacked_bytes`` and ``paused`` say how
-    fedmq consumes it (see the "Flow control" page).
+    fedmq consumes it (see the "Flow control" page);
+    ``suspend_on_bad_host_health`` stops consuming it while the host is
+    unhealthy.
     """
 
     name: str
@@ -146,6 +148,8 @@ class QueueConfig:
     max_unacked_bytes: int | None = None
     #: Start paused: consume only after ``Consumer.resume``.
     paused: bool = False
+    #: Stop consuming it while the host is unhealthy (see :class:`~fedmq.HealthMonitor`).
+    suspend_on_bad_host_health: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arguments", _frozen(self.arguments))
@@ -308,6 +312,20 @@ class Config:
         publish_max_unconfirmed: the most messages a :class:`~fedmq.Publisher`
             has posted and the broker not yet confirmed; more wait for room.
         publish_max_unconfirmed_bytes: the same bound in body bytes.
+        health_check: ``"module:callable"`` called every ``health_interval``
+            seconds in a thread; a false value, an exception or no answer
+            within ``health_timeout`` seconds means the host is unhealthy.
+            None: no check.
+        health_interval: seconds between calls of ``health_check``.
+        health_timeout: seconds one call of ``health_check`` may take.
+        fail_publish_when_suspended: a publish through a suspended consumer
+            fails at once with :class:`~fedmq.ConsumerSuspended`.
+        slow_consumer_high: the backlog of messages received and waiting for
+            a worker at which the ``slow_consumer_high`` event is emitted; 0
+            for no such event.
+        slow_consumer_low: the backlog at which ``slow_consumer_normal``
+            follows.
+        slow_consumer_interval: seconds between measurements of the backlog.
         source: the file it came from, or ``"<defaults>"`` / ``"<arguments>"``.
 
     """
@@ -348,6 +366,13 @@ class Config:
     publish_format: str = "fedmq"
     publish_max_unconfirmed: int = 1000
     publish_max_unconfirmed_bytes: int = 16 * 1024 * 1024
+    health_check: str | None = None
+    health_interval: float = 10.0
+    health_timeout: float = 5.0
+    fail_publish_when_suspended: bool = False
+    slow_consumer_high: int = 0
+    slow_consumer_low: int = 0
+    slow_consumer_interval: float = 1.0
     source: str = "<defaults>"
 
     def __post_init__(self) -> None:
@@ -358,6 +383,8 @@ class Config:
         set_field(self, "connect_timeout", float(self.connect_timeout))
         set_field(self, "drain_timeout", float(self.drain_timeout))
         set_field(self, "error_window", float(self.error_window))
+        for name in ("health_interval", "health_timeout", "slow_consumer_interval"):
+            set_field(self, name, float(getattr(self, name)))
         set_field(self, "amqp_urls", tuple(self.amqp_urls))
         set_field(self, "message_types", tuple(self.message_types))
         for name in ("exchanges", "queues", "bindings"):

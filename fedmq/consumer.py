@@ -28,13 +28,17 @@ from fedmq._deferreds import chain
 from fedmq._delivery import Result
 from fedmq._executors import current_consumer
 from fedmq._flow import QueueListener, QueueState
+from fedmq._health import suspended_refusal
 from fedmq._lifecycle import Hooks
 from fedmq._lifetime import Lifetime
+from fedmq._observers import Observers
 from fedmq._queue_control import UNCHANGED, QueueControl
 from fedmq._reconnect import STATES, Reconnector, State
 from fedmq._session import Session
 from fedmq._stats import QUEUE_COUNTERS, ConsumerStats
 from fedmq.config import BindingConfig, Config, QueueConfig
+from fedmq.events import EventHandler
+from fedmq.health import HealthMonitor
 from fedmq.message import Message
 from fedmq.publisher import Publisher
 
@@ -67,6 +71,10 @@ class Consumer:
             url)``, it returns a Deferred firing with a connection that has
             the interface of :class:`fedmq._connection.Connection`. fedmq's own
             AMQP connection by default; tests hand in an in-memory broker.
+        on_event: called with each session event (a :class:`fedmq.Event`)
+            on the reactor thread; see :meth:`add_event_handler`.
+        health: the host's health: a :class:`~fedmq.HealthMonitor` of the
+            consumer's own by default (``health_check`` tells it, if set).
 
     Attributes:
         result: a Deferred that fires with None when the consumer stops
@@ -80,6 +88,7 @@ class Consumer:
             :class:`StopForced`. When :meth:`start` fails, it fails with the
             same reason (a :meth:`cancel` before consuming is a normal stop).
         stats: counters across all connections, for monitoring.
+        health: the :class:`~fedmq.HealthMonitor` the consumer follows.
 
     """
 
@@ -91,6 +100,8 @@ class Consumer:
         reactor: Any = None,
         clock: Clock | None = None,
         connect: Connect = AMQPConnection.connect,
+        on_event: EventHandler | None = None,
+        health: HealthMonitor | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -116,20 +127,39 @@ class Consumer:
         )
         # The thread start() ran on: the reactor's, for a reactor handed in.
         self._reactor_thread: int | None = None
+        self._observers = Observers(on_event, health)
+        self.health = self._observers.health
         self._machine = Reconnector(
             Attempts(config.broker_urls, config.reconnect),
             self._clock,
             lambda url, blocked, unblocked: self._sessions(url, blocked, unblocked),  # noqa: PLW0108
             self._session_opened,
             lambda failure: self._life.give_up(failure),  # noqa: PLW0108 - made below
+            self._observers.events.emit,
+            self._observers.reopened,
         )
         #: The queues' holds, options and topology, changed while running (any thread).
         self.flow = QueueControl(
             config, reactor, lambda: self._machine.session, self._on_reactor_thread
         )
-        self._life = Lifetime(self._machine, self._hooks, self._clock, config, self._publisher)
+        self._life = Lifetime(
+            self._machine,
+            self._hooks,
+            self._clock,
+            config,
+            self._publisher,
+            on_error=self._observers.events.error,
+        )
         self.result: defer.Deferred[None] = self._life.result
         self._sessions = SessionMaker(self, reactor, self._clock, connect, self._life)
+        self._observers.attach(
+            self.flow,
+            self._machine,
+            lambda: self.in_flight,
+            self._clock,
+            reactor,
+            self._on_reactor_thread,
+        )
 
     @property
     def config(self) -> Config:
@@ -150,9 +180,21 @@ class Consumer:
         """The consumer's state: one of :data:`STATES` ("connecting", "consuming", ...)."""
         return self._machine.state
 
+    def add_event_handler(self, handler: EventHandler) -> None:
+        """Call ``handler(event)`` with each session event from now on (see "Flow control").
+
+        On the reactor thread, in order; an event a handler causes comes
+        once the current one reached every handler. One that raises is logged.
+        """
+        self._observers.events.add(handler)
+
+    def remove_event_handler(self, handler: EventHandler) -> None:
+        """Stop calling ``handler``; one never added is ignored."""
+        self._observers.events.remove(handler)
+
     def add_state_listener(self, listener: Callable[[State], Any]) -> None:
         """Call ``listener(state)`` on the reactor thread at every change of :attr:`state`."""
-        self._machine.add_listener(listener)
+        self._observers.events.add_state_listener(listener)  # type: ignore[arg-type]
 
     @property
     def broker_address(self) -> str | None:
@@ -177,6 +219,7 @@ class Consumer:
 
         """
         self._reactor_thread = threading.get_ident()
+        self._observers.start()
         started = chain(self._machine.started).addCallback(lambda _: self)
         self._life.start()
         return started
@@ -208,7 +251,14 @@ class Consumer:
         mandatory: bool = False,
         timeout: float = 30.0,
     ) -> defer.Deferred[None]:
-        """Publish through :attr:`publisher`, with confirms; a Deferred (reactor thread)."""
+        """Publish through :attr:`publisher`, with confirms; a Deferred (reactor thread).
+
+        Fails at once with :class:`~fedmq.ConsumerSuspended` while suspended
+        with ``fail_publish_when_suspended``.
+        """
+        refused = suspended_refusal(self)
+        if refused is not None:
+            return defer.fail(refused)
         return self.publisher.publish_deferred(
             message, exchange, routing_key, mandatory=mandatory, timeout=timeout
         )

@@ -4,8 +4,9 @@
 
 - ``GET /live``: 200 while the reactor runs (a stuck reactor answers nothing).
 - ``GET /ready``: 200 while the consumer consumes from every configured
-  queue; 503 while it connects, reconnects, is blocked by the broker,
-  drains or has stopped. The body is JSON and says which.
+  queue; 503 while it connects, reconnects, is blocked by the broker, is
+  suspended (its host is unhealthy), drains or has stopped. The body is
+  JSON and says which, and why.
 - ``GET /metrics``: the consumer's counters in Prometheus' text format.
 
 The metrics are read from :class:`~fedmq._stats.ConsumerStats` when scraped,
@@ -175,7 +176,10 @@ class _Endpoints(Resource):
                 200,
                 {"state": state, "queues": list(consumer.queues), "in_flight": consumer.in_flight},
             )
-        reason = _NOT_READY.get(state, f"the consumer is {state}")
+        if state == "suspended":
+            reason = f"the host is unhealthy: {consumer.health.reason}"
+        else:
+            reason = _NOT_READY.get(state, f"the consumer is {state}")
         return _json(request, 503, {"state": state, "reason": reason})
 
 

@@ -60,9 +60,10 @@ async def test_pause_stops_deliveries_within_one_prefetch_window_and_resume_rest
     consumer = await start(make_config(qos={"prefetch_count": 5}), gate)
     try:
         await wait_for(lambda: broker.counts(queue_name) == (45, 5), what="5 prefetched")
+        await wait_for(lambda: consumer.in_flight == 5, what="the 5 received by fedmq")
         await consumer.pause(queue_name)
         assert broker.consumers(queue_name) == []
-        assert broker.counts(queue_name) == (49, 1)
+        await wait_for(lambda: broker.counts(queue_name) == (49, 1), what="4 back, 1 running")
         assert consumer.queue_states()[queue_name].reasons == {PAUSED}
         gate.open.set()
         await wait_for(lambda: broker.counts(queue_name) == (49, 0), what="the one running acked")
@@ -139,7 +140,10 @@ async def test_a_queue_prefetch_count_limits_its_own_consumer_on_the_broker(
 async def test_the_higher_priority_consumer_gets_the_messages_while_it_has_room(
     broker, queue_name, make_config
 ):
-    """Two consumers of one queue: x-priority 10 takes its prefetch of 3; the other the rest."""
+    """Two consumers of one queue, both with room: x-priority 10 takes 3 of 4 messages (its
+    prefetch), the other 1 (round robin would split them 2 and 2); once the first has room
+    again, it gets each new message.
+    """
     broker.declare_queue(queue_name)
     high_gate, low_seen = Gate(), []
     high = await start(
@@ -152,18 +156,17 @@ async def test_the_higher_priority_consumer_gets_the_messages_while_it_has_room(
     low = await start(make_config(), lambda message: low_seen.append(message.body))
     try:
         assert '[{"x-priority",10}]' in consumer_arguments(broker, queue_name)
-        broker.publish(queue_name, list(range(10)))
-        await wait_for(lambda: len(low_seen) == 7, what="7 messages to the low priority one")
-        await wait_for(lambda: len(high_gate.seen) == 1)
+        broker.publish(queue_name, list(range(4)))
+        await wait_for(lambda: high.in_flight == 3 and len(low_seen) == 1, what="3 and 1")
         assert broker.counts(queue_name) == (0, 3)
     finally:
         high_gate.open.set()
     await wait_for(lambda: broker.counts(queue_name) == (0, 0))
-    # With room, the high priority consumer gets every message.
-    before = len(low_seen)
-    broker.publish(queue_name, list(range(5)))
-    await wait_for(lambda: len(high_gate.seen) == 8, what="5 more to the high priority one")
-    assert len(low_seen) == before
+    assert len(high_gate.seen) == 3
+    for n in range(10, 15):
+        broker.publish(queue_name, [n])
+        await wait_for(lambda n=n: n in high_gate.seen, what=f"message {n} to the high one")
+    assert len(low_seen) == 1
     await high.cancel()
     await low.cancel()
 
@@ -264,9 +267,10 @@ async def test_remove_queue_cancels_it_and_returns_its_unstarted_deliveries(
     consumer = await start(config, gate)
     try:
         await wait_for(lambda: broker.counts(removed) == (2, 4), what="4 prefetched")
+        await wait_for(lambda: consumer.in_flight == 4, what="the 4 received by fedmq")
         await consumer.remove_queue(removed)
         assert broker.consumers(removed) == []
-        assert broker.counts(removed) == (5, 1)
+        await wait_for(lambda: broker.counts(removed) == (5, 1), what="3 back, 1 running")
         assert removed not in consumer.queue_states()
     finally:
         gate.open.set()

@@ -6,6 +6,7 @@ threads run when the test says. No sockets, no sleeps.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -143,6 +144,22 @@ def test_the_byte_budget_holds_over_its_limit_and_releases_at_half():
     assert holds.consumes("orders")
     budget.settled(500)
     assert budget.unsettled == 0
+
+
+def test_a_budget_of_an_ended_session_holds_and_releases_nothing():
+    """Results of a lost connection's callbacks still come back; its budget ignores them."""
+    holds = Holds([("orders", False)])
+    old = ByteBudget("orders", 100, holds.hold, holds.release)
+    old.received(150)
+    old.retire()
+    new = ByteBudget("orders", 100, holds.hold, holds.release)
+    holds.release("orders", OVER_BYTES)
+    new.received(150)
+    old.settled(150)
+    assert holds.reasons("orders") == {OVER_BYTES}  # the new budget's hold stands
+    old.received(500)
+    new.settled(150)
+    assert holds.consumes("orders")
 
 
 # --- pause and resume on a running consumer -----------------------------------------
@@ -317,3 +334,129 @@ def test_holds_act_at_once_between_sessions():
     d = holds.hold("orders", PAUSED)
     assert isinstance(d, defer.Deferred)
     assert d.called
+
+
+# --- changing queues while running --------------------------------------------------------
+
+
+def test_an_added_queue_is_declared_bound_consumed_and_restored_after_a_reconnect():
+    """add_queue("refunds", bindings): it consumes now, and again on the next connection."""
+    seen: list[str] = []
+    h = Harness(lambda message: seen.append(message.body), queues={"orders": {}})
+    d = h.consumer.add_queue(
+        "refunds", bindings=[{"exchange": "amq.topic", "routing_keys": ["refunds.#"]}]
+    )
+    assert d is not None
+    h.until(lambda: d.called)
+    assert h.broker.consumer_count("refunds") == 1
+    assert "refunds.dead" in h.broker.queues  # its retry queues came with it
+    h.publish("refunds.new", 1)
+    h.until(lambda: seen == ["refunds.new-0"])
+    h.broker.drop_connections()
+    h.until(lambda: h.consumer.stats.reconnects == 1 and h.consumer.state == "consuming")
+    h.until(lambda: h.broker.consumer_count("refunds") == 1)
+    h.publish("refunds.new", 2)
+    h.until(lambda: len(seen) == 3)
+    assert h.changes[0] == ("refunds", True, frozenset())
+    h.stop()
+
+
+def test_a_removed_queue_returns_its_unstarted_deliveries_and_stays_removed():
+    """remove_queue: the running message is acked, the others go back; no consumer later."""
+    gate = Gate()
+    h = Harness(gate, qos={"prefetch_count": 10})
+    h.publish("orders.new", 4)
+    h.until(lambda: len(gate.seen) == 1 and h.consumer.in_flight == 4)
+    d = h.consumer.remove_queue("orders")
+    assert d is not None
+    h.until(lambda: d.called)
+    assert h.broker.consumer_count("orders") == 0
+    assert len(h.broker.ready("orders")) == 3
+    gate.open.set()
+    h.until(lambda: h.consumer.counts["acked"] == 1 and h.consumer.in_flight == 0)
+    assert "orders" not in h.consumer.queue_states()
+    h.broker.drop_connections()
+    h.until(lambda: h.consumer.stats.reconnects == 1 and h.consumer.state == "consuming")
+    assert h.broker.consumer_count("orders") == 0
+    assert h.broker.consumer_count("invoices") == 1
+    h.stop()
+
+
+def test_reconfigure_sets_the_prefetch_and_keeps_it_across_a_reconnect():
+    """reconfigure(prefetch_count=2): basic.qos 2 before consuming again, on later channels too."""
+    h = Harness(lambda message: None, queues={"orders": {}}, qos={"prefetch_count": 10})
+
+    def prefetches() -> list[int]:
+        return [
+            channel.prefetch_count
+            for connection in h.broker.connections
+            for channel in connection.channels
+            if channel.is_open and channel.prefetch_count
+        ]
+
+    assert prefetches() == [10]
+    d = h.consumer.reconfigure("orders", prefetch_count=2)
+    assert d is not None
+    h.until(lambda: d.called)
+    assert prefetches() == [2]
+    assert h.broker.consumer_count("orders") == 1
+    h.broker.drop_connections()
+    h.until(lambda: h.consumer.stats.reconnects == 1 and h.consumer.state == "consuming")
+    assert prefetches() == [2]
+    assert h.consumer.config.queues[0].prefetch_count == 2
+    h.stop()
+
+
+def test_a_bad_reconfigure_or_add_queue_is_refused_in_the_callers_thread():
+    """A negative prefetch or a queue already consumed raises at once; nothing changes."""
+    h = Harness(lambda message: None)
+    with pytest.raises(ConfigurationError, match="prefetch_count"):
+        h.consumer.reconfigure("orders", prefetch_count=-1)
+    with pytest.raises(ValueError, match="already consumes"):
+        h.consumer.add_queue("orders")
+    assert h.consumer.config.queues[0].prefetch_count is None
+    h.stop()
+
+
+def test_pausing_an_async_callbacks_queue_sends_its_unstarted_deliveries_back():
+    """The asyncio executor hands back the paused queue's unstarted deliveries, not others'."""
+    release = threading.Event()
+    seen: list[str] = []
+
+    async def callback(message: Message) -> None:
+        seen.append(message.body)
+        # Waiting in a thread of its own holds this one task, not the loop.
+        assert await asyncio.to_thread(release.wait, WAIT)
+
+    h = Harness(callback, qos={"prefetch_count": 10})
+    h.publish("orders.new", 4)
+    h.publish("invoices.new", 2)
+    h.until(lambda: len(seen) == 1 and h.consumer.in_flight == 6)
+    d = h.consumer.pause("orders")
+    assert d is not None
+    h.until(lambda: d.called)
+    assert seen == ["orders.new-0"]
+    assert len(h.broker.ready("orders")) == 3
+    assert h.broker.ready("invoices") == []
+    release.set()
+    h.until(lambda: h.consumer.in_flight == 0)
+    assert seen == ["orders.new-0", "invoices.new-0", "invoices.new-1"]
+    h.stop()
+
+
+def test_a_resume_that_cannot_consume_is_told_to_the_failure_listeners():
+    """The paused queue was deleted: resuming fails, listeners hear it, a reconnect mends it."""
+    failures: list[tuple[str, Exception]] = []
+    seen: list[str] = []
+    h = Harness(lambda message: seen.append(message.body))
+    h.consumer.flow.add_reconsume_failed_listener(lambda *failure: failures.append(failure))
+    h.consumer.pause("orders")
+    h.broker.delete_queue("orders")
+    h.consumer.resume("orders")
+    h.until(lambda: failures != [])
+    [(queue, error)] = failures
+    assert queue == "orders"
+    assert "orders" in str(error)
+    h.until(lambda: h.consumer.stats.reconnects == 1 and h.consumer.state == "consuming")
+    h.until(lambda: h.broker.consumer_count("orders") == 1)
+    h.stop()
