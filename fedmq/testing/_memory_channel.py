@@ -8,6 +8,7 @@ exceptions, so fedmq's own code runs on them unchanged.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -38,6 +39,10 @@ class Subscription(NamedTuple):
     queue: str
     on_delivery: DeliveryHandler
     on_cancelled: Callable[[], None]
+    #: Its prefetch count: the channel's ``basic.qos`` when it began (0: no limit).
+    prefetch: int = 0
+    #: Its ``x-priority``: consumers with room and a higher one get the messages first.
+    priority: int = 0
 
 
 class MemoryChannel:
@@ -51,6 +56,10 @@ class MemoryChannel:
         self.prefetch_count = 0
         #: delivery tag -> (queue, message) for deliveries not yet settled.
         self.unacked: dict[int, tuple[str, Stored]] = {}
+        # delivery tag -> the consumer it went to, and each consumer's unsettled count:
+        # RabbitMQ's prefetch (basic.qos without global) limits each consumer alone.
+        self._consumer_of: dict[int, str] = {}
+        self._unsettled: Counter[str] = Counter()
         self._tags = itertools.count(1)
         self._consumer_tags = itertools.count(1)
         # Bound as the real channel binds it: the dispatcher calls channel.ack.
@@ -105,12 +114,22 @@ class MemoryChannel:
     # --- consuming -----------------------------------------------------------
 
     def consume(
-        self, queue: str, on_delivery: DeliveryHandler, on_cancelled: Callable[[], None]
+        self,
+        queue: str,
+        on_delivery: DeliveryHandler,
+        on_cancelled: Callable[[], None],
+        arguments: Mapping[str, Any] | None = None,
     ) -> defer.Deferred[str]:
+        priority = int((arguments or {}).get("x-priority", 0))
+
         def subscribe() -> str:
             self._broker.model.declare_queue(queue, {}, passive=True)
             tag = f"ctag-{id(self)}-{next(self._consumer_tags)}"
-            self._broker.subscribe(Subscription(self, tag, queue, on_delivery, on_cancelled))
+            self._broker.subscribe(
+                Subscription(
+                    self, tag, queue, on_delivery, on_cancelled, self.prefetch_count, priority
+                )
+            )
             return tag
 
         return self._do(subscribe)
@@ -119,14 +138,18 @@ class MemoryChannel:
         self._broker.unsubscribe(consumer_tag)
         return defer.succeed(None)
 
-    def has_room(self) -> bool:
+    def has_room(self, subscription: Subscription) -> bool:
+        """Whether ``subscription`` may take one more message under its prefetch count."""
         return self.is_open and (
-            self.prefetch_count == 0 or len(self.unacked) < self.prefetch_count
+            subscription.prefetch == 0
+            or self._unsettled[subscription.tag] < subscription.prefetch
         )
 
     def deliver(self, subscription: Subscription, message: Stored) -> None:
         tag = next(self._tags)
         self.unacked[tag] = (subscription.queue, message)
+        self._consumer_of[tag] = subscription.tag
+        self._unsettled[subscription.tag] += 1
         subscription.on_delivery(
             tag,
             message.redelivered,
@@ -174,6 +197,10 @@ class MemoryChannel:
                 BrokerError(f"unknown delivery tag {delivery_tag}", 406, "PRECONDITION_FAILED")
             )
             return []
+        for tag in tags:
+            consumer = self._consumer_of.pop(tag, None)
+            if consumer is not None:
+                self._unsettled[consumer] -= 1
         return [self.unacked.pop(tag) for tag in tags]
 
     def _ack(self, delivery_tag: int, multiple: bool = False) -> None:
@@ -290,6 +317,8 @@ class MemoryChannel:
         self.is_open = False
         self._broker.channel_closed(self)
         unacked, self.unacked = self.unacked, {}
+        self._consumer_of.clear()
+        self._unsettled.clear()
         # Latest first: each goes back to the head, so they end up in delivery order.
         for _tag, (queue, message) in sorted(unacked.items(), reverse=True):
             self._broker.model.give_back(queue, message)

@@ -1,8 +1,9 @@
 """The in-memory broker's consumers: who consumes from which queue, and delivering to them.
 
 A message waiting in a queue goes to the next consumer of that queue, in
-turn, whose channel has room under its prefetch count, at once, in the
-caller's turn (see :meth:`Deliveries.pump`).
+turn, that has room under its own prefetch count (the channel's ``basic.qos``
+when it began consuming, as RabbitMQ applies it) among those of the highest
+``x-priority``, at once, in the caller's turn (see :meth:`Deliveries.pump`).
 """
 
 from __future__ import annotations
@@ -80,8 +81,11 @@ class Deliveries:
         queue = self._model.queues.get(name)
         while queue is not None and queue.messages:
             self._model.expire(name)
-            subscriptions = [s for s in self._subscriptions.get(name, []) if s.channel.has_room()]
+            subscriptions = [s for s in self._subscriptions.get(name, []) if s.channel.has_room(s)]
             if not subscriptions or not queue.messages:
                 return
+            # Consumer priorities: the highest with room get the messages, in turn.
+            top = max(s.priority for s in subscriptions)
+            subscriptions = [s for s in subscriptions if s.priority == top]
             subscription = subscriptions[next(self._turn) % len(subscriptions)]
             subscription.channel.deliver(subscription, queue.messages.popleft())

@@ -176,6 +176,41 @@ def test_prefetch_limits_deliveries_in_flight(broker: InMemoryBroker):
     assert broker.queue_depth("q") == 4
 
 
+def test_prefetch_is_per_consumer_as_qos_was_when_it_began(broker: InMemoryBroker):
+    """qos(2) then a consumer, qos(1) then another: each is held to its own count."""
+    for name in ("a", "b"):
+        broker.declare_queue(name)
+        for n in range(5):
+            broker.publish(Message(n, name), exchange="")
+    channel = channel_of(broker)
+    delivered: dict[str, list[int]] = {"a": [], "b": []}
+    channel.qos(2)
+    channel.consume("a", lambda tag, *rest: delivered["a"].append(tag), lambda: None)
+    channel.qos(1)
+    channel.consume("b", lambda tag, *rest: delivered["b"].append(tag), lambda: None)
+    assert (len(delivered["a"]), len(delivered["b"])) == (2, 1)
+    channel.ack(delivered["b"][0], False)
+    assert (len(delivered["a"]), len(delivered["b"])) == (2, 2)
+
+
+def test_the_higher_priority_consumer_gets_the_messages_while_it_has_room(
+    broker: InMemoryBroker,
+):
+    """x-priority 10 with prefetch 3 takes 3 of 4 messages; the default-priority one the 4th."""
+    broker.declare_queue("q")
+    low, high = channel_of(broker), channel_of(broker)
+    got: dict[str, list[int]] = {"low": [], "high": []}
+    low.qos(10)
+    low.consume("q", lambda tag, *rest: got["low"].append(tag), lambda: None)
+    high.qos(3)
+    high.consume(
+        "q", lambda tag, *rest: got["high"].append(tag), lambda: None, {"x-priority": 10}
+    )
+    for n in range(4):
+        broker.publish(Message(n, "q"), exchange="")
+    assert (len(got["high"]), len(got["low"])) == (3, 1)
+
+
 def test_a_closed_channel_gives_its_unsettled_deliveries_back(broker: InMemoryBroker):
     """Closing a channel requeues what it had not settled, in order, as redelivered."""
     broker.declare_queue("q")
