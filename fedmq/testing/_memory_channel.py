@@ -141,8 +141,7 @@ class MemoryChannel:
     def has_room(self, subscription: Subscription) -> bool:
         """Whether ``subscription`` may take one more message under its prefetch count."""
         return self.is_open and (
-            subscription.prefetch == 0
-            or self._unsettled[subscription.tag] < subscription.prefetch
+            subscription.prefetch == 0 or self._unsettled[subscription.tag] < subscription.prefetch
         )
 
     def deliver(self, subscription: Subscription, message: Stored) -> None:

@@ -203,9 +203,7 @@ def test_the_higher_priority_consumer_gets_the_messages_while_it_has_room(
     low.qos(10)
     low.consume("q", lambda tag, *rest: got["low"].append(tag), lambda: None)
     high.qos(3)
-    high.consume(
-        "q", lambda tag, *rest: got["high"].append(tag), lambda: None, {"x-priority": 10}
-    )
+    high.consume("q", lambda tag, *rest: got["high"].append(tag), lambda: None, {"x-priority": 10})
     for n in range(4):
         broker.publish(Message(n, "q"), exchange="")
     assert (len(got["high"]), len(got["low"])) == (3, 1)
