@@ -108,7 +108,11 @@ class Callback:
 class Harness:
     """A Dispatcher wired to a FakeChannel, a FakeExecutor and recording hooks."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        policy: ErrorPolicy | None = None,
+        on_queue_missing: Callable[[Exception], None] | None = None,
+    ) -> None:
         self.channel = FakeChannel()
         self.callback = Callback()
         self.halts: list[HaltConsumer] = []
@@ -118,6 +122,8 @@ class Harness:
             self._make_executor,
             self.halts.append,
             lambda exc, message, _duration, _errors: self.errors.append((exc, message)),
+            policy=policy,
+            on_queue_missing=on_queue_missing,
         )
         self._deliver = {QUEUE: self.dispatcher.deliver_for(QUEUE)}
 
@@ -610,12 +616,12 @@ class FakePublish:
         self.pending.pop(0).errback(reason)
 
 
-def republishing_harness(**keys: Any) -> tuple[Harness, FakePublish]:
+def republishing_harness(
+    on_queue_missing: Callable[[Exception], None] | None = None, **keys: Any
+) -> tuple[Harness, FakePublish]:
     publish = FakePublish()
-    harness = Harness()
     keys.setdefault("retry_queues", [QUEUE])
-    harness.dispatcher.policy = ErrorPolicy(name="worker", publish=publish, **keys)
-    harness._deliver = {QUEUE: harness.dispatcher.deliver_for(QUEUE)}  # with the new policy
+    harness = Harness(ErrorPolicy(name="worker", publish=publish, **keys), on_queue_missing)
     return harness, publish
 
 
@@ -773,9 +779,8 @@ def test_a_copy_the_drop_exchange_cannot_route_is_parked_instead():
 
 def test_a_missing_retry_queue_makes_the_consumer_declare_it_again():
     """A wait queue deleted under fedmq: nothing is settled, and the consumer reconnects."""
-    harness, publish = republishing_harness()
     missing: list[Exception] = []
-    harness.dispatcher._on_queue_missing = missing.append
+    harness, publish = republishing_harness(missing.append)
     harness.callback.raises[1] = Retry("later")
     harness.receive(1)
     harness.executor.finish(1)
