@@ -140,9 +140,7 @@ class Republisher:
                 done, self._done = self._done, None
                 done.callback(None)
 
-        _tracing.republishing(item, route, self.policy.publish(route, item.body)).addBoth(
-            published
-        )
+        _tracing.republishing(item, route, self.policy.publish(route, item.body)).addBoth(published)
 
     def _confirmed(
         self, tag: int, item: Delivery, route: Route, duration: float, then_ack: bool
