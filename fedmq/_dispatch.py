@@ -180,6 +180,11 @@ class Dispatcher:
         """Deliveries received and not yet settled (a republished one until its copy's confirm)."""
         return self._in_flight + self._republisher.in_flight
 
+    @property
+    def unsettled(self) -> tuple[int, int]:
+        """(deliveries whose callback or Settlement has not ended, copies awaiting confirms)."""
+        return self._in_flight, self._republisher.in_flight
+
     def _on_results(self, batch: list[Result]) -> None:
         acks = self._acks
         finished = acks.finished

@@ -157,7 +157,9 @@ class Lifetime:
             forced = session is not None and await session.drain(self._drain_timeout)
             if forced and self._outcome is None:
                 self._outcome = Failure(
-                    StopForced(f"Callbacks still running after {self._drain_timeout:g} s")
+                    StopForced(
+                        f"Messages still unsettled after drain_timeout ({self._drain_timeout:g} s)"
+                    )
                 )
             # Each close is bounded: one the broker never answers must not hang the stop.
             connection = session.connection if session is not None else None

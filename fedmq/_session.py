@@ -279,9 +279,10 @@ class Session:
             await drained
         except defer.TimeoutError:
             log.error(  # noqa: TRY400 - a timeout, not an error with a useful traceback
-                "Callbacks still running after %g s; stopping without them (the "
-                "broker requeues their messages)",
+                "Still unsettled after drain_timeout (%g s): %s; stopping without them "
+                "(the broker requeues their messages)",
                 timeout,
+                _describe_unsettled(*dispatcher.unsettled),
             )
             dispatcher.abandon()
             return True
@@ -309,3 +310,16 @@ class Session:
 def _initial_holds(config: Config) -> list[tuple[str, bool]]:
     """Each queue of ``config``, and whether it starts paused."""
     return [(queue.name, queue.paused) for queue in config.queues]
+
+
+def _describe_unsettled(running: int, copies: int) -> str:
+    """What a drain gave up on: callbacks (or Settlements) and copies awaiting confirms."""
+    parts = []
+    if running:
+        parts.append(f"{running} callback(s) still running or message(s) left to a Settlement")
+    if copies:
+        parts.append(
+            f"{copies} retried, parked or dropped copy(ies) still awaiting the broker's "
+            "confirm (a broker blocking publishers, on a memory or disk alarm, holds them)"
+        )
+    return "; ".join(parts) or "nothing left (it ended as time ran out)"

@@ -691,7 +691,7 @@ async def test_callbacks_running_past_drain_timeout_are_abandoned_with_stop_forc
     finally:
         release.set()
     assert torn_down == []
-    assert "Callbacks still running after 0.5 s" in caplog.text
+    assert "Still unsettled after drain_timeout (0.5 s): 1 callback(s) still running" in caplog.text
     assert "teardown() not called" in caplog.text
 
 
