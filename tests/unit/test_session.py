@@ -26,6 +26,7 @@ class StubDispatcher:
         self.finished: defer.Deferred[None] = defer.Deferred()
         self.abandoned = 0
         self.in_flight = 0
+        self.unsettled = (1, 0)
 
     def deliver_for(self, queue: str) -> Any:
         return lambda *delivery: None
