@@ -156,9 +156,16 @@ class NotifyService(Service):
         return True
 
     def _state_changed(self, state: str) -> None:
-        if state == "consuming":
+        if state in ("consuming", "suspended"):
+            # Suspended is up too: it resumes by itself once the host is healthy
+            # (withholding READY=1 would have systemd kill a service started then).
             queues = ", ".join(self._consumer.queues) or "no queues"
             status = f"STATUS=Consuming from {queues}"
+            if state == "suspended":
+                status = (
+                    "STATUS=Suspended: the host is unhealthy; queues with "
+                    f"suspend_on_bad_host_health wait (of {queues})"
+                )
             if not self._ready:
                 self._ready = True
                 self._notify(f"READY=1\n{status}")

@@ -91,6 +91,20 @@ def test_ready_is_sent_at_once_for_a_consumer_already_consuming(notify_socket):
     assert notify_socket.messages() == ["READY=1\nSTATUS=Consuming from orders"]
 
 
+def test_a_consumer_suspended_from_its_start_is_ready_and_says_why_it_waits(notify_socket):
+    """Started on an unhealthy host: READY=1 all the same (else systemd kills the start)."""
+    consumer = FakeConsumer(state="connecting")
+    start_notifier(consumer, {"NOTIFY_SOCKET": notify_socket.path})
+    notify_socket.messages()
+    consumer.become("suspended")
+    consumer.become("consuming")
+    assert notify_socket.messages() == [
+        "READY=1\nSTATUS=Suspended: the host is unhealthy; queues with "
+        "suspend_on_bad_host_health wait (of orders)",
+        "STATUS=Consuming from orders",
+    ]
+
+
 def test_after_ready_state_changes_update_the_status_only(notify_socket):
     consumer = FakeConsumer(state="consuming")
     start_notifier(consumer, {"NOTIFY_SOCKET": notify_socket.path})
