@@ -177,6 +177,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
             load_callback(config.callback, config.consumer_config, config=config)
         except CallbackError as error:
             raise UsageError(f"{config.source}: {error}") from None
+    if config.health_check is not None:
+        from fedmq._health import load_health_check
+
+        load_health_check(config.health_check, config.source)
     callback = config.callback or "none"
     queues, bindings = len(config.queues), len(config.bindings)
     print(

@@ -220,6 +220,15 @@ def test_check_config_loads_the_callback_as_the_service_would(capsys, tmp_path):
     assert "no_such_function" in err and err.count("\n") == 1
 
 
+def test_check_config_imports_the_health_check_as_the_service_would(capsys, tmp_path):
+    path = tmp_path / "fedmq.toml"
+    path.write_text('health_check = "fedmq.example:no_such_check"\n')
+    status, _, err = run(capsys, "check-config", str(path))
+    assert status == 2
+    assert f"{path}: health_check:" in err and "no_such_check" in err
+    assert err.count("\n") == 1
+
+
 def test_check_config_reports_a_callback_class_that_fails_to_build_as_usage(capsys, tmp_path):
     path = tmp_path / "fedmq.toml"
     path.write_text('callback = "tests.integration.service_callbacks:Unbuildable"\n')
