@@ -99,8 +99,10 @@ def test_a_consumer_suspended_from_its_start_is_ready_and_says_why_it_waits(noti
     consumer.become("suspended")
     consumer.become("consuming")
     assert notify_socket.messages() == [
-        "READY=1\nSTATUS=Suspended: the host is unhealthy; queues with "
-        "suspend_on_bad_host_health wait (of orders)",
+        (
+            "READY=1\nSTATUS=Suspended: the host is unhealthy; queues with "
+            "suspend_on_bad_host_health wait (of orders)"
+        ),
         "STATUS=Consuming from orders",
     ]
 
