@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import queue as queue_module
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from time import monotonic
@@ -50,7 +51,30 @@ current_consumer: contextvars.ContextVar[Any] = contextvars.ContextVar(
     "fedmq_current_consumer", default=None
 )
 
+# Which consumer's callback runs here, by worker thread and by worker task. Unlike
+# the context variable above, neither carries over to what a callback schedules: under
+# Twisted's asyncio reactor a reactor call made from a task runs in a copy of its
+# context, and must not count as that callback.
+_worker_thread = threading.local()
+_worker_tasks: weakref.WeakKeyDictionary[asyncio.Task[Any], Any] = weakref.WeakKeyDictionary()
+
 _STOP: Any = object()
+
+
+def callback_consumer() -> Any:
+    """The consumer whose callback (or worker) is running right here, or None.
+
+    Here: in one of its sync workers' threads, or in one of its async workers'
+    tasks (not in what they scheduled to run later).
+    """
+    consumer = getattr(_worker_thread, "consumer", None)
+    if consumer is not None:
+        return consumer
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop running in this thread
+        return None
+    return _worker_tasks.get(task) if task is not None else None
 
 
 def _settle_outcome(exc: BaseException) -> Outcome:
@@ -300,6 +324,7 @@ class ThreadExecutor(_Executor):
 
     def _work(self) -> None:
         current_consumer.set(self._consumer)
+        _worker_thread.consumer = self._consumer
         get, put, callback = self._inbox.get, self._results.put, self._callback
         while True:
             item = get()
@@ -405,7 +430,8 @@ class AsyncioExecutor(_Executor):
     def _start_workers(self) -> None:
         self._queue = asyncio.Queue()
         for _ in range(self._size):
-            self._loop.create_task(self._work())
+            task = self._loop.create_task(self._work())
+            _worker_tasks[task] = self._consumer
         self._pump()
 
     async def _work(self) -> None:

@@ -26,7 +26,7 @@ from fedmq._consumer_parts import (
 )
 from fedmq._deferreds import chain
 from fedmq._delivery import Result
-from fedmq._executors import current_consumer
+from fedmq._executors import callback_consumer
 from fedmq._flow import QueueListener, QueueState
 from fedmq._health import suspended_refusal
 from fedmq._lifecycle import Hooks
@@ -292,7 +292,7 @@ class Consumer:
 
         """
         return self._life.request(
-            from_callback=current_consumer.get() is self,
+            from_callback=callback_consumer() is self,
             on_reactor_thread=self._on_reactor_thread(),
             reactor=self._reactor,
         )

@@ -309,6 +309,26 @@ def test_a_callback_waiting_for_its_own_drain_gets_an_error_and_the_consumer_sto
     assert h.consumer.result.called
 
 
+def test_what_an_async_callback_schedules_for_later_is_not_the_callback():
+    """A cancel() the callback's loop runs after the callback is a normal stop, not an error.
+
+    Under Twisted's asyncio reactor every reactor call a task makes runs in a copy
+    of the task's context: a stop decided there must not count as the callback's own.
+    """
+    results: list[Any] = []
+
+    async def callback(message: Message) -> None:
+        asyncio.get_running_loop().call_soon(lambda: results.append(h.consumer.cancel()))
+
+    h = Harness(callback)
+    h.publish("orders.new", 1)
+    h.until(lambda: bool(results) and results[0].called)
+    outcomes: list[Any] = []
+    results[0].addBoth(outcomes.append)
+    assert outcomes == [None]
+    assert h.consumer.state == "stopped"
+
+
 def test_cancel_from_another_thread_stops_the_consumer():
     """A thread of the application's cancels; the Deferred fires once stopped."""
     h = Harness(lambda message: None)
