@@ -68,6 +68,15 @@ class Intake:
 
     # --- letting in --------------------------------------------------------------
 
+    def enter(
+        self, item: Outgoing, on_reactor_thread: bool, tell_sent: bool, timeout: float
+    ) -> defer.Deferred[None] | None:
+        """Let ``item`` in (see :meth:`admit_here` and :meth:`admit_from_thread`)."""
+        if on_reactor_thread:
+            return self.admit_here(item, tell_sent)
+        self.admit_from_thread(item, timeout)
+        return None
+
     def admit_here(self, item: Outgoing, tell_sent: bool) -> defer.Deferred[None] | None:
         """On the reactor thread: send now, or line up behind the bound (never block).
 

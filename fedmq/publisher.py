@@ -147,15 +147,10 @@ class Publisher:
         if _intercept.handlers and _intercept.intercept(message):
             return self._caller.done(Ack(getattr(message, "id", None), AckStatus.SUCCESS), on_ack)
         prefixed, body, properties = wire_form(message, self.config)
-        return self.post_data(
-            exchange,
-            prefixed if routing_key is None else routing_key,
-            body,
-            properties,
-            on_ack=on_ack,
-            mandatory=mandatory,
-            timeout=timeout,
-        )
+        if routing_key is None:
+            routing_key = prefixed
+        here = self._caller.on_reactor_thread()
+        return self._post(exchange, routing_key, body, properties, on_ack, mandatory, timeout, here)
 
     def post_data(
         self,
@@ -199,21 +194,19 @@ class Publisher:
             else:
                 result = concurrent.futures.Future()
                 on_ack = result.set_result
-        # The send span starts in the caller's thread, under its current span
-        # (a callback's process span), and ends with the message's status.
-        sending, properties = _tracing.start_send(
-            exchange, routing_key, properties, self._link.connection, self.config
-        )
-        on_ack = _tracing.ending_send(sending, on_ack)
+        if _tracing.active or _tracing.refresh():
+            # The send span starts in the caller's thread, under its current
+            # span (a callback's process span), and ends with the message's status.
+            sending, properties = _tracing.start_send(
+                exchange, routing_key, properties, self._link.connection, self.config
+            )
+            on_ack = _tracing.ending_send(sending, on_ack)
         if not in_reactor:
             self._caller.start_reactor()
         deadline = self._reactor.seconds() + timeout
         item = Outgoing(exchange, routing_key, body, properties, mandatory, deadline, on_ack)
-        if in_reactor:
-            sent = self._intake.admit_here(item, result is None)
-            return result if result is not None or sent is None else sent
-        self._intake.admit_from_thread(item, timeout)
-        return result
+        sent = self._intake.enter(item, in_reactor, result is None, timeout)
+        return result if sent is None else sent
 
     # --- waiting ---------------------------------------------------------------
 
