@@ -41,11 +41,17 @@ class Outgoing(NamedTuple):
         )
 
 
-def settle(item: Outgoing, status: AckStatus, reason: str = "") -> None:
-    """Tell ``item``'s ``on_ack`` its status; ``reason`` ends the error's text."""
+def settle(
+    item: Outgoing, status: AckStatus, reason: str = "", cause: BaseException | None = None
+) -> None:
+    """Tell ``item``'s ``on_ack`` its status; ``reason`` ends the error's text.
+
+    ``cause`` (why no connection could be opened, say) becomes the error's ``__cause__``.
+    """
     error: PublishError | None = None
     if status is not AckStatus.SUCCESS:
         error = ERRORS[status](_TEXTS[status].format(what=item.describe(), reason=reason))
+        error.__cause__ = cause
     item.on_ack(Ack(item.message_id, status, error))
 
 

@@ -20,7 +20,6 @@ from fedmq._amqp import AMQPConnection
 from fedmq._backoff import Attempts
 from fedmq._callback import load_callback
 from fedmq._connection import Channel, Clock, Connect
-from fedmq._connector import connect as connect_with_failover
 from fedmq._deferreds import BoundedCloses, chain
 from fedmq._delivery import Result
 from fedmq._dispatch import Dispatcher
@@ -270,7 +269,6 @@ class Consumer:
             # On the global reactor, the publisher takes each caller's form:
             # a callback's worker thread blocks, the reactor gets a Deferred.
             given = None if self._reactor is global_reactor else self._reactor
-            connect = functools.partial(connect_with_failover, opener=self._open_connection)
             # Its connection is told apart from the consuming one on the broker.
             properties = dict(self.config.client_properties)
             name = properties.get("connection_name") or properties.get("app") or self.name
@@ -278,7 +276,7 @@ class Consumer:
             self._publisher = Publisher(
                 self.config.replace(client_properties=properties),
                 reactor=given,
-                connect=connect,
+                connect=self._open_connection,
                 reactor_thread=None if given is None else self._reactor_thread,
             )
         return self._publisher

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 
 from fedmq import _intercept, _tracing
+from fedmq._amqp import AMQPConnection
 from fedmq._caller import CallerForm
 from fedmq._confirms import Outgoing
-from fedmq._connector import connect as connect_with_failover
+from fedmq._connection import Connect
 from fedmq._intake import Intake
 from fedmq._publish_link import PublishLink
 from fedmq._publisher import wire_form
@@ -58,8 +59,10 @@ class Publisher:
             ``publish_max_unconfirmed`` from the config by default.
         max_unconfirmed_bytes: the most body bytes posted and not yet
             confirmed; ``publish_max_unconfirmed_bytes`` by default.
-        connect: how to open a connection, ``(config, reactor, first_url_index)``
-            to ``(connection, index)``; for tests.
+        connect: opens one connection, ``(config, reactor, url)`` to (a
+            Deferred of) the connection, as a :class:`~fedmq.Consumer`'s
+            ``connect=`` does (``InMemoryBroker.connect``, say); the
+            publisher tries the config's ``broker_urls`` through it in turn.
         reactor_thread: the ident of the thread that runs ``reactor``, when
             that is not the global reactor and other threads call in (a
             consumer's worker threads and event loop): calls from any other
@@ -74,7 +77,7 @@ class Publisher:
         reactor: ThreadHopClock | None = None,
         max_unconfirmed: int | None = None,
         max_unconfirmed_bytes: int | None = None,
-        connect: Any = connect_with_failover,
+        connect: Connect = AMQPConnection.connect,
         reactor_thread: int | None = None,
     ) -> None:
         from twisted.internet import reactor as global_reactor

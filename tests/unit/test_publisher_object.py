@@ -54,16 +54,21 @@ class FakeBroker:
 
     def __init__(self) -> None:
         self.down = False
+        # While True, a connection opens only once ``opening`` fires.
+        self.slow = False
+        self.opening: defer.Deferred[None] = defer.Deferred()
         self.connections: list[FakeConnection] = []
         self.attempts: list[float] = []
 
-    def __call__(self, config: Any, reactor: Any, first: int) -> defer.Deferred[Any]:
+    def __call__(self, config: Any, reactor: Any, url: str) -> defer.Deferred[Any]:
         self.attempts.append(reactor.seconds())
         if self.down:
             return defer.fail(fedmq.ConnectionFailed("connection refused"))
         connection = FakeConnection()
         self.connections.append(connection)
-        return defer.succeed((connection, 0))
+        if self.slow:
+            return self.opening.addCallback(lambda _: connection)
+        return defer.succeed(connection)
 
     @property
     def channel(self) -> FakeChannel:
