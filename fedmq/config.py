@@ -306,7 +306,7 @@ class Config:
     retry: RetryConfig = RetryConfig()
     publish_priority: int | None = None
     publish_format: str = "fedmq"
-    publish_max_unconfirmed: int = 1000
+    publish_max_unconfirmed: int = 10_000
     publish_max_unconfirmed_bytes: int = 16 * 1024 * 1024
     source: str = "<defaults>"
 
