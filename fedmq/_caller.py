@@ -70,12 +70,12 @@ class CallerForm:
         """
         ensure_reactor_running(self._reactor, False)
 
-    def done(self, ack: Ack, on_ack: OnAck | None) -> Any:
+    def done(self, ack: Ack, on_ack: OnAck | None, on_reactor_thread: bool) -> Any:
         """An answer already known: to ``on_ack``, or as the caller's Deferred or future."""
         if on_ack is not None:
             on_ack(ack)
             return None
-        if self.on_reactor_thread():
+        if on_reactor_thread:
             return defer.succeed(ack)
         future: concurrent.futures.Future[Ack] = concurrent.futures.Future()
         future.set_result(ack)

@@ -10,6 +10,7 @@ wait here until every message let in has its status.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -191,6 +192,17 @@ class Intake:
             )
 
         return d.addTimeout(timeout, as_reactor_time(self._reactor), timed_out)
+
+    async def drain(self, timeout: float, reason: str) -> None:
+        """On the reactor thread: let nothing more in, and wait (up to ``timeout``) for statuses.
+
+        Then what other threads handed over is sent, and the posts still
+        waiting for room get CANCELED, ``reason`` ending their error's text.
+        """
+        self.shut()
+        with contextlib.suppress(PublishTimeout):
+            await self.flushed(timeout)
+        self.cancel_waiting(reason)
 
     def shut(self) -> None:
         """Let nothing more in: later posts, and threads blocked on the bound, get CANCELED."""

@@ -9,26 +9,23 @@ threads hand messages over in batches, one reactor wake-up per batch.
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import os
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
-from fedmq import _intercept, _tracing
 from fedmq._amqp import AMQPConnection
 from fedmq._caller import CallerForm
-from fedmq._confirms import Outgoing
 from fedmq._connection import Connect
+from fedmq._deferreds import chain
 from fedmq._intake import Intake
 from fedmq._publish_link import PublishLink
-from fedmq._publisher import wire_form
 from fedmq._reactor_thread import AckWaiter, blocks_the_caller, in_callers_form, twisted_or_asyncio
 from fedmq._reactor_types import ThreadHopClock
-from fedmq.acks import Ack, AckStatus, OnAck
+from fedmq._sending import Sender
+from fedmq.acks import Ack, OnAck
 from fedmq.config import Config, load_config
-from fedmq.exceptions import PublishError, PublishTimeout
+from fedmq.exceptions import PublishError
 from fedmq.message import Message, Properties
 
 if TYPE_CHECKING:
@@ -92,6 +89,7 @@ class Publisher:
         )
         self._link = PublishLink(self.config, self._reactor, self._intake.settled, connect)
         self._intake.submit = self._link.submit
+        self._send = Sender(self.config, self._reactor, self._intake, self._link, self._caller)
         self._closed: defer.Deferred[None] | None = None
 
     def __repr__(self) -> str:
@@ -145,15 +143,8 @@ class Publisher:
             PublishError: (outside the reactor thread) the reactor cannot run.
 
         """
-        if exchange is None:
-            exchange = self.config.publish_exchange
-        if _intercept.handlers and _intercept.intercept(message):
-            return self._caller.done(Ack(getattr(message, "id", None), AckStatus.SUCCESS), on_ack)
-        prefixed, body, properties = wire_form(message, self.config)
-        if routing_key is None:
-            routing_key = prefixed
         here = self._caller.on_reactor_thread()
-        return self._post(exchange, routing_key, body, properties, on_ack, mandatory, timeout, here)
+        return self._send.message(message, exchange, routing_key, on_ack, mandatory, timeout, here)
 
     def post_data(
         self,
@@ -167,7 +158,7 @@ class Publisher:
         timeout: float = 30.0,
     ) -> Any:
         """:meth:`post` for a body already encoded, sent with ``properties`` as they are."""
-        return self._post(
+        return self._send.data(
             exchange,
             routing_key,
             body,
@@ -177,39 +168,6 @@ class Publisher:
             timeout,
             self._caller.on_reactor_thread(),
         )
-
-    def _post(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        properties: Properties,
-        on_ack: OnAck | None,
-        mandatory: bool,
-        timeout: float,
-        in_reactor: bool,
-    ) -> Any:
-        result: Any = None
-        if on_ack is None:
-            if in_reactor:
-                result = defer.Deferred()
-                on_ack = result.callback
-            else:
-                result = concurrent.futures.Future()
-                on_ack = result.set_result
-        if _tracing.active or _tracing.refresh():
-            # The send span starts in the caller's thread, under its current
-            # span (a callback's process span), and ends with the message's status.
-            sending, properties = _tracing.start_send(
-                exchange, routing_key, properties, self._link.connection, self.config
-            )
-            on_ack = _tracing.ending_send(sending, on_ack)
-        if not in_reactor:
-            self._caller.start_reactor()
-        deadline = self._reactor.seconds() + timeout
-        item = Outgoing(exchange, routing_key, body, properties, mandatory, deadline, on_ack)
-        sent = self._intake.enter(item, in_reactor, result is None, timeout)
-        return result if sent is None else sent
 
     # --- waiting ---------------------------------------------------------------
 
@@ -241,17 +199,17 @@ class Publisher:
                     message, exchange, routing_key, mandatory=mandatory, timeout=timeout
                 )
             )
-        if blocks_the_caller():
-            # A script's loop of publish(): the reactor thread wakes this one
-            # directly from the confirm, through one bare lock.
-            waiter = AckWaiter()
-            self.post(
-                message, exchange, routing_key, on_ack=waiter, mandatory=mandatory, timeout=timeout
-            )
-            waiter.wait(timeout + self.config.connect_timeout)
-            return None
-        acked = self.post(message, exchange, routing_key, mandatory=mandatory, timeout=timeout)
-        return in_callers_form(acked, timeout + self.config.connect_timeout)
+        # A script's loop of publish(): the reactor thread wakes this one
+        # directly from the confirm, through one bare lock.
+        waiter = AckWaiter() if blocks_the_caller() else None
+        acked = self._send.message(
+            message, exchange, routing_key, waiter, mandatory, timeout, False
+        )
+        wait = timeout + self.config.connect_timeout
+        if waiter is None:
+            return in_callers_form(acked, wait)
+        waiter.wait(wait)
+        return None
 
     def publish_data(
         self,
@@ -269,7 +227,9 @@ class Publisher:
         :class:`~fedmq.Ack`'s error, whatever the thread detection says
         (for Twisted code running before the reactor does).
         """
-        acked = self._post(exchange, routing_key, body, properties, None, mandatory, timeout, True)
+        acked = self._send.data(
+            exchange, routing_key, body, properties, None, mandatory, timeout, True
+        )
         return acked.addCallback(_raise_unless_success)  # type: ignore[no-any-return]
 
     def publish_deferred(
@@ -282,18 +242,13 @@ class Publisher:
         timeout: float = 30.0,
     ) -> defer.Deferred[None]:
         """:meth:`publish`'s Twisted form, whatever the caller; call it on the reactor thread."""
-        if exchange is None:
-            exchange = self.config.publish_exchange
-        if _intercept.handlers and _intercept.intercept(message):
-            return defer.succeed(None)
         try:
-            prefixed, body, properties = wire_form(message, self.config)
+            acked = self._send.message(
+                message, exchange, routing_key, None, mandatory, timeout, True
+            )
         except (PublishError, TypeError) as error:
             return defer.fail(error)
-        key = prefixed if routing_key is None else routing_key
-        return self.publish_data(
-            exchange, key, body, properties, mandatory=mandatory, timeout=timeout
-        )
+        return acked.addCallback(_raise_unless_success)  # type: ignore[no-any-return]
 
     def flush(self, timeout: float = 30.0) -> Any:
         """Wait until every message posted so far has its status.
@@ -326,21 +281,11 @@ class Publisher:
     def _close(self, timeout: float) -> defer.Deferred[None]:
         if self._closed is None:
             self._closed = defer.ensureDeferred(self._drain_and_close(timeout))
-        d: defer.Deferred[None] = defer.Deferred()
-
-        def done(result: Any) -> Any:
-            d.callback(None)
-            return result
-
-        self._closed.addBoth(done)
-        return d
+        return chain(self._closed)
 
     async def _drain_and_close(self, timeout: float) -> None:
-        self._intake.shut()
-        with contextlib.suppress(PublishTimeout):
-            await self._intake.flushed(timeout)
         reason = f" within the {timeout:g} s close() waited"
-        self._intake.cancel_waiting(reason)
+        await self._intake.drain(timeout, reason)
         await self._link.close(reason)
 
     def __enter__(self) -> Self:
