@@ -238,3 +238,50 @@ def test_losing_an_idle_publishing_connection_is_not_a_warning(caplog: pytest.Lo
     [busy] = [r for r in caplog.records if "connection to publish on was lost" in r.getMessage()]
     assert busy.levelname == "WARNING"
     assert acks[-1].status is AckStatus.NOT_CONNECTED
+
+
+# An interpreter of its own: OpenTelemetry lets a process set its providers once.
+SDK_LATE = """
+import json
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import fedmq
+from fedmq.config import config_from_mapping
+from fedmq.testing import InMemoryBroker
+
+broker = InMemoryBroker()
+broker.declare_queue("q")
+config = config_from_mapping({"amqp_url": "amqp://in-memory/"})
+publisher = fedmq.Publisher(config, reactor=broker.clock, connect=broker.connect)
+for n in range(3):
+    publisher.post(fedmq.Message({"n": n}), "", "q")
+spans = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(spans))
+trace.set_tracer_provider(provider)
+publisher.post(fedmq.Message({"n": 3}), "", "q")
+broker.clock.advance(0)
+print(json.dumps({
+    "traced": ["traceparent" in (m.headers or {}) for m in broker.ready("q")],
+    "spans": [span.name for span in spans.get_finished_spans()],
+}))
+"""
+
+
+def test_an_sdk_configured_after_untraced_publishes_traces_the_very_next_one():
+    """Three posts without an SDK carry no trace context; the post right after a tracer
+    provider is set does, and its send span ends with its confirm.
+    """
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", SDK_LATE], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result == {"traced": [False, False, False, True], "spans": ["send amq.default"]}
