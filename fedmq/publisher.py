@@ -5,6 +5,12 @@ turn), reopens it with the configured backoff when it is lost, and tells
 each message's fate as an :class:`~fedmq.Ack` with an
 :class:`~fedmq.AckStatus`. The state lives on the reactor thread; other
 threads hand messages over in batches, one reactor wake-up per batch.
+
+:class:`Publisher` is the API over small machines, each with one job: the
+per-message path (``fedmq/_sending.py``), the bound and the hand-over from
+other threads (``fedmq/_intake.py``), the connection and its confirm channel
+(``fedmq/_publish_link.py``), the confirm bookkeeping (``fedmq/_confirms.py``),
+and the form each answer takes for its caller (``fedmq/_caller.py``).
 """
 
 from __future__ import annotations
