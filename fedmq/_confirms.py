@@ -100,10 +100,14 @@ class Confirms:
         self._next_tag = tag + 1
         self._pending[tag] = item
         heapq.heappush(self._deadlines, (item.deadline, tag))
-        if self._timer is None:
+        timer = self._timer
+        if timer is None:
             self._timer = self._clock.callLater(
                 max(0.0, item.deadline - self._clock.seconds()), self._expire
             )
+        elif item.deadline < timer.getTime():
+            # A shorter timeout than those already waiting: the one timer goes off sooner.
+            timer.reset(max(0.0, item.deadline - self._clock.seconds()))
 
     def returned(self, message_id: str | None) -> None:
         """basic.return: the message (by id; else the oldest mandatory one) is not routed."""

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer, reactor, threads
 
 import fedmq
 from fedmq.acks import Ack, AckStatus
@@ -68,6 +68,10 @@ class Alarm:
 
     def __exit__(self, *_exc: object) -> None:
         self.node.ctl("set_vm_memory_high_watermark", "0.4")
+
+
+def alarm_raised(node: Any) -> bool:
+    return "memory" in node.ctl("eval", "rabbit_alarm:get_alarms().")
 
 
 async def settle_all(publisher: fedmq.Publisher, messages: list[fedmq.Message], **post: Any):
@@ -159,7 +163,7 @@ async def test_under_a_memory_alarm_the_bound_holds_and_unconfirmed_messages_tim
     acks: list[Ack] = []
     seen_unconfirmed: list[int] = []
     with Alarm(rabbit_node):
-        await task.deferLater(reactor, 2, lambda: None)  # the alarm takes a moment to raise
+        await wait_for(lambda: alarm_raised(rabbit_node), what="the memory alarm")
         for n in range(20):
             publisher.post(
                 fedmq.Message({"n": n}),
@@ -192,7 +196,7 @@ async def test_closing_before_the_confirm_cancels_and_a_lost_connection_is_not_c
     canceled: list[Ack] = []
     lost: list[Ack] = []
     with Alarm(rabbit_node):
-        await task.deferLater(reactor, 2, lambda: None)
+        await wait_for(lambda: alarm_raised(rabbit_node), what="the memory alarm")
         closing.post(fedmq.Message({}), exchange="", routing_key=queue_name, on_ack=canceled.append)
         dropped.post(fedmq.Message({}), exchange="", routing_key=queue_name, on_ack=lost.append)
         await closing.close(0.5)
@@ -203,10 +207,6 @@ async def test_closing_before_the_confirm_cancels_and_a_lost_connection_is_not_c
     assert isinstance(canceled[0].error, fedmq.PublishCanceled)
     assert [ack.status for ack in lost] == [AckStatus.NOT_CONNECTED]
     assert isinstance(lost[0].error, fedmq.PublishConnectionLost)
-
-
-def alarm_raised(node: Any) -> bool:
-    return "memory" in node.ctl("eval", "rabbit_alarm:get_alarms().")
 
 
 @pytest_twisted.ensureDeferred

@@ -285,3 +285,17 @@ def test_an_sdk_configured_after_untraced_publishes_traces_the_very_next_one():
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
     assert result == {"traced": [False, False, False, True], "spans": ["send amq.default"]}
+
+
+def test_a_message_with_a_shorter_timeout_than_one_waiting_times_out_on_its_own_time():
+    """publish(timeout=30) unconfirmed, then post(timeout=1): the second gets TIMEOUT after
+    1 s, not when the first's 30 s run out.
+    """
+    publisher, _broker, clock = make()
+    acks: list[Ack] = []
+    publisher.post(message(1), on_ack=acks.append, timeout=30)
+    publisher.post(message(2), on_ack=acks.append, timeout=1)
+    clock.advance(1.1)
+    assert [(ack.message_id, ack.status) for ack in acks] == [("m2", AckStatus.TIMEOUT)]
+    clock.advance(29)
+    assert [ack.message_id for ack in acks] == ["m2", "m1"]
