@@ -32,7 +32,7 @@ from fedmq._records import (
     parse_lines,
 )
 from fedmq.config import Config
-from fedmq.exceptions import HaltConsumer, PublishError
+from fedmq.exceptions import ConnectionFailed, HaltConsumer, PublishError
 from fedmq.exit_codes import OK, USAGE
 from fedmq.message import Message
 
@@ -199,17 +199,17 @@ def _messages_to_publish(args: argparse.Namespace) -> list[_Outgoing]:
 
 def run_publish(args: argparse.Namespace) -> int:
     """``fedmq publish``."""
-    from fedmq._publisher import Publisher
+    from fedmq.publisher import Publisher
 
     config = load(args)
     messages = _messages_to_publish(args)
     quiet_logging()
 
     async def publish(reactor: Any) -> int:
-        publisher = Publisher(config, reactor)
+        publisher = Publisher(config, reactor=reactor)
 
         def send(item: _Outgoing) -> defer.Deferred[None]:
-            return publisher.publish(
+            return publisher.publish_deferred(
                 item.message,
                 item.exchange,
                 item.routing_key,
@@ -219,10 +219,8 @@ def run_publish(args: argparse.Namespace) -> int:
 
         confirmed = 0
         try:
-            # The first message alone: publishes made while the publisher is
-            # still opening its channel can go out in another order.
-            await send(messages[0])
-            confirmed = 1
+            # A window at a time (the publisher keeps their order): the first
+            # failure stops the command, with the count confirmed before it.
             while confirmed < len(messages):
                 window = messages[confirmed : confirmed + _PUBLISH_WINDOW]
                 results = await defer.DeferredList(
@@ -233,12 +231,15 @@ def run_publish(args: argparse.Namespace) -> int:
                         confirmed += sum(1 for ok, _ in results if ok)
                         cast("Failure", result).raiseException()
                 confirmed += len(window)
-        except PublishError:
+        except PublishError as error:
+            if isinstance(error.__cause__, ConnectionFailed):
+                # No broker took the connection: that, not the messages, is the news.
+                raise error.__cause__ from None
             if len(messages) > 1:
                 sys.stderr.write(f"fedmq: {confirmed} of {len(messages)} messages confirmed\n")
             raise
         finally:
-            await publisher.close()
+            await publisher.close_deferred(args.timeout)
         exchanges = {
             config.publish_exchange if item.exchange is None else item.exchange for item in messages
         }

@@ -41,11 +41,17 @@ class Outgoing(NamedTuple):
         )
 
 
-def settle(item: Outgoing, status: AckStatus, reason: str = "") -> None:
-    """Tell ``item``'s ``on_ack`` its status; ``reason`` ends the error's text."""
+def settle(
+    item: Outgoing, status: AckStatus, reason: str = "", cause: BaseException | None = None
+) -> None:
+    """Tell ``item``'s ``on_ack`` its status; ``reason`` ends the error's text.
+
+    ``cause`` (why no connection could be opened, say) becomes the error's ``__cause__``.
+    """
     error: PublishError | None = None
     if status is not AckStatus.SUCCESS:
         error = ERRORS[status](_TEXTS[status].format(what=item.describe(), reason=reason))
+        error.__cause__ = cause
     item.on_ack(Ack(item.message_id, status, error))
 
 
@@ -94,10 +100,14 @@ class Confirms:
         self._next_tag = tag + 1
         self._pending[tag] = item
         heapq.heappush(self._deadlines, (item.deadline, tag))
-        if self._timer is None:
+        timer = self._timer
+        if timer is None:
             self._timer = self._clock.callLater(
                 max(0.0, item.deadline - self._clock.seconds()), self._expire
             )
+        elif item.deadline < timer.getTime():
+            # A shorter timeout than those already waiting: the one timer goes off sooner.
+            timer.reset(max(0.0, item.deadline - self._clock.seconds()))
 
     def returned(self, message_id: str | None) -> None:
         """basic.return: the message (by id; else the oldest mandatory one) is not routed."""

@@ -8,14 +8,12 @@ dispatcher and the executor its deliveries go through.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
 
 from fedmq._connection import Channel, Clock, Connect
-from fedmq._connector import connect as connect_with_failover
 from fedmq._dispatch import Dispatcher
 from fedmq._error_window import ErrorWindow
 from fedmq._executors import executor_for
@@ -138,7 +136,6 @@ def consumer_publisher(
     # On the global reactor, the publisher takes each caller's form:
     # a callback's worker thread blocks, the reactor gets a Deferred.
     given = None if reactor is global_reactor else reactor
-    connect = functools.partial(connect_with_failover, opener=opener)
     # Its connection is told apart from the consuming one on the broker.
     properties = dict(config.client_properties)
     shown = properties.get("connection_name") or properties.get("app") or name
@@ -146,7 +143,7 @@ def consumer_publisher(
     return Publisher(
         config.replace(client_properties=properties),
         reactor=given,
-        connect=connect,
+        connect=opener,
         reactor_thread=None if given is None else reactor_thread,
     )
 

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from fedmq._amqp import AMQPChannel, AMQPConnection
 from fedmq._backoff import reconnect_delay
 from fedmq._confirms import Confirms, Outgoing, settle
+from fedmq._connection import Connect
 from fedmq._connector import connect
 from fedmq._reactor_types import Clock, as_reactor_time
 from fedmq.acks import AckStatus
@@ -40,8 +41,9 @@ class PublishLink:
         reactor: the reactor (an ``IReactorTime`` and ``IReactorTCP``).
         on_settled: called with (messages, bytes) whenever messages get their
             status, to free room in the publisher's bound.
-        open_connection: how to connect, ``(config, reactor, first_url_index)``
-            to ``(connection, index)``; tests hand in fakes.
+        open_connection: opens one connection, ``(config, reactor, url)`` to
+            (a Deferred of) the connection; tried on each of the config's
+            ``broker_urls`` in turn. Tests hand in fakes.
 
     """
 
@@ -50,7 +52,7 @@ class PublishLink:
         config: Config,
         reactor: Clock,
         on_settled: Callable[[int, int], None],
-        open_connection: Any = connect,
+        open_connection: Connect = AMQPConnection.connect,
     ) -> None:
         self._config = config
         self._reactor = reactor
@@ -66,6 +68,7 @@ class PublishLink:
         self._url_index = 0
         self._not_before = 0.0
         self._retry: Any = None
+        self._lost_reason: Exception | None = None
 
     @property
     def connection(self) -> Any:
@@ -97,6 +100,10 @@ class PublishLink:
             self._open_soon()
             return
         self._confirms.sent(item)
+        if self._channel is not channel:
+            # The channel closed while sending (a broker that refuses at
+            # once, as the in-memory one does): this message goes as the others went.
+            self._fail_sent(self._lost_reason, quietly=True)
 
     def _settle_now(self, item: Outgoing, status: AckStatus, reason: str) -> None:
         settle(item, status, reason)
@@ -121,8 +128,8 @@ class PublishLink:
         defer.ensureDeferred(self._open_channel()).addCallbacks(self._opened, self._open_failed)
 
     async def _open_channel(self) -> AMQPChannel:
-        connection, self._url_index = await self._open_connection(
-            self._config, self._reactor, self._url_index
+        connection, self._url_index = await connect(
+            self._config, self._reactor, self._url_index, opener=self._open_connection
         )
         try:
             channel: AMQPChannel = await connection.channel()
@@ -158,12 +165,14 @@ class PublishLink:
         self._not_before = self._reactor.seconds() + delay
         error = failure.value
         log.warning("Could not open a connection to publish: %s", error)
-        self._fail_held(AckStatus.NOT_CONNECTED, str(error))
+        self._fail_held(AckStatus.NOT_CONNECTED, str(error), error)
 
-    def _fail_held(self, status: AckStatus, reason: str) -> None:
+    def _fail_held(
+        self, status: AckStatus, reason: str, cause: BaseException | None = None
+    ) -> None:
         held, self._held = self._held, deque()
         for item in held:
-            settle(item, status, reason)
+            settle(item, status, reason, cause)
         if held:
             self._on_settled(len(held), sum(len(item.body) for item in held))
 
@@ -177,20 +186,27 @@ class PublishLink:
             connection.abort()
         if self._closed:
             return
+        self._lost_reason = reason
+        self._fail_sent(reason)
+        if self._held:
+            self._open_soon()
+
+    def _fail_sent(self, reason: Exception | None, *, quietly: bool = False) -> None:
+        """Settle what waits for a confirm on a channel that is gone, as ``reason`` says."""
         text = str(reason) if reason is not None else "the connection closed"
         if isinstance(reason, BrokerError) and reason.reply_code in _REFUSALS:
             # The broker refused a publish (no such exchange, no permission):
             # what waits for a confirm on this channel is refused, not lost.
-            log.warning("The broker refused a publish: %s", text)
+            if not quietly:
+                log.warning("The broker refused a publish: %s", text)
             self._confirms.fail_all(AckStatus.NACKED, text, refusal=reason)
-        else:
+            return
+        if not quietly:
             # Worth a warning only when a message was waiting on it; an idle
             # publisher's connection going (a broker restart) is reopened when needed.
             level = logging.WARNING if len(self._confirms) or self._held else logging.INFO
             log.log(level, "The connection to publish on was lost: %s", text)
-            self._confirms.fail_all(AckStatus.NOT_CONNECTED, text)
-        if self._held:
-            self._open_soon()
+        self._confirms.fail_all(AckStatus.NOT_CONNECTED, text)
 
     # --- closing ---------------------------------------------------------------
 

@@ -26,22 +26,6 @@ _lock = threading.Lock()
 _thread: list[threading.Thread] = []
 
 
-def caller_context(reactor: Any, detects_thread: bool) -> bool:
-    """True when the caller should get the Twisted form (it runs on the reactor thread).
-
-    Args:
-        reactor: the reactor in use.
-        detects_thread: False for a reactor handed in by the caller (Twisted
-            code, or a ``Clock`` in tests): always the Twisted form then.
-
-    """
-    if not detects_thread:
-        return True
-    from twisted.python.threadable import isInIOThread
-
-    return bool(reactor.running) and isInIOThread()
-
-
 def ensure_reactor_running(reactor: Any, in_reactor: bool) -> None:
     """Start the global reactor in a daemon thread unless it runs; fail if it cannot.
 
@@ -170,7 +154,6 @@ __all__ = [
     "START_TIMEOUT",
     "AckWaiter",
     "blocks_the_caller",
-    "caller_context",
     "ensure_reactor_running",
     "in_callers_form",
     "resolve_future",

@@ -129,9 +129,18 @@ def refresh() -> bool:
     """Turn tracing on if an OpenTelemetry SDK is configured now; whether it is on.
 
     Cheap enough to call at each consumer session and each publish made
-    while it is off: when the API is missing, a global lookup.
+    while it is off: when the API is missing, a global lookup; when it is
+    there and no provider was set since the last answer, two more.
     """
-    global _api, _telemetry, active  # noqa: PLW0603 - one lazily built state per process
+    if not active and _api is not None and _unchanged_since_off():
+        return False
+    return _look_again()
+
+
+def _look_again() -> bool:
+    # One lazily built state per process.
+    global _api, _telemetry, active, _off_providers  # noqa: PLW0603
+    _off_providers = None
     if _api is False:
         return False
     if _api is None:
@@ -152,7 +161,48 @@ def refresh() -> bool:
     ):
         _telemetry = _Telemetry(_api, tracer_provider, meter_provider)
     active = configured
+    if not configured:
+        _off_providers = _provider_globals()
     return configured
+
+
+# The API keeps the providers an application set (in code, or named by an
+# OTEL_PYTHON_*_PROVIDER variable once asked for) in two module globals, None
+# until then. While neither has changed since tracing was found off, it is
+# still off: two attribute reads instead of the API's environment lookups,
+# which cost a publish made without an SDK a few microseconds. An API that
+# names them otherwise gets the full look every time.
+_off_providers: tuple[Any, Any, object, object] | None = None
+
+
+def _provider_globals() -> tuple[Any, Any, object, object] | None:
+    """The API's modules holding the provider globals, and their values; None if not found."""
+    try:
+        import opentelemetry.metrics._internal as metrics_internal
+        import opentelemetry.trace as trace_module
+    except ImportError:  # pragma: no cover - an API laid out otherwise
+        return None
+    if not hasattr(trace_module, "_TRACER_PROVIDER") or not hasattr(
+        metrics_internal, "_METER_PROVIDER"
+    ):
+        return None  # pragma: no cover - an API laid out otherwise
+    return (
+        trace_module,
+        metrics_internal,
+        trace_module._TRACER_PROVIDER,  # noqa: SLF001 - see _off_providers
+        metrics_internal._METER_PROVIDER,  # noqa: SLF001 - see _off_providers
+    )
+
+
+def _unchanged_since_off() -> bool:
+    seen = _off_providers
+    if seen is None:
+        return False
+    trace_module, metrics_internal, tracer_provider, meter_provider = seen
+    return (
+        trace_module._TRACER_PROVIDER is tracer_provider  # noqa: SLF001 - see _off_providers
+        and metrics_internal._METER_PROVIDER is meter_provider  # noqa: SLF001 - see _off_providers
+    )
 
 
 def _is_default(provider: object) -> bool:

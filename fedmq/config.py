@@ -364,7 +364,7 @@ class Config:
     retry: RetryConfig = RetryConfig()
     publish_priority: int | None = None
     publish_format: str = "fedmq"
-    publish_max_unconfirmed: int = 1000
+    publish_max_unconfirmed: int = 10_000
     publish_max_unconfirmed_bytes: int = 16 * 1024 * 1024
     health_check: str | None = None
     health_interval: float = 10.0

@@ -94,15 +94,6 @@ class InMemoryBroker:
         self.connections.append(connection)
         return defer.succeed(connection)
 
-    def connect_publisher(self, config: Any = None, reactor: Any = None, first: int = 0) -> Any:
-        """Open a connection: the ``connect=`` callable of a :class:`~fedmq.Publisher`.
-
-        The same as :meth:`connect` with the config's URL at index ``first``, in
-        the form a publisher asks for it: a Deferred firing with ``(connection, first)``.
-        """
-        url = config.broker_urls[first % len(config.broker_urls)] if config is not None else None
-        return self.connect(config, reactor, url).addCallback(lambda made: (made, first))
-
     def refuse_connections(self, error: BaseException, times: int = 1) -> None:
         """Fail the next ``times`` connection attempts with ``error``.
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, threads
 
 import fedmq
 from fedmq.acks import Ack, AckStatus
@@ -68,6 +68,10 @@ class Alarm:
 
     def __exit__(self, *_exc: object) -> None:
         self.node.ctl("set_vm_memory_high_watermark", "0.4")
+
+
+def alarm_raised(node: Any) -> bool:
+    return "memory" in node.ctl("eval", "rabbit_alarm:get_alarms().")
 
 
 async def settle_all(publisher: fedmq.Publisher, messages: list[fedmq.Message], **post: Any):
@@ -159,7 +163,7 @@ async def test_under_a_memory_alarm_the_bound_holds_and_unconfirmed_messages_tim
     acks: list[Ack] = []
     seen_unconfirmed: list[int] = []
     with Alarm(rabbit_node):
-        await task.deferLater(reactor, 2, lambda: None)  # the alarm takes a moment to raise
+        await wait_for(lambda: alarm_raised(rabbit_node), what="the memory alarm")
         for n in range(20):
             publisher.post(
                 fedmq.Message({"n": n}),
@@ -192,7 +196,7 @@ async def test_closing_before_the_confirm_cancels_and_a_lost_connection_is_not_c
     canceled: list[Ack] = []
     lost: list[Ack] = []
     with Alarm(rabbit_node):
-        await task.deferLater(reactor, 2, lambda: None)
+        await wait_for(lambda: alarm_raised(rabbit_node), what="the memory alarm")
         closing.post(fedmq.Message({}), exchange="", routing_key=queue_name, on_ack=canceled.append)
         dropped.post(fedmq.Message({}), exchange="", routing_key=queue_name, on_ack=lost.append)
         await closing.close(0.5)
@@ -203,6 +207,60 @@ async def test_closing_before_the_confirm_cancels_and_a_lost_connection_is_not_c
     assert isinstance(canceled[0].error, fedmq.PublishCanceled)
     assert [ack.status for ack in lost] == [AckStatus.NOT_CONNECTED]
     assert isinstance(lost[0].error, fedmq.PublishConnectionLost)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_threads_post_over_the_bound_blocks_until_confirms_make_room_or_its_timeout(
+    broker, rabbit_node, queue_name
+):
+    """max_unconfirmed=2 and a broker blocked by an alarm: a worker thread's third post()
+    returns after its timeout (1 s) with TIMEOUT, unsent; a fourth blocks until the alarm
+    clears and confirms make room, then is sent.
+    """
+    broker.declare_queue(queue_name)
+    publisher = fedmq.Publisher(settings(broker.url), max_unconfirmed=2)
+    await publisher.publish(fedmq.Message({"warm": True}), exchange="", routing_key=queue_name)
+    acks: dict[str, Ack] = {}
+
+    def post(n: int, timeout: float) -> float:
+        """In a worker thread: post message n; the monotonic time at which it returned."""
+        message = fedmq.Message({"n": n}, message_id=f"m{n}")
+        publisher.post(
+            message,
+            exchange="",
+            routing_key=queue_name,
+            timeout=timeout,
+            on_ack=lambda ack: acks.__setitem__(ack.message_id, ack),
+        )
+        return time.monotonic()
+
+    with Alarm(rabbit_node):
+        await wait_for(lambda: alarm_raised(rabbit_node), what="the memory alarm")
+        for n in (1, 2):  # within the bound: posted at once
+            started = time.monotonic()
+            assert await threads.deferToThread(post, n, 60) - started < 5
+        started = time.monotonic()
+        returned = await threads.deferToThread(post, 3, 1)
+        assert 1 <= returned - started < 10
+        await wait_for(lambda: "m3" in acks, what="the status of the message that found no room")
+        assert acks["m3"].status is AckStatus.TIMEOUT
+        assert "no room in 1 s" in str(acks["m3"].error)
+        blocked = threads.deferToThread(post, 4, 60)
+        # The broker holds the two sent messages' confirms: it shows the
+        # publisher's connection as blocked, and all that while post() waits.
+        await wait_for(
+            lambda: "blocked" in rabbit_node.ctl("list_connections", "state"),
+            what="the broker blocking the publisher",
+        )
+        assert not blocked.called
+        assert publisher.unconfirmed == 2
+        lifted = time.monotonic()
+    returned = await blocked.addTimeout(30, reactor)
+    assert returned >= lifted
+    await publisher.flush(30)
+    await publisher.close()
+    assert [acks[f"m{n}"].status for n in (1, 2, 4)] == [AckStatus.SUCCESS] * 3
+    assert broker.drain(queue_name) == [{"warm": True}, {"n": 1}, {"n": 2}, {"n": 4}]
 
 
 # --- amqp_urls ----------------------------------------------------------------------
@@ -285,6 +343,23 @@ def test_a_blocking_publish_raises_the_error_of_its_status_and_returns_on_succes
     assert process.returncode == 0, err
     assert last_json(out)["raised"] == {"unroutable": "PublishReturned", "routed": None}
     assert broker.ready(queue_name) == 1
+
+
+def test_an_asyncio_program_awaits_publish_post_and_flush_without_knowing_twisted(
+    broker, tmp_path, queue_name
+):
+    """asyncio.run() and `async with fedmq.Publisher()`: awaited publish(), 49 posts with
+    on_ack, an awaited post future and flush(): 50 SUCCESS, 51 messages queued; an
+    unroutable mandatory publish raises PublishReturned in the coroutine.
+    """
+    broker.declare_queue(queue_name)
+    process = run_script(tmp_path, broker.url, "asyncio", queue_name, "50")
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    result = last_json(out)
+    assert result["statuses"] == ["SUCCESS"] * 50
+    assert result["raised"] == "PublishReturned"
+    assert broker.drain(queue_name) == [{"n": n} for n in range(51)]
 
 
 def test_publish_after_a_blocking_consume_returned_fails_at_once(broker, tmp_path, queue_name):

@@ -1,4 +1,4 @@
-"""Publishing: confirms, timeouts and the channel a publisher keeps."""
+"""fedmq.Publisher on a Clock: what goes on the wire, confirms, timeouts, one channel."""
 
 from __future__ import annotations
 
@@ -7,35 +7,25 @@ import logging
 from typing import Any
 
 import pytest
-from twisted.internet import defer, task
 
 import fedmq
-from fedmq._publisher import Publisher
 from fedmq.config import config_from_mapping
-from fedmq.exceptions import (
-    PublishConnectionLost,
-    PublishFormatError,
-    PublishTimeout,
-)
+from fedmq.exceptions import PublishFormatError, PublishTimeout
 from fedmq.message import Message
-from tests.unit.fakes import FakeChannel, FakeConnection
+from tests.unit.test_publisher_object import FakeBroker, make
 
 
-def make_publisher(**config: Any) -> tuple[Publisher, FakeConnection, task.Clock]:
-    clock = task.Clock()
-    connection = FakeConnection()
-    settings = config_from_mapping({"amqp_url": "amqp://localhost/", **config})
-    return Publisher(settings, clock, connection), connection, clock  # type: ignore[arg-type]
+def make_publisher(**config: Any) -> tuple[fedmq.Publisher, FakeBroker, Any]:
+    return make(**{"amqp_url": "amqp://localhost/", **config})
 
 
 def test_a_publish_fires_only_once_the_broker_confirms():
-    publisher, connection, _ = make_publisher()
+    publisher, broker, _ = make_publisher()
     results: list[Any] = []
     publisher.publish(Message({"a": 1}, topic="t"), "ex", "rk").addBoth(results.append)
-    [channel] = connection.channels
-    assert channel.confirm_selected
+    assert len(broker.channel.sent) == 1
     assert results == []
-    channel.confirms[0].callback(None)
+    broker.channel.ack_all()
     assert results == [None]
 
 
@@ -54,54 +44,42 @@ def test_an_unconfirmed_publish_fails_with_publish_timeout_naming_the_message():
 
 
 def test_the_default_exchange_and_topic_prefix_come_from_the_config():
-    publisher, connection, _ = make_publisher(publish_exchange="events", topic_prefix="prod.")
+    publisher, broker, _ = make_publisher(publish_exchange="events", topic_prefix="prod.")
     publisher.publish(Message({"a": 1}, topic="user.created"))
-    exchange, routing_key, body, properties, mandatory = connection.channels[0].published[0]
+    exchange, routing_key, body, properties, mandatory = broker.channel.sent[0]
     assert (exchange, routing_key, body) == ("events", "prod.user.created", b'{"a":1}')
     assert properties.content_type == "application/json"
     assert properties.delivery_mode == 2
     assert mandatory is False
 
 
-def test_publishes_share_one_confirm_channel():
-    publisher, connection, _ = make_publisher()
+def test_publishes_share_one_connection_and_confirm_channel():
+    publisher, broker, _ = make_publisher()
     for n in range(3):
         publisher.publish(Message(n, topic="t"), "ex", "rk")
-    assert len(connection.channels) == 1
-    assert len(connection.channels[0].published) == 3
+    assert len(broker.connections) == 1
+    assert len(broker.channel.sent) == 3
 
 
-def test_a_closed_consumer_connection_is_reported_not_reopened():
-    publisher, connection, _ = make_publisher()
-    connection.is_open = False
-    failures: list[Any] = []
-    publisher.publish(Message(1, topic="t"), "ex", "rk").addErrback(failures.append)
-    [failure] = failures
-    assert failure.check(PublishConnectionLost)
-    assert "nothing was published" in str(failure.value)
-    assert connection.channels == []
-
-
-def test_messages_published_while_the_channel_opens_keep_their_order():
-    publisher, connection, _ = make_publisher()
-    opening: defer.Deferred[FakeChannel] = defer.Deferred()
-    connection.channel = lambda: opening  # type: ignore[method-assign]
+def test_messages_published_while_the_connection_opens_keep_their_order():
+    publisher, broker, _ = make_publisher()
+    broker.slow = True
     for n in range(5):
         publisher.publish(Message(n, topic="t"), "ex", "rk")
-    channel = FakeChannel()
-    opening.callback(channel)
-    assert [body for _, _, body, _, _ in channel.published] == [b"0", b"1", b"2", b"3", b"4"]
+    assert broker.connections[0].channel_made.sent == []
+    broker.opening.callback(None)
+    assert [body for _, _, body, _, _ in broker.channel.sent] == [b"0", b"1", b"2", b"3", b"4"]
 
 
 # --- what goes on the wire ----------------------------------------------------
 
 
-def sent(publisher: Publisher, connection: FakeConnection, message: Any, **kwargs: Any) -> Any:
+def sent(publisher: fedmq.Publisher, broker: FakeBroker, message: Any, **kwargs: Any) -> Any:
     """Publish ``message``; (exchange, routing key, body, properties, mandatory) as sent."""
     failures: list[Any] = []
     publisher.publish(message, **kwargs).addErrback(failures.append)
     assert not failures, failures[0]
-    return connection.channels[-1].published[-1]
+    return broker.channel.sent[-1]
 
 
 @pytest.mark.parametrize(
@@ -113,8 +91,8 @@ def sent(publisher: Publisher, connection: FakeConnection, message: Any, **kwarg
     ],
 )
 def test_the_topic_prefix_is_joined_to_the_topic_with_a_dot(prefix: str, routing_key: str):
-    publisher, connection, _ = make_publisher(topic_prefix=prefix)
-    _exchange, key, *_ = sent(publisher, connection, Message({"a": 1}, topic="bodhi.update"))
+    publisher, broker, _ = make_publisher(topic_prefix=prefix)
+    _exchange, key, *_ = sent(publisher, broker, Message({"a": 1}, topic="bodhi.update"))
     assert key == routing_key
 
 
@@ -130,8 +108,8 @@ def test_a_fedora_messaging_message_is_sent_with_the_properties_fedora_messaging
     message = BuildFinishedV1(
         body={"build_id": 3, "package": "bash", "owner": "carol", "succeeded": True}
     )
-    publisher, connection, _ = make_publisher(topic_prefix="org.example")
-    exchange, key, body, properties, _ = sent(publisher, connection, message)
+    publisher, broker, _ = make_publisher(topic_prefix="org.example")
+    exchange, key, body, properties, _ = sent(publisher, broker, message)
     assert exchange == "amq.topic"
     assert key == message._encoded_routing_key == "org.example.fedmqtest.build.finished"
     assert body == message._encoded_body
@@ -151,18 +129,18 @@ def test_a_fedora_messaging_message_is_sent_with_the_properties_fedora_messaging
 def test_a_fedora_messaging_message_failing_its_schema_is_refused_and_not_sent():
     from fedmq_test_schemas import BuildFinishedV1
 
-    publisher, connection, _ = make_publisher()
+    publisher, broker, _ = make_publisher()
     failures: list[Any] = []
     publisher.publish(BuildFinishedV1(body={"build_id": 0})).addErrback(failures.append)
     [failure] = failures
     assert failure.check(PublishFormatError)
     assert "BuildFinishedV1" in str(failure.value) and "fails its schema" in str(failure.value)
-    assert connection.channels == [] or connection.channels[0].published == []
+    assert broker.connections == []
 
 
 def test_a_json_object_body_carries_what_fedora_messaging_consumers_need():
-    publisher, connection, _ = make_publisher()
-    *_, properties, _ = sent(publisher, connection, Message({"a": 1}, topic="t"))
+    publisher, broker, _ = make_publisher()
+    *_, properties, _ = sent(publisher, broker, Message({"a": 1}, topic="t"))
     headers = properties.headers
     assert headers["fedora_messaging_schema"] == "base.message"
     assert headers["fedora_messaging_severity"] == 20
@@ -178,16 +156,16 @@ def test_headers_a_message_sets_itself_are_kept():
         "sent-at": "2020-01-01T00:00:00+00:00",
     }
     message = Message({"a": 1}, topic="t", headers=own, content_encoding="gzip")
-    publisher, connection, _ = make_publisher()
-    *_, properties, _ = sent(publisher, connection, message)
+    publisher, broker, _ = make_publisher()
+    *_, properties, _ = sent(publisher, broker, message)
     assert {name: properties.headers[name] for name in own} == own
     assert properties.content_encoding == "gzip"
     assert message.headers == own  # the message itself is left as it was
 
 
 def test_a_body_that_is_not_a_json_object_gets_no_fedora_messaging_headers():
-    publisher, connection, _ = make_publisher()
-    *_, properties, _ = sent(publisher, connection, Message(b"\x00raw", topic="t"))
+    publisher, broker, _ = make_publisher()
+    *_, properties, _ = sent(publisher, broker, Message(b"\x00raw", topic="t"))
     assert "fedora_messaging_schema" not in properties.headers
 
 
@@ -208,7 +186,7 @@ def test_a_body_that_is_not_a_json_object_gets_no_fedora_messaging_headers():
 def test_publish_format_fedora_messaging_refuses_a_body_its_consumers_drop(
     message: Message, problem: str
 ):
-    publisher, connection, _ = make_publisher(publish_format="fedora-messaging")
+    publisher, broker, _ = make_publisher(publish_format="fedora-messaging")
     failures: list[Any] = []
     publisher.publish(message).addErrback(failures.append)
     [failure] = failures
@@ -216,17 +194,17 @@ def test_publish_format_fedora_messaging_refuses_a_body_its_consumers_drop(
     assert isinstance(failure.value, fedmq.PublishError)
     assert problem in str(failure.value)
     assert 'publish_format is "fedora-messaging"' in str(failure.value)
-    assert connection.channels == []
+    assert broker.connections == []
 
 
 def test_publish_format_fedmq_sends_a_list_body_and_warns_once_per_topic(
     caplog: pytest.LogCaptureFixture,
 ):
     caplog.set_level(logging.WARNING, logger="fedmq")
-    publisher, connection, _ = make_publisher()
+    publisher, broker, _ = make_publisher()
     for topic in ("warned.once", "warned.once", "warned.twice"):
-        sent(publisher, connection, Message([1], topic=topic))
-    assert len(connection.channels[0].published) == 3
+        sent(publisher, broker, Message([1], topic=topic))
+    assert len(broker.channel.sent) == 3
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2
     assert "'warned.once'" in warnings[0] and "'warned.twice'" in warnings[1]
@@ -236,22 +214,22 @@ def test_publish_format_fedmq_sends_a_list_body_and_warns_once_per_topic(
 
 def test_publish_format_fedmq_sends_bytes_without_a_warning(caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.WARNING, logger="fedmq")
-    publisher, connection, _ = make_publisher()
-    sent(publisher, connection, Message(b"\x00\x01", topic="binary.stuff"))
+    publisher, broker, _ = make_publisher()
+    sent(publisher, broker, Message(b"\x00\x01", topic="binary.stuff"))
     assert caplog.records == []
 
 
 def test_publish_priority_is_the_priority_of_messages_that_set_none():
-    publisher, connection, _ = make_publisher(publish_priority=5)
-    *_, unset, _ = sent(publisher, connection, Message({"a": 1}, topic="t"))
-    *_, own, _ = sent(publisher, connection, Message({"a": 1}, topic="t", priority=9))
-    *_, raw, _ = sent(publisher, connection, Message(b"x", topic="t"))
+    publisher, broker, _ = make_publisher(publish_priority=5)
+    *_, unset, _ = sent(publisher, broker, Message({"a": 1}, topic="t"))
+    *_, own, _ = sent(publisher, broker, Message({"a": 1}, topic="t", priority=9))
+    *_, raw, _ = sent(publisher, broker, Message(b"x", topic="t"))
     assert (unset.priority, own.priority, raw.priority) == (5, 9, 5)
 
 
 def test_without_publish_priority_a_message_has_none():
-    publisher, connection, _ = make_publisher()
-    *_, properties, _ = sent(publisher, connection, Message({"a": 1}, topic="t"))
+    publisher, broker, _ = make_publisher()
+    *_, properties, _ = sent(publisher, broker, Message({"a": 1}, topic="t"))
     assert properties.priority is None
 
 

@@ -54,16 +54,21 @@ class FakeBroker:
 
     def __init__(self) -> None:
         self.down = False
+        # While True, a connection opens only once ``opening`` fires.
+        self.slow = False
+        self.opening: defer.Deferred[None] = defer.Deferred()
         self.connections: list[FakeConnection] = []
         self.attempts: list[float] = []
 
-    def __call__(self, config: Any, reactor: Any, first: int) -> defer.Deferred[Any]:
+    def __call__(self, config: Any, reactor: Any, url: str) -> defer.Deferred[Any]:
         self.attempts.append(reactor.seconds())
         if self.down:
             return defer.fail(fedmq.ConnectionFailed("connection refused"))
         connection = FakeConnection()
         self.connections.append(connection)
-        return defer.succeed((connection, 0))
+        if self.slow:
+            return self.opening.addCallback(lambda _: connection)
+        return defer.succeed(connection)
 
     @property
     def channel(self) -> FakeChannel:
@@ -233,3 +238,64 @@ def test_losing_an_idle_publishing_connection_is_not_a_warning(caplog: pytest.Lo
     [busy] = [r for r in caplog.records if "connection to publish on was lost" in r.getMessage()]
     assert busy.levelname == "WARNING"
     assert acks[-1].status is AckStatus.NOT_CONNECTED
+
+
+# An interpreter of its own: OpenTelemetry lets a process set its providers once.
+SDK_LATE = """
+import json
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import fedmq
+from fedmq.config import config_from_mapping
+from fedmq.testing import InMemoryBroker
+
+broker = InMemoryBroker()
+broker.declare_queue("q")
+config = config_from_mapping({"amqp_url": "amqp://in-memory/"})
+publisher = fedmq.Publisher(config, reactor=broker.clock, connect=broker.connect)
+for n in range(3):
+    publisher.post(fedmq.Message({"n": n}), "", "q")
+spans = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(spans))
+trace.set_tracer_provider(provider)
+publisher.post(fedmq.Message({"n": 3}), "", "q")
+broker.clock.advance(0)
+print(json.dumps({
+    "traced": ["traceparent" in (m.headers or {}) for m in broker.ready("q")],
+    "spans": [span.name for span in spans.get_finished_spans()],
+}))
+"""
+
+
+def test_an_sdk_configured_after_untraced_publishes_traces_the_very_next_one():
+    """Three posts without an SDK carry no trace context; the post right after a tracer
+    provider is set does, and its send span ends with its confirm.
+    """
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", SDK_LATE], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result == {"traced": [False, False, False, True], "spans": ["send amq.default"]}
+
+
+def test_a_message_with_a_shorter_timeout_than_one_waiting_times_out_on_its_own_time():
+    """publish(timeout=30) unconfirmed, then post(timeout=1): the second gets TIMEOUT after
+    1 s, not when the first's 30 s run out.
+    """
+    publisher, _broker, clock = make()
+    acks: list[Ack] = []
+    publisher.post(message(1), on_ack=acks.append, timeout=30)
+    publisher.post(message(2), on_ack=acks.append, timeout=1)
+    clock.advance(1.1)
+    assert [(ack.message_id, ack.status) for ack in acks] == [("m2", AckStatus.TIMEOUT)]
+    clock.advance(29)
+    assert [ack.message_id for ack in acks] == ["m2", "m1"]

@@ -13,7 +13,7 @@ from fedmq.testing import InMemoryBroker
 
 def publisher_on(broker: InMemoryBroker, **config: Any) -> Publisher:
     settings = config_from_mapping({"amqp_url": "amqp://in-memory/", **config})
-    return Publisher(settings, reactor=broker.clock, connect=broker.connect_publisher)
+    return Publisher(settings, reactor=broker.clock, connect=broker.connect)
 
 
 def outcome(broker: InMemoryBroker, publishing: defer.Deferred[None]) -> list[Any]:

@@ -9,6 +9,10 @@ Usage: publishing.py KIND QUEUE [N]
       publish(timeout=5); the error and the seconds it took.
   blocking-errors: blocking publish() of a mandatory message no queue
       matches, then of one to QUEUE; what each raised (or null).
+  asyncio: an asyncio program (asyncio.run, no Twisted in sight) awaits
+      publish(), posts N messages with on_ack, awaits a post's future and
+      flush(), awaits a mandatory publish no queue matches, and leaves
+      `async with`; the statuses and what the unroutable one raised.
 The config file is $FEDMQ_CONFIG.
 """
 
@@ -87,10 +91,44 @@ def blocking_errors() -> dict:
     return {"raised": raised}
 
 
+def asyncio_program() -> dict:
+    import asyncio
+
+    async def main() -> dict:
+        statuses: list[str] = []
+        async with fedmq.Publisher(config_path) as publisher:
+            await publisher.publish(fedmq.Message({"n": 0}), exchange="", routing_key=queue)
+            for n in range(1, count):
+                publisher.post(
+                    fedmq.Message({"n": n}),
+                    exchange="",
+                    routing_key=queue,
+                    on_ack=lambda ack: statuses.append(ack.status.name),
+                )
+            last = publisher.post(fedmq.Message({"n": count}), exchange="", routing_key=queue)
+            statuses.append((await asyncio.wrap_future(last)).status.name)
+            await publisher.flush(60)
+            try:
+                await publisher.publish(
+                    fedmq.Message({"lost": True}),
+                    exchange="",
+                    routing_key=f"{queue}.nowhere",
+                    mandatory=True,
+                )
+            except fedmq.PublishError as error:
+                raised = type(error).__name__
+            else:
+                raised = None
+        return {"statuses": statuses, "raised": raised, "loop_thread": threading.get_ident()}
+
+    return asyncio.run(main())
+
+
 result = {
     "threads": threads,
     "blocking-loop": blocking_loop,
     "after-consume": after_consume,
     "blocking-errors": blocking_errors,
+    "asyncio": asyncio_program,
 }[kind]()
 print(json.dumps(result), flush=True)
