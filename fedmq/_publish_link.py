@@ -216,11 +216,22 @@ class PublishLink:
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
+        unconfirmed = len(self._confirms) + len(self._held)
         self._fail_held(AckStatus.CANCELED, reason)
         self._confirms.fail_all(AckStatus.CANCELED, reason)
         self._channel = None
         connection, self._connection = self._connection, None
         if connection is None:
+            return defer.succeed(None)
+        if unconfirmed:
+            # A broker that confirmed nothing in time is not reading this connection
+            # (one it blocks on a memory or disk alarm never reads a close either).
+            log.info(
+                "Dropping the connection to publish on: %d message(s) had no confirm%s",
+                unconfirmed,
+                reason,
+            )
+            connection.abort()
             return defer.succeed(None)
         closing = connection.close()
         closing.addTimeout(

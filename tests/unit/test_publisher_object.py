@@ -36,6 +36,7 @@ class FakeConnection:
         self.closed: defer.Deferred[Any] = defer.Deferred()
         self.is_open = True
         self.closed_by_us = False
+        self.aborted = False
 
     def channel(self) -> defer.Deferred[FakeChannel]:
         return defer.succeed(self.channel_made)
@@ -46,6 +47,7 @@ class FakeConnection:
         return defer.succeed(None)
 
     def abort(self) -> None:
+        self.aborted = True
         self.is_open = False
 
 
@@ -147,9 +149,24 @@ def test_close_waits_its_timeout_then_cancels_what_is_unconfirmed():
     assert closed.called
     assert [ack.status for ack in acks] == [AckStatus.CANCELED]
     assert isinstance(acks[0].error, fedmq.PublishCanceled)
-    assert broker.connections[0].closed_by_us
+    # A broker that confirmed nothing in time is not reading: no close it would not answer.
+    assert broker.connections[0].aborted
+    assert not broker.connections[0].closed_by_us
     publisher.post(message(2), on_ack=acks.append)
     assert acks[-1].status is AckStatus.CANCELED
+
+
+def test_close_with_everything_confirmed_closes_the_connection_gracefully():
+    publisher, broker, clock = make()
+    acks: list[Ack] = []
+    publisher.post(message(1), on_ack=acks.append)
+    broker.channel.ack_all()
+    closed = publisher.close(3)
+    clock.advance(0)
+    assert closed.called
+    assert [ack.status for ack in acks] == [AckStatus.SUCCESS]
+    assert broker.connections[0].closed_by_us
+    assert not broker.connections[0].aborted
 
 
 def test_a_post_with_no_broker_gets_not_connected_and_the_next_attempt_waits_the_backoff():
