@@ -26,15 +26,13 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.error import CannotListenError
-from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
 from fedmq._config_checks import read_token
 from fedmq._control import Controller, Refusal, Reply, RequestError, refused, request
+from fedmq._http import QuietSite, listen_tcp
 from fedmq.config import Config
-from fedmq.exceptions import ConfigurationError
 
 log = logging.getLogger("fedmq.control")
 
@@ -158,24 +156,6 @@ def _json(request: Request, code: int, body: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True).encode("utf-8") + b"\n"
 
 
-class _QuietSite(Site):
-    """A Site without an access log: control actions and refusals are logged already."""
-
-    noisy = False
-
-    def logPrefix(self) -> str:
-        return "fedmq control"
-
-    def startFactory(self) -> None:
-        pass
-
-    def stopFactory(self) -> None:
-        pass
-
-    def log(self, request: http.Request) -> None:
-        pass
-
-
 def _warn_if_others_may_read(path: str) -> None:
     mode = stat.S_IMODE(Path(path).stat().st_mode)
     if mode & 0o077:
@@ -227,7 +207,7 @@ class ControlHTTPService(Service):
         if config.control.http_port is not None:
             token = Token(read_token(config))
             _warn_if_others_may_read(config.control.token_file or "")
-        self._site = _QuietSite(_ControlEndpoints(controller, token), reactor=reactor)
+        self._site = QuietSite(_ControlEndpoints(controller, token), "fedmq control", reactor)
         self._listening: Any = None
         self.port: int | None = None
 
@@ -245,17 +225,15 @@ class ControlHTTPService(Service):
         if self._listening is not None or self._config.http_port is None:
             return
         address, port = self._config.http_address, self._config.http_port
-        try:
-            self._listening = self._reactor.listenTCP(port, self._site, interface=address)
-        except CannotListenError as error:
-            reason = error.socketError
-            why = getattr(reason, "strerror", None) or str(reason)
-            raise ConfigurationError(
-                f"cannot serve control on {address}:{port} (control.http_address, "
-                f"control.http_port): {why}"
-            ) from None
+        self._listening, host = listen_tcp(
+            self._reactor,
+            self._site,
+            address,
+            port,
+            "control",
+            "control.http_address, control.http_port",
+        )
         self.port = self._listening.getHost().port
-        host = f"[{address}]" if ":" in address else address
         log.info("Taking pause, resume and status on http://%s:%d/ (token needed)", host, self.port)
         if not _is_loopback(address):
             log.warning(

@@ -33,15 +33,13 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.error import CannotListenError
-from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 
+from fedmq._http import QuietSite, listen_tcp
 from fedmq._stats import DURATION_BUCKETS, QUEUE_COUNTERS
 from fedmq.config import Config
 from fedmq.consumer import STATES
-from fedmq.exceptions import ConfigurationError
 
 log = logging.getLogger("fedmq.monitoring")
 
@@ -189,24 +187,6 @@ def _json(request: Request, code: int, body: dict[str, Any]) -> bytes:
     return json.dumps(body).encode("utf-8") + b"\n"
 
 
-class _QuietSite(Site):
-    """A Site that writes no access log: a scrape every few seconds is not news."""
-
-    noisy = False
-
-    def logPrefix(self) -> str:
-        return "fedmq monitoring"
-
-    def startFactory(self) -> None:
-        pass  # HTTPFactory's access-log file and its once-a-second clock tick
-
-    def stopFactory(self) -> None:
-        pass
-
-    def log(self, request: http.Request) -> None:
-        pass
-
-
 class MonitoringService(Service):
     """Serves ``/live``, ``/ready`` and ``/metrics`` on ``[monitoring] address:port``.
 
@@ -238,7 +218,9 @@ class MonitoringService(Service):
         self._reactor = reactor
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ConsumerCollector(consumer_service))
-        self._site = _QuietSite(_Endpoints(consumer_service, self.registry), reactor=reactor)
+        self._site = QuietSite(
+            _Endpoints(consumer_service, self.registry), "fedmq monitoring", reactor
+        )
         self._listening: Any = None
         self.port: int | None = None
 
@@ -258,17 +240,15 @@ class MonitoringService(Service):
         if self._listening is not None or self._config.port is None:
             return
         address, port = self._config.address, self._config.port
-        try:
-            self._listening = self._reactor.listenTCP(port, self._site, interface=address)
-        except CannotListenError as error:
-            reason = error.socketError
-            why = getattr(reason, "strerror", None) or str(reason)
-            raise ConfigurationError(
-                f"cannot serve monitoring on {address}:{port} (monitoring.address, "
-                f"monitoring.port): {why}"
-            ) from None
+        self._listening, host = listen_tcp(
+            self._reactor,
+            self._site,
+            address,
+            port,
+            "monitoring",
+            "monitoring.address, monitoring.port",
+        )
         self.port = self._listening.getHost().port
-        host = f"[{address}]" if ":" in address else address
         log.info("Serving /live, /ready and /metrics on http://%s:%d/", host, self.port)
 
     def stopService(self) -> defer.Deferred[None] | None:
