@@ -47,8 +47,14 @@ class Acks:
         self.finished[tag] = True
 
     def left(self, tag: int) -> None:
-        """``tag`` is settled without fedmq sending anything (the broker requeues it)."""
-        self.finished[tag] = False
+        """``tag`` is left to the broker, which requeues it when the channel closes.
+
+        It stays unfinished here: no ``multiple`` ack may ever cover it (that
+        would ack a message fedmq meant to give back), so the tags after it
+        are acked alone. The channel is about to go (a reconnect, or the end
+        of a drain), and the broker gives the message back then.
+        """
+        del tag  # nothing to record: an unfinished tag is what it is
 
     def alone(self, tag: int, *, requeue: bool) -> None:
         """Nack ``tag`` back to its queue (``requeue``) or reject it, now."""

@@ -75,3 +75,20 @@ def test_nothing_is_sent_once_the_channel_is_gone():
     acks.to_ack(2)
     acks.flush((2,))
     assert channel.sent == []
+
+
+def test_a_tag_left_to_the_broker_is_never_covered_by_a_multiple_ack():
+    """1 is left (its retry queue is gone); 2 and 3 finish together: each is acked alone.
+
+    A multiple ack of 3 would ack 1 on the broker, and the message meant to go
+    back to its queue would be lost.
+    """
+    channel = FakeChannel()
+    acks = Acks(channel, {"acked": 0})
+    received(acks, 1, 2, 3)
+    acks.left(1)
+    acks.flush()
+    acks.to_ack(2)
+    acks.to_ack(3)
+    acks.flush((2, 3))
+    assert channel.sent == [("ack", 2, False), ("ack", 3, False)]

@@ -788,3 +788,18 @@ def test_a_missing_retry_queue_makes_the_consumer_declare_it_again():
     assert harness.sent == []
     [reason] = missing
     assert f"queue '{QUEUE}.retry.1s' does not exist" in str(reason)
+
+
+def test_a_message_whose_retry_queue_is_gone_is_never_acked_by_a_later_run():
+    """Its copy came back unroutable: it is left for the broker to requeue, and 2 and 3,
+    finishing together later, are acked alone (a multiple ack of 3 would ack 1 too).
+    """
+    missing: list[Exception] = []
+    harness, publish = republishing_harness(missing.append)
+    harness.callback.raises[1] = Retry("later")
+    harness.receive(1, 2, 3)
+    harness.executor.finish(1)
+    publish.fail(PublishReturned("no route"))
+    harness.executor.finish(2, 3)
+    assert harness.sent == [("ack", 2, False), ("ack", 3, False)]
+    assert len(missing) == 1
