@@ -192,7 +192,12 @@ class Dispatcher:
         self.stats.batch_done()
         self._in_flight -= len(batch)
         if self._budgets:
-            self._count_settled(result.delivery for result in batch)
+            # A message a Settlement took over stays unsettled: counted out at its verdict.
+            self._count_settled(
+                result.delivery
+                for result in batch
+                if result.outcome != DEFERRED and not taken_over(result.message)
+            )
         for result in batch:
             _tracing.settling(result.delivery, result.outcome, result.error)
             if result.outcome == ACK:  # the common case, kept inline

@@ -547,3 +547,29 @@ def test_a_message_delivered_as_its_schema_class_can_be_settled_later_too():
     returned = run_sync(seen.append, delivery(BUILD, schema_headers()), schemas=True)
     with pytest.raises(SettlementError, match="before it returns"):
         returned.message.settle_later()
+
+
+def test_messages_left_to_settlements_count_in_the_byte_budget_until_settled():
+    """10 bodies of about 300 bytes, max_unacked_bytes 1,000, each left to its Settlement:
+    the queue stays held after the callbacks returned, while the bytes are unsettled, and
+    consumes again once the Settlements settle them (a message left to one was counted
+    out when its callback returned, and again at its verdict).
+    """
+    h = Harness(queues={"orders": {"max_unacked_bytes": 1000}})
+    h.publish(*["y" * 300 for _ in range(10)])
+    h.until(lambda: len(h.handles) == 4 and h.consumer.in_flight == 4)  # 4 x 302 > 1,000
+    for _ in range(10):
+        h.clock.run_pending()
+    state = h.consumer.queue_states()["orders"]
+    assert not state.consuming
+    assert "over max_unacked_bytes" in state.reasons
+    assert len(h.handles) == 4
+    acked = 0
+    while acked < 10:
+        h.until(lambda: len(h.handles) > acked)
+        for handle in h.handles[acked:]:
+            assert in_thread(handle.ack) == []
+        acked = len(h.handles)
+        h.until(lambda: h.settled("acked") == acked)
+    h.until(lambda: h.consumer.queue_states()["orders"].consuming)
+    h.stop()
