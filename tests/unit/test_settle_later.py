@@ -566,10 +566,10 @@ def test_messages_left_to_settlements_count_in_the_byte_budget_until_settled():
     assert len(h.handles) == 4
     acked = 0
     while acked < 10:
-        h.until(lambda: len(h.handles) > acked)
+        h.until(lambda done=acked: len(h.handles) > done)
         for handle in h.handles[acked:]:
             assert in_thread(handle.ack) == []
         acked = len(h.handles)
-        h.until(lambda: h.settled("acked") == acked)
+        h.until(lambda done=acked: h.settled("acked") == done)
     h.until(lambda: h.consumer.queue_states()["orders"].consuming)
     h.stop()
