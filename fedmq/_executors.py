@@ -483,8 +483,10 @@ class AsyncioExecutor(_Executor):
 
         def take_back() -> list[Delivery]:
             assert self._queue is not None  # noqa: S101 - set in __init__ before any work
-            unstarted = list(self._pending)
-            self._pending.clear()
+            # One popleft at a time: the reactor thread may append meanwhile.
+            pending, unstarted = self._pending, []
+            while pending:
+                unstarted.append(pending.popleft())
             while not self._queue.empty():
                 unstarted.append(self._queue.get_nowait())
             for _ in range(self._size):
