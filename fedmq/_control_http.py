@@ -95,8 +95,8 @@ class _ControlEndpoints(Resource):
             peer = request.getClientAddress()
             log.warning(
                 "Refused a control request (%s %s) from %s: no valid token",
-                request.method.decode("latin-1"),
-                request.path.decode("latin-1")[:100],
+                _printable(request.method[:16]),
+                _printable(request.path[:100]),
                 getattr(peer, "host", peer),
             )
             request.setHeader(b"www-authenticate", b'Bearer realm="fedmq control"')
@@ -148,6 +148,11 @@ def request_for(command: str, queue: bytes | None) -> Any:
 def _reply(request: Request, reply: Reply) -> bytes:
     kind = reply.body.get("kind")
     return _json(request, 200 if reply.ok else _HTTP_STATUS.get(str(kind), 500), reply.body)
+
+
+def _printable(raw: bytes) -> str:
+    """Bytes a client sent, for a log line: control characters escaped, never raw."""
+    return raw.decode("latin-1").encode("unicode_escape").decode("ascii")
 
 
 def _json(request: Request, code: int, body: dict[str, Any]) -> bytes:

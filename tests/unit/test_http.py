@@ -37,3 +37,10 @@ def test_a_free_port_is_listened_on_under_the_sites_name():
     finally:
         listening.stopListening()
     assert site.logPrefix() == "fedmq test"
+
+
+def test_what_a_refused_client_sent_reaches_the_log_with_control_characters_escaped():
+    from fedmq._control_http import _printable
+
+    assert _printable(b"/pause") == "/pause"
+    assert _printable(b"/x\x1b[31m\nforged line") == "/x\\x1b[31m\\nforged line"
