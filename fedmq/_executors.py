@@ -56,7 +56,48 @@ current_consumer: contextvars.ContextVar[Any] = contextvars.ContextVar(
 # Twisted's asyncio reactor a reactor call made from a task runs in a copy of its
 # context, and must not count as that callback.
 _worker_thread = threading.local()
-_worker_tasks: weakref.WeakKeyDictionary[asyncio.Task[Any], Any] = weakref.WeakKeyDictionary()
+_worker_tasks: weakref.WeakKeyDictionary[asyncio.Task[Any], _Worker] = weakref.WeakKeyDictionary()
+
+
+class _Worker:
+    """One worker thread's or task's consumer, and the refusals its callback left unheeded."""
+
+    __slots__ = ("consumer", "refusals")
+
+    def __init__(self, consumer: Any) -> None:
+        self.consumer = consumer
+        #: Deferreds failed for the running callback (see :func:`refused_to_callback`).
+        self.refusals: list[defer.Deferred[Any]] = []
+
+    def callback_ended(self) -> None:
+        """A refusal the callback ignored is handled now, in its own thread: not logged."""
+        refusals, self.refusals = self.refusals, []
+        for refusal in refusals:
+            refusal.addErrback(lambda _: None)
+
+
+def _here() -> _Worker | None:
+    worker: _Worker | None = getattr(_worker_thread, "worker", None)
+    if worker is not None:
+        return worker
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop running in this thread
+        return None
+    return _worker_tasks.get(task) if task is not None else None
+
+
+def refused_to_callback(refusal: defer.Deferred[Any]) -> None:
+    """``refusal`` (already failed) goes to the callback running here.
+
+    A callback may wait on it, or ignore it: once the callback has ended, its
+    worker handles the failure, in the same thread (a Deferred is not for two
+    threads at once), so an ignored refusal is not logged as unhandled.
+    """
+    worker = _here()
+    if worker is not None:
+        worker.refusals.append(refusal)
+
 
 _STOP: Any = object()
 
@@ -67,14 +108,8 @@ def callback_consumer() -> Any:
     Here: in one of its sync workers' threads, or in one of its async workers'
     tasks (not in what they scheduled to run later).
     """
-    consumer = getattr(_worker_thread, "consumer", None)
-    if consumer is not None:
-        return consumer
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # no event loop running in this thread
-        return None
-    return _worker_tasks.get(task) if task is not None else None
+    worker = _here()
+    return worker.consumer if worker is not None else None
 
 
 def _settle_outcome(exc: BaseException) -> Outcome:
@@ -324,7 +359,7 @@ class ThreadExecutor(_Executor):
 
     def _work(self) -> None:
         current_consumer.set(self._consumer)
-        _worker_thread.consumer = self._consumer
+        worker = _worker_thread.worker = _Worker(self._consumer)
         get, put, callback = self._inbox.get, self._results.put, self._callback
         while True:
             item = get()
@@ -334,6 +369,8 @@ class ThreadExecutor(_Executor):
                 put(Result(item.delivery_tag, RETURNED, None, None, 0.0, item))
                 continue
             result = self._run(callback, item, self._max_body_size, self._decode, self._schemas)
+            if worker.refusals:
+                worker.callback_ended()
             put(self._settled(result))
         self._reactor.callFromThread(self._worker_exited)
 
@@ -431,12 +468,14 @@ class AsyncioExecutor(_Executor):
         self._queue = asyncio.Queue()
         for _ in range(self._size):
             task = self._loop.create_task(self._work())
-            _worker_tasks[task] = self._consumer
+            _worker_tasks[task] = _Worker(self._consumer)
         self._pump()
 
     async def _work(self) -> None:
         current_consumer.set(self._consumer)
         assert self._queue is not None  # noqa: S101 - set in __init__ before any work
+        # Registered by _start_workers as the task was made, before it first ran.
+        worker = _here() or _Worker(self._consumer)
         get, put, callback = self._queue.get, self._results.put, self._callback
         while True:
             item = await get()
@@ -448,6 +487,8 @@ class AsyncioExecutor(_Executor):
             result = await self._run(
                 callback, item, self._max_body_size, self._decode, self._schemas
             )
+            if worker.refusals:
+                worker.callback_ended()
             put(self._settled(result))
         if self._same_thread:
             self._worker_exited()

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 
 from fedmq._deferreds import BoundedCloses, chain
 from fedmq._error_window import ErrorCount, log_consumer_error, too_many_errors
+from fedmq._executors import refused_to_callback
 from fedmq._lifecycle import Hooks
 from fedmq._reconnect import Reconnector
 from fedmq.config import Config
@@ -107,8 +108,9 @@ class Lifetime:
             refused: defer.Deferred[None] = defer.fail(
                 WouldDeadlock("A callback cannot wait for its own consumer's drain")
             )
-            # A caller that ignores it is not told of an unhandled error.
-            reactor.callFromThread(refused.addErrback, lambda _: None)
+            # A callback that ignores it is not told of an unhandled error: its
+            # worker handles it once the callback ended, in the callback's thread.
+            refused_to_callback(refused)
             return refused
         if on_reactor_thread:
             return self.stop(None)

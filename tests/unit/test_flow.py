@@ -480,3 +480,43 @@ def test_a_resume_that_cannot_consume_is_told_to_the_failure_listeners():
     h.until(lambda: h.consumer.stats.reconnects == 1 and h.consumer.state == "consuming")
     h.until(lambda: h.broker.consumer_count("orders") == 1)
     h.stop()
+
+
+def test_a_callback_sees_would_deadlock_however_late_it_looks():
+    """The refusal stays failed while the callback runs, whatever the reactor does meanwhile
+    (it used to be handled on the reactor thread, racing the callback's own addErrback).
+    """
+    called, go = threading.Event(), threading.Event()
+    seen: list[Any] = []
+    refusals: list[defer.Deferred[None]] = []
+
+    def callback(message: Message) -> None:
+        refusals.append(h.consumer.cancel())
+        called.set()
+        assert go.wait(WAIT)
+        refusals[0].addErrback(lambda failure: seen.append(failure.value))
+
+    h = Harness(callback)
+    h.publish("orders.new", 1)
+    assert called.wait(WAIT)
+    for _ in range(20):  # the reactor turns while the callback has not looked yet
+        h.clock.run_pending()
+    go.set()
+    h.until(lambda: h.consumer.state == "stopped")
+    [error] = seen
+    assert isinstance(error, WouldDeadlock)
+
+
+def test_a_refusal_the_callback_ignores_is_handled_once_it_ended():
+    refusals: list[defer.Deferred[None]] = []
+
+    def callback(message: Message) -> None:
+        refusals.append(h.consumer.cancel())
+
+    h = Harness(callback)
+    h.publish("orders.new", 1)
+    h.until(lambda: h.consumer.state == "stopped")
+    [refusal] = refusals
+    results: list[Any] = []
+    refusal.addBoth(results.append)
+    assert results == [None]  # its failure was handled: nothing logged as unhandled
