@@ -58,11 +58,20 @@ def test_a_consumer_fails_over_when_the_node_it_uses_stops(cluster, scenario):
     run = scenario("e. 3-node cluster, the consumer's node stopped", N, arguments=QUORUM)
     urls = [node.url for node in cluster]
     run.publish(urls[0])
+    # Asked before consuming: each rabbitmqctl call takes a second or two, in which an
+    # unhindered consumer could finish the queue before the fault.
+    leader = queue_leader(cluster[0], run.queue)
     connection_name = f"fault-e-{secrets.token_hex(3)}"
-    consumer = run.start_consumer(urls, client_properties={"connection_name": connection_name})
+    # Half a millisecond per message: the queue lasts at least 5 s, however fast the machine.
+    prefix = run.ids[0].split("-")[0]
+    consumer = run.start_consumer(
+        urls,
+        options=["--slow", prefix, "0.0005"],
+        client_properties={"connection_name": connection_name},
+    )
     [victim] = connection_nodes(cluster, connection_name)
     survivor = next(node for node in cluster if node is not victim)
-    was_leader = queue_leader(survivor, run.queue) == victim.nodename
+    was_leader = leader == victim.nodename
     run.wait_for_progress(0.3)
 
     run.fault()
