@@ -85,6 +85,8 @@ class HealthMonitor:
         with self._lock:
             if healthy == self.healthy and (healthy or reason == self.reason):
                 return
+            # The reason alone says the state (None while healthy): a
+            # follower reads that one attribute, without the lock.
             self.healthy, self.reason = healthy, reason
             listeners = list(self._listeners)
         for listener in listeners:
