@@ -159,7 +159,11 @@ class Holds:
     # --- listeners --------------------------------------------------------------------
 
     def add_listener(self, listener: QueueListener) -> None:
-        """Call ``listener(queue, consuming, reasons)`` at every change of a queue's holds."""
+        """Call ``listener(queue, consuming, reasons)`` at every change of a queue's holds.
+
+        Every listener hears the changes in the order they were made, a
+        change made by a listener after the one it heard.
+        """
         self._listeners.append(listener)
 
     def add_failure_listener(self, listener: ReconsumeFailedListener) -> None:

@@ -43,7 +43,8 @@ class HealthMonitor:
     Hand it to :func:`fedmq.consume` or :class:`fedmq.Consumer` as ``health=``.
     It starts healthy. Saying the same thing twice changes nothing; a new
     reason while unhealthy replaces the reason ``/ready`` gives, without
-    a new event.
+    a new event. Told by several threads at once, the last call wins: a
+    consumer acts on what the monitor says when a change reaches it.
 
     Attributes:
         healthy: True unless :meth:`set_unhealthy` was the last call.
