@@ -14,6 +14,7 @@ Everything here runs on the reactor thread.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 
@@ -63,6 +64,9 @@ class Holds:
         self._reasons: dict[str, set[str]] = {}
         self._listeners: list[QueueListener] = []
         self._failure_listeners: list[ReconsumeFailedListener] = []
+        # Changes made while the listeners are being told of one, told after it.
+        self._untold: deque[tuple[str, bool, frozenset[str]]] = deque()
+        self._telling = False
         #: The consumers that act on changes (a session's); None between sessions.
         self.consumers: Converger | None = None
         for queue, paused in queues:
@@ -104,6 +108,9 @@ class Holds:
     def hold(self, queue: str | None, reason: str) -> defer.Deferred[None]:
         """Hold ``queue`` (every queue known now, for None) for ``reason``.
 
+        A queue no longer known (removed while a byte budget or a change
+        handed over from another thread still named it) is left alone.
+
         Returns:
             A Deferred firing once the session in charge has acted on it (the
             broker confirmed ``basic.cancel``, and unstarted deliveries went
@@ -114,6 +121,8 @@ class Holds:
 
     def release(self, queue: str | None, reason: str) -> defer.Deferred[None]:
         """Release ``queue``'s (every queue's, for None) hold for ``reason``.
+
+        A queue no longer known is left alone, as by :meth:`hold`.
 
         Returns:
             A Deferred firing once the session in charge consumes the queues
@@ -128,7 +137,10 @@ class Holds:
         for name in targets:
             reasons = self._reasons.get(name)
             if reasons is None:
-                raise KeyError(name)
+                # Removed meanwhile: nothing is left to hold or release, and
+                # raising here would stop the reactor's per-message path.
+                log.debug("Queue %r was removed: its %r hold changes nothing", name, reason)
+                continue
             if (reason in reasons) == add:
                 continue
             if add:
@@ -147,7 +159,11 @@ class Holds:
     # --- listeners --------------------------------------------------------------------
 
     def add_listener(self, listener: QueueListener) -> None:
-        """Call ``listener(queue, consuming, reasons)`` at every change of a queue's holds."""
+        """Call ``listener(queue, consuming, reasons)`` at every change of a queue's holds.
+
+        Every listener hears the changes in the order they were made, a
+        change made by a listener after the one it heard.
+        """
         self._listeners.append(listener)
 
     def add_failure_listener(self, listener: ReconsumeFailedListener) -> None:
@@ -155,12 +171,28 @@ class Holds:
         self._failure_listeners.append(listener)
 
     def _tell(self, queue: str) -> None:
+        """Tell every listener of ``queue``'s state of now, after any change still being told.
+
+        A listener that changes a queue's holds (the host's health holding a
+        queue just added) starts a change of its own: it is told once the
+        current one has reached every listener, so that each listener hears
+        the changes in the order they were made and ends on the true state.
+        """
         reasons = self.reasons(queue)
-        for listener in list(self._listeners):
-            try:
-                listener(queue, not reasons and queue in self._reasons, reasons)
-            except Exception:
-                log.exception("A queue listener failed")
+        self._untold.append((queue, not reasons and queue in self._reasons, reasons))
+        if self._telling:
+            return
+        self._telling = True
+        try:
+            while self._untold:
+                change = self._untold.popleft()
+                for listener in list(self._listeners):
+                    try:
+                        listener(*change)
+                    except Exception:
+                        log.exception("A queue listener failed")
+        finally:
+            self._telling = False
 
     def reconsume_failed(self, queue: str, error: Exception) -> None:
         """Consuming ``queue`` again failed: tell the failure listeners."""

@@ -186,7 +186,6 @@ class HostHealth:
         self._on_reactor = on_reactor
         self._monitor = monitor
         self._poller = poller
-        self._held: set[str] = set()
         #: Why the host is unhealthy; None while healthy.
         self.reason: str | None = None
         holds.add_listener(self._queue_changed)
@@ -194,8 +193,7 @@ class HostHealth:
     def start(self) -> None:
         """Follow the monitor from now on, starting with what it says now; start polling."""
         self._monitor.add_listener(self._heard)
-        if not self._monitor.healthy:
-            self.changed(healthy=False, reason=self._monitor.reason)
+        self._follow()
         if self._poller is not None:
             self._poller.start()
 
@@ -205,8 +203,16 @@ class HostHealth:
             self._poller.stop()
         self._monitor.remove_listener(self._heard)
 
-    def _heard(self, healthy: bool, reason: str | None) -> None:
-        self._on_reactor(self.changed, healthy, reason)
+    def _heard(self, _healthy: bool, _reason: str | None) -> None:
+        # Changes made in two threads may reach the reactor thread in the
+        # opposite order: each hop acts on what the monitor says when it
+        # runs, so the last change wins. Its reason alone says it (None
+        # while healthy), read in one step.
+        self._on_reactor(self._follow)
+
+    def _follow(self) -> None:
+        reason = self._monitor.reason
+        self.changed(healthy=reason is None, reason=reason)
 
     def changed(self, healthy: bool, reason: str | None) -> None:
         """The monitor changed (on the reactor thread)."""
@@ -218,27 +224,34 @@ class HostHealth:
                 self._emit(HostUnhealthy(self.reason))
                 for queue in self._marked():
                     self._hold(queue)
-            self._suspend(self.reason if self._held else None)
+            self._suspend(self.reason if self._holding() else None)
             return
         if self.reason is None:
             return
         self.reason = None
         log.info("The host is healthy again")
         self._emit(HostHealthy())
-        held, self._held = self._held, set()
-        for queue in held:
-            if queue in self._holds:
-                _quiet(self._holds.release(queue, HOST_UNHEALTHY))
+        _quiet(self._holds.release(None, HOST_UNHEALTHY))
         self._suspend(None)
 
+    def _holding(self) -> bool:
+        """Whether the host's ill health holds a queue now."""
+        return any(HOST_UNHEALTHY in state.reasons for state in self._holds.states().values())
+
     def _hold(self, queue: str) -> None:
-        if queue in self._holds and queue not in self._held:
-            self._held.add(queue)
+        # The holds are the one record of what ill health holds: a queue
+        # removed is forgotten with its reasons, and held again if re-added.
+        if queue in self._holds and HOST_UNHEALTHY not in self._holds.reasons(queue):
             _quiet(self._holds.hold(queue, HOST_UNHEALTHY))
 
     def _queue_changed(self, queue: str, _consuming: bool, _reasons: frozenset[str]) -> None:
-        """A queue added while the host is unhealthy is suspended too, if marked."""
-        if self.reason is not None and queue not in self._held and queue in self._marked():
+        """A marked queue added while the host is unhealthy is suspended too."""
+        if (
+            self.reason is not None
+            and queue in self._holds
+            and HOST_UNHEALTHY not in self._holds.reasons(queue)
+            and queue in self._marked()
+        ):
             self._hold(queue)
             self._suspend(self.reason)
 

@@ -43,7 +43,8 @@ class HealthMonitor:
     Hand it to :func:`fedmq.consume` or :class:`fedmq.Consumer` as ``health=``.
     It starts healthy. Saying the same thing twice changes nothing; a new
     reason while unhealthy replaces the reason ``/ready`` gives, without
-    a new event.
+    a new event. Told by several threads at once, the last call wins: a
+    consumer acts on what the monitor says when a change reaches it.
 
     Attributes:
         healthy: True unless :meth:`set_unhealthy` was the last call.
@@ -85,6 +86,8 @@ class HealthMonitor:
         with self._lock:
             if healthy == self.healthy and (healthy or reason == self.reason):
                 return
+            # The reason alone says the state (None while healthy): a
+            # follower reads that one attribute, without the lock.
             self.healthy, self.reason = healthy, reason
             listeners = list(self._listeners)
         for listener in listeners:

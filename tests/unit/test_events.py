@@ -18,7 +18,7 @@ import fedmq
 from fedmq import Message
 from fedmq._events import EventBus, QueueEvents, SlowConsumerWatch
 from fedmq._flow import Holds
-from fedmq.config import config_from_mapping
+from fedmq.config import QueueConfig, config_from_mapping
 from fedmq.consumer import Consumer
 from fedmq.exceptions import ConnectionFailed
 from fedmq.testing import InMemoryBroker, ThreadedClock
@@ -374,3 +374,36 @@ def test_a_queue_deleted_while_paused_is_told_as_reopen_failed_when_resumed():
     # The broker closed the channel for it: the consumer reconnects, which declares it again.
     clock.run_until(lambda: consumer.stats.reconnects == 1)
     assert broker.consumer_count("orders") == 1
+
+
+def test_a_marked_queue_added_while_the_host_is_unhealthy_is_told_suspended_and_stays_so():
+    """The hold the host's ill health adds is told after the addition, to every listener."""
+    clock = ThreadedClock()
+    broker = InMemoryBroker(clock)
+    broker.declare_queue("late")
+    health = fedmq.HealthMonitor()
+    events: list[fedmq.Event] = []
+    settings = config_from_mapping({"amqp_url": "amqp://in-memory/", "queues": {"orders": {}}})
+    consumer = Consumer(
+        settings,
+        lambda m: None,
+        reactor=clock,
+        connect=broker.connect,
+        on_event=events.append,
+        health=health,
+    )
+    heard: list[tuple[str, bool, frozenset[str]]] = []
+    consumer.add_queue_listener(lambda *change: heard.append(change))
+    consumer.start()
+    health.set_unhealthy("disk full")
+    added = consumer.add_queue(QueueConfig("late", suspend_on_bad_host_health=True))
+    assert added is not None
+    clock.run_until(lambda: added.called)
+    told = [event for event in events if event.kind.startswith("queue")]
+    assert told == [fedmq.QueueSuspended("late", "disk full")]
+    assert heard == [
+        ("late", True, frozenset()),
+        ("late", False, frozenset({"host unhealthy"})),
+    ]
+    assert consumer.queue_states()["late"] == fedmq.QueueState(False, frozenset({"host unhealthy"}))
+    assert broker.consumer_count("late") == 0

@@ -469,3 +469,69 @@ def test_ready_answers_503_with_the_reason_and_the_state_gauge_shows_suspended()
     assert sample(families, "fedmq_connection_state", "fedmq_connection_state", state="suspended")
     health.set_healthy()
     assert request(reactor, "/ready").status == 200
+
+
+# --- changes from several threads, and queues removed meanwhile ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "state", "orders_consumers"),
+    [
+        (("set_unhealthy", "disk full"), ("set_healthy",), "consuming", 1),
+        (("set_healthy",), ("set_unhealthy", "disk full again"), "suspended", 0),
+    ],
+)
+def test_the_last_health_change_wins_when_two_threads_changes_reach_the_reactor_swapped(
+    first: tuple[str, ...], second: tuple[str, ...], state: str, orders_consumers: int
+):
+    """A thread that changed the monitor first may hand its change over last: it is not undone.
+
+    The first thread changes the monitor, then is held up before telling
+    the consumer; the second (the reactor's) changes it again and tells at
+    once; the first one's word reaches the reactor thread after that.
+    """
+    health = fedmq.HealthMonitor()
+    if first[0] == "set_healthy":
+        health.set_unhealthy("disk full")
+    telling, go_on = threading.Event(), threading.Event()
+    reactor_thread = threading.get_ident()
+
+    def held_up(_healthy: bool, _reason: str | None) -> None:
+        if threading.get_ident() != reactor_thread:
+            telling.set()
+            go_on.wait(10)
+
+    health.add_listener(held_up)  # told before the consumer
+    consumer, clock, broker, _ = make_consumer(health)
+    consumer.start()
+    worker = threading.Thread(target=getattr(health, first[0]), args=first[1:])
+    worker.start()
+    assert telling.wait(10)
+    getattr(health, second[0])(*second[1:])
+    go_on.set()
+    worker.join(10)
+    clock.run_pending()  # the first thread's word, last
+    assert consumer.state == state
+    assert broker.consumer_count("orders") == orders_consumers
+    assert health.healthy == (state == "consuming")
+
+
+def test_a_marked_queue_removed_and_added_again_while_the_host_is_unhealthy_stays_suspended():
+    health = fedmq.HealthMonitor()
+    consumer, clock, broker, events = make_consumer(health)
+    consumer.start()
+    health.set_unhealthy("disk full")
+    removed = consumer.remove_queue("orders")
+    assert removed is not None
+    clock.run_until(lambda: removed.called)
+    added = consumer.add_queue(QueueConfig("orders", suspend_on_bad_host_health=True))
+    assert added is not None
+    clock.run_until(lambda: added.called)
+    assert consumer.queue_states()["orders"].reasons == {"host unhealthy"}
+    assert broker.consumer_count("orders") == 0
+    assert consumer.state == "suspended"
+    told = [e for e in events if e.kind == "queue_suspended"]
+    assert told == [fedmq.QueueSuspended("orders", "disk full")] * 2
+    health.set_healthy()
+    assert broker.consumer_count("orders") == 1
+    assert consumer.state == "consuming"
