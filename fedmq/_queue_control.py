@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from fedmq._flow import PAUSED, Holds, QueueListener, QueueState, ReconsumeFailedListener
 from fedmq._session import Session
 from fedmq.config import BindingConfig, Config, QueueConfig, parse_bindings
+from fedmq.exceptions import BrokerError
 
 log = logging.getLogger("fedmq")
 
@@ -59,12 +60,16 @@ class QueueControl:
     # --- holds, from any thread -------------------------------------------------------
 
     def hold(self, queue: str | None, reason: str) -> defer.Deferred[None] | None:
-        """Hold ``queue`` (every queue, for None) for ``reason``; see :class:`Holds`."""
-        return self._call(self.holds.hold, self._known(queue), reason)
+        """Hold ``queue`` (every queue, for None) for ``reason``; see :class:`Holds`.
+
+        The Deferred fails with the first queue's error when the broker did
+        not cancel (or consume) as asked.
+        """
+        return self._call(_first_error(self.holds.hold), self._known(queue), reason)
 
     def release(self, queue: str | None, reason: str) -> defer.Deferred[None] | None:
         """Release ``queue``'s (every queue's, for None) hold for ``reason``."""
-        return self._call(self.holds.release, self._known(queue), reason)
+        return self._call(_first_error(self.holds.release), self._known(queue), reason)
 
     def pause(self, queue: str | None = None) -> defer.Deferred[None] | None:
         """Hold ``queue`` (every queue, for None) as "paused"."""
@@ -152,8 +157,12 @@ class QueueControl:
         if session is None:
             return defer.succeed(None)
         session.update(self.config)
+        opening = not session.is_consuming
 
         def refused(failure: Failure) -> Failure:
+            error = failure.value
+            if not isinstance(error, BrokerError) or error.reply_code is None:
+                return failure  # not the broker's refusal: the next session declares it
             # The broker refused a declaration: the queue is not the consumer's after all.
             self.config = self.config.replace(
                 queues=tuple(q for q in self.config.queues if q.name != queue.name),
@@ -161,6 +170,9 @@ class QueueControl:
             )
             self.holds.remove(queue.name)
             session.update(self.config)
+            if opening:
+                # The caller may have long stopped listening (or be on another thread).
+                self.holds.reconsume_failed(queue.name, error)
             return failure
 
         return defer.ensureDeferred(session.add_queue(queue, bindings)).addErrback(refused)
@@ -209,6 +221,19 @@ class QueueControl:
             return change(*args)
         self._reactor.callFromThread(_logged, change, *args)
         return None
+
+
+def _first_error(
+    change: Callable[[str | None, str], defer.Deferred[None]],
+) -> Callable[[str | None, str], defer.Deferred[None]]:
+    """``change``, failing with the first queue's own error rather than a ``FirstError``."""
+
+    def unwrap(failure: Failure) -> Failure:
+        if isinstance(failure.value, defer.FirstError):
+            return failure.value.subFailure
+        return failure
+
+    return lambda queue, reason: change(queue, reason).addErrback(unwrap)
 
 
 def _logged(change: Callable[..., defer.Deferred[None]], *args: Any) -> None:

@@ -90,6 +90,8 @@ class Session:
         #: The broker cancelled this session's consumer.
         self.cancelled_by_broker = False
         self._consuming = False
+        # Queues added while this session opens: each one's declaration, once made.
+        self._adding: dict[str, defer.Deferred[None]] = {}
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -125,19 +127,19 @@ class Session:
                 self._clock,
                 self._cancelled_by_broker,
                 dict(zip((queue.name for queue in config.queues), names, strict=True)),
+                on_unanswered=self._lose,
             )
             await self.consumers.take_charge()
-            for queue in self._config.queues:
-                if queue.name not in self.consumers.names:
-                    # Added while this session opened: its declarations are still to make.
-                    await self._declare_added(queue, self._config.bindings)
-        except BaseException:
+            await self._declare_added_while_opening(self.consumers)
+        except BaseException as error:
             self._detach()
             if self.dispatcher is not None:
                 self.dispatcher.abandon()
+            self._not_declared(error)
             await connection.close()
             raise
         self._consuming = True
+        self._adding.clear()
         connection.closed.addCallback(self._connection_closed)
         channel.closed.addCallback(self._channel_closed)
         connection.add_blocked_callbacks(self._on_blocked, self._on_unblocked)
@@ -155,16 +157,82 @@ class Session:
             return defer.succeed(None)  # consumed with them once declared
         return self.consumers.reconsume(queue)
 
+    @property
+    def is_consuming(self) -> bool:
+        """Whether this session opened (it may have been lost since)."""
+        return self._consuming
+
+    @property
+    def is_lost(self) -> bool:
+        """Whether this session's connection ended: the next session declares and consumes."""
+        return self.lost.called or (self.connection is not None and not self.connection.is_open)
+
     async def add_queue(self, queue: QueueConfig, bindings: tuple[BindingConfig, ...]) -> None:
         """Declare and bind ``queue`` (and its retry and dead queues), then consume it.
 
         The declarations go on a channel of their own, so a refusal fails
         this call (with :class:`DeclarationError`) and not the session.
+        While the session opens, it declares the queue once it has consumed
+        the others, and this call waits for that.
+
+        Raises:
+            BrokerError: the broker refused a declaration, or consuming.
+            ConnectionFailed: the connection was lost before the queue was
+                declared (the next session declares it).
+
         """
-        if self._consuming:
+        if self.is_lost:
+            return  # the next session declares it, with the topology
+        if not self._consuming:
+            declared: defer.Deferred[None] = defer.Deferred()
+            self._adding[queue.name] = declared
+            await declared
+            return
+        try:
             await self._declare_added(queue, bindings)
-        # Otherwise the session is opening: it declares the queue once it has
-        # consumed the others (or the next session does, with the topology).
+        except Exception as error:
+            if not self.is_lost:
+                raise
+            raise ConnectionFailed(
+                f"The connection was lost while declaring queue {queue.name!r}: {error}"
+            ) from error
+
+    def _not_declared(self, error: BaseException) -> None:
+        """The session failed to open: the queues added meanwhile wait for the next one."""
+        adding = list(self._adding.items())
+        self._adding.clear()
+        for name, declared in adding:
+            declared.errback(
+                ConnectionFailed(f"Queue {name!r} was not declared: the connection failed: {error}")
+            )
+
+    async def _declare_added_while_opening(self, consumers: QueueConsumers) -> None:
+        """Declare the queues added while this session opened, those added meanwhile too.
+
+        A queue whose declaration the broker refuses fails alone (its
+        ``add_queue`` call says so); the session opens with the others.
+        """
+        tried: set[str] = set()
+        while True:
+            added = [
+                queue
+                for queue in self._config.queues
+                if queue.name not in consumers.names and queue.name not in tried
+            ]
+            if not added:
+                return
+            queue = added[0]
+            tried.add(queue.name)
+            declared = self._adding.pop(queue.name, None)
+            try:
+                await self._declare_added(queue, self._config.bindings)
+            except BrokerError as error:
+                if declared is None or error.reply_code is None or self.is_lost:
+                    raise
+                declared.errback(error)
+            else:
+                if declared is not None:
+                    declared.callback(None)
 
     async def _declare_added(self, queue: QueueConfig, bindings: tuple[BindingConfig, ...]) -> None:
         connection, policy, consumers = self.connection, self.policy, self.consumers
