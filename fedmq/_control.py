@@ -160,7 +160,8 @@ class Controller:
             read at every request.
         clock: what the timeout of a pause or resume runs on.
         timeout: seconds to wait for a pause or resume to take effect on the
-            broker before answering that it failed.
+            broker before answering that it was not done in time; the
+            change itself is never called off.
 
     """
 

@@ -182,7 +182,6 @@ def test_a_pause_not_done_in_time_answers_so_and_is_still_made():
     h.stop()
 
 
-
 # --- the control socket -------------------------------------------------------------
 
 

@@ -599,7 +599,7 @@ def test_a_consume_answered_after_connect_timeout_fails_the_resume_and_leaves_no
 
 
 def test_a_pause_whose_waiter_gives_up_is_still_made():
-    """Cancelling a pause's Deferred while a resume holds the queue stops the wait, not the pause."""
+    """Cancelling a pause's Deferred while a resume holds the queue stops the wait only."""
     slow = SlowAnswers()
     failures: list[tuple[str, Exception]] = []
     h = Harness(lambda message: None, queues={"orders": {"prefetch_count": 3}}, slow=slow)
@@ -646,7 +646,7 @@ def test_a_queue_added_while_reconnecting_stays_and_the_next_connection_consumes
 
 
 def test_a_queue_refused_while_a_session_opens_fails_alone_and_one_added_meanwhile_consumes():
-    """While connecting: "bad" is refused (only its add_queue fails), "audit" added late consumes."""
+    """Connecting: "bad" is refused (only its add_queue fails); "audit", added late, consumes."""
     slow = SlowAnswers()
     slow.delays["connect"] = 1.0
     failures: list[tuple[str, Exception]] = []
