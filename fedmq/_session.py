@@ -110,7 +110,11 @@ class Session:
     async def open(self) -> None:
         """Connect, declare and consume each queue nothing holds; on failure, close it all."""
         config = self._config
-        self.connection = connection = await self._connect(config, self._reactor, self.url)
+        try:
+            self.connection = connection = await self._connect(config, self._reactor, self.url)
+        except BaseException as error:
+            self._not_declared(error)
+            raise
         try:
             self.channel = channel = await self._step(connection.channel(), "opening a channel")
             names = await declare(channel, config, self._clock)

@@ -18,7 +18,7 @@ from fedmq import Message, Properties, QueueState, WouldDeadlock
 from fedmq._flow import OVER_BYTES, PAUSED, ByteBudget, Holds
 from fedmq.config import config_from_mapping
 from fedmq.consumer import Consumer
-from fedmq.exceptions import BrokerError, ConfigurationError, DeclarationError
+from fedmq.exceptions import BrokerError, ConfigurationError, ConnectionFailed, DeclarationError
 from fedmq.testing import InMemoryBroker, ThreadedClock
 
 WAIT = 10.0
@@ -502,11 +502,12 @@ class SlowAnswers:
 
     The broker acts on each request at once (the frame is on the wire); only
     its answer (``qos-ok``, ``consume-ok``, a connection) waits the seconds
-    set in :attr:`delays` when the request is made.
+    set in :attr:`delays` when the request is made (a refused connection's
+    failure too).
     """
 
     def __init__(self) -> None:
-        self.delays = {"connect": 0.0, "qos": 0.0, "consume": 0.0}
+        self.delays = {"connect": 0.0, "qos": 0.0, "consume": 0.0, "declare_queue": 0.0}
 
     def connect_to(self, broker: InMemoryBroker, clock: ThreadedClock) -> Callable[..., Any]:
         def late(result: Any, what: str) -> Any:
@@ -518,9 +519,10 @@ class SlowAnswers:
 
         def channel(connection: Any) -> defer.Deferred[Any]:
             def wrap(chan: Any) -> Any:
-                qos, consume = chan.qos, chan.consume
+                qos, consume, declare = chan.qos, chan.consume, chan.declare_queue
                 chan.qos = lambda *args: qos(*args).addCallback(late, "qos")
                 chan.consume = lambda *args: consume(*args).addCallback(late, "consume")
+                chan.declare_queue = lambda *args: declare(*args).addCallback(late, "declare_queue")
                 return chan
 
             return opened(connection).addCallback(wrap)
@@ -532,7 +534,10 @@ class SlowAnswers:
                 connection.channel = lambda: channel(connection)
                 return late(connection, "connect")
 
-            return broker.connect(config, reactor, url).addCallback(wrap)
+            def refused(failure: Any) -> Any:
+                return late(failure, "connect")  # a refusal comes late too
+
+            return broker.connect(config, reactor, url).addCallbacks(wrap, refused)
 
         opened: Any = None
         return connect
@@ -685,3 +690,58 @@ def test_a_queue_refused_while_a_session_opens_fails_alone_and_one_added_meanwhi
     assert broker.consumer_count("audit") == 1
     consumer.cancel()
     h_clock.run_until(lambda: consumer.state == "stopped")
+
+
+def test_a_connection_lost_while_an_added_queue_is_declared_keeps_the_queue():
+    """The loss fails add_queue with ConnectionFailed; the next connection consumes the queue."""
+    slow = SlowAnswers()
+    h = Harness(lambda message: None, queues={"orders": {}}, slow=slow)
+    slow.delays["declare_queue"] = 1.0
+    added = h.consumer.add_queue("refunds")
+    assert added is not None
+    outcomes: list[Any] = []
+    added.addBoth(outcomes.append)
+    slow.delays["declare_queue"] = 0.0
+    h.broker.drop_connections()  # while the broker's declare-ok is on its way
+    h.until(lambda: h.consumer.stats.reconnects == 1 and h.consumer.state == "consuming")
+    h.clock.advance(1.0)
+    h.until(lambda: outcomes != [])
+    assert outcomes[0].check(ConnectionFailed)
+    assert "refunds" in h.consumer.queue_states()
+    assert [queue.name for queue in h.consumer.config.queues] == ["orders", "refunds"]
+    assert h.broker.consumer_count("refunds") == 1
+    h.stop()
+
+
+def test_a_queue_added_during_a_failed_connection_attempt_is_consumed_by_the_next():
+    """The attempt fails: add_queue fails with ConnectionFailed, the next attempt consumes it."""
+    slow = SlowAnswers()
+    slow.delays["connect"] = 1.0
+    clock = ThreadedClock()
+    broker = InMemoryBroker(clock)
+    broker.refuse_connections(ConnectionFailed("connection refused"), times=1)
+    config = config_from_mapping(
+        {
+            "amqp_url": "amqp://in-memory/",
+            "queues": {"orders": {}},
+            "reconnect": {"initial_delay": 1, "jitter": 0},
+        }
+    )
+    consumer = Consumer(
+        config, lambda message: None, reactor=clock, connect=slow.connect_to(broker, clock)
+    )
+    started = consumer.start()
+    added = consumer.add_queue("refunds")
+    assert added is not None
+    outcomes: list[Any] = []
+    added.addBoth(outcomes.append)
+    clock.advance(1.0)  # the refusal
+    [outcome] = outcomes
+    assert outcome.check(ConnectionFailed)
+    clock.advance(1.0)  # the next attempt, after its backoff
+    clock.advance(1.0)  # connected
+    clock.run_until(lambda: started.called)
+    assert consumer.state == "consuming"
+    assert broker.consumer_count("refunds") == 1
+    consumer.cancel()
+    clock.run_until(lambda: consumer.state == "stopped")
