@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.internet import defer
 
+from fedmq._added_queues import AddedQueues, Opened
 from fedmq._connection import Channel, Clock, Connect, Connection
 from fedmq._deferreds import BoundedCloses
 from fedmq._dispatch import Dispatcher
@@ -90,8 +91,7 @@ class Session:
         #: The broker cancelled this session's consumer.
         self.cancelled_by_broker = False
         self._consuming = False
-        # Queues added while this session opens: each one's declaration, once made.
-        self._adding: dict[str, defer.Deferred[None]] = {}
+        self._added = AddedQueues(lambda: self._config, clock, lambda: self.is_lost)
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -113,7 +113,7 @@ class Session:
         try:
             self.connection = connection = await self._connect(config, self._reactor, self.url)
         except BaseException as error:
-            self._not_declared(error)
+            self._added.give_up(error)
             raise
         try:
             self.channel = channel = await self._step(connection.channel(), "opening a channel")
@@ -134,16 +134,15 @@ class Session:
                 on_unanswered=self._lose,
             )
             await self.consumers.take_charge()
-            await self._declare_added_while_opening(self.consumers)
+            await self._added.declare_waiting(self.consumers, self._opened)
         except BaseException as error:
             self._detach()
             if self.dispatcher is not None:
                 self.dispatcher.abandon()
-            self._not_declared(error)
+            self._added.give_up(error)
             await connection.close()
             raise
         self._consuming = True
-        self._adding.clear()
         connection.closed.addCallback(self._connection_closed)
         channel.closed.addCallback(self._channel_closed)
         connection.add_blocked_callbacks(self._on_blocked, self._on_unblocked)
@@ -188,12 +187,10 @@ class Session:
         if self.is_lost:
             return  # the next session declares it, with the topology
         if not self._consuming:
-            declared: defer.Deferred[None] = defer.Deferred()
-            self._adding[queue.name] = declared
-            await declared
+            await self._added.wait(queue.name)
             return
         try:
-            await self._declare_added(queue, bindings)
+            await self._added.declare(self._opened(), queue, bindings)
         except Exception as error:
             if not self.is_lost:
                 raise
@@ -201,61 +198,12 @@ class Session:
                 f"The connection was lost while declaring queue {queue.name!r}: {error}"
             ) from error
 
-    def _not_declared(self, error: BaseException) -> None:
-        """The session failed to open: the queues added meanwhile wait for the next one."""
-        adding = list(self._adding.items())
-        self._adding.clear()
-        for name, declared in adding:
-            declared.errback(
-                ConnectionFailed(f"Queue {name!r} was not declared: the connection failed: {error}")
-            )
-
-    async def _declare_added_while_opening(self, consumers: QueueConsumers) -> None:
-        """Declare the queues added while this session opened, those added meanwhile too.
-
-        A queue whose declaration the broker refuses fails alone (its
-        ``add_queue`` call says so); the session opens with the others.
-        """
-        tried: set[str] = set()
-        while True:
-            added = [
-                queue
-                for queue in self._config.queues
-                if queue.name not in consumers.names and queue.name not in tried
-            ]
-            if not added:
-                return
-            queue = added[0]
-            tried.add(queue.name)
-            declared = self._adding.pop(queue.name, None)
-            try:
-                await self._declare_added(queue, self._config.bindings)
-            except BrokerError as error:
-                if declared is None or error.reply_code is None or self.is_lost:
-                    raise
-                declared.errback(error)
-            else:
-                if declared is not None:
-                    declared.callback(None)
-
-    async def _declare_added(self, queue: QueueConfig, bindings: tuple[BindingConfig, ...]) -> None:
+    def _opened(self) -> Opened:
         connection, policy, consumers = self.connection, self.policy, self.consumers
         assert connection is not None  # noqa: S101 - set before the consumers
         assert policy is not None  # noqa: S101 - set before the consumers
         assert consumers is not None  # noqa: S101 - the caller checked
-        bindings = tuple(binding for binding in bindings if binding.queue == queue.name)
-        only = self._config.replace(exchanges=(), queues=(queue,), bindings=bindings)
-        side = await self._step(connection.channel(), "opening a channel")
-        try:
-            [name] = await declare(side, only, self._clock)
-        finally:
-            if side.is_open:
-                await self._step(side.close(), "closing a channel")
-        retry = await declare_error_paths(
-            side, connection.channel, only.replace(drop_exchange=""), self._clock
-        )
-        policy.retry_queues = policy.retry_queues | set(retry)
-        await consumers.add(queue.name, name)
+        return Opened(connection, policy, consumers)
 
     def remove_queue(self, queue: str) -> defer.Deferred[None]:
         """Cancel ``queue``'s consumer and send its unstarted deliveries back.
