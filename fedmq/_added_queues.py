@@ -5,14 +5,16 @@ channel of its own, so that a declaration the broker refuses closes that
 channel and fails that queue alone, never the session. A queue added while
 the session opens is declared by it once it consumes the queues it opened
 with; the ``add_queue`` call waits for that, and learns of a refusal or of
-a connection that failed meanwhile. Everything here runs on the reactor
-thread.
+a connection that failed meanwhile. A queue added while no connection was
+open (:class:`RuntimeQueues` knows which) is declared the same way by the
+next session, after the configured ones. Everything here runs on the
+reactor thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Collection
+from typing import Any, NamedTuple, Protocol
 
 from twisted.internet import defer
 
@@ -32,6 +34,19 @@ class Opened(NamedTuple):
     consumers: QueueConsumers
 
 
+class RuntimeQueues(Protocol):
+    """The consumer's topology, as far as the queues added at runtime go."""
+
+    def undeclared(self) -> Collection[str]:
+        """The queues added at runtime that no session has declared yet."""
+
+    def declared(self, queue: str) -> None:
+        """A session declared ``queue``."""
+
+    def refused(self, queue: str, error: BrokerError) -> None:
+        """The broker refused ``queue``, which no ``add_queue`` call waits for."""
+
+
 class AddedQueues:
     """The queues added to one session at runtime, and the ``add_queue`` calls waiting.
 
@@ -39,17 +54,36 @@ class AddedQueues:
         config: returns the session's config of now (with the queues added).
         clock: what the timeouts run on.
         is_lost: whether the session's connection ended.
+        topology: the consumer's queues added at runtime, if it tracks them.
 
     """
 
     def __init__(
-        self, config: Callable[[], Config], clock: Any, is_lost: Callable[[], bool]
+        self,
+        config: Callable[[], Config],
+        clock: Any,
+        is_lost: Callable[[], bool],
+        topology: RuntimeQueues | None = None,
     ) -> None:
+        self._topology = topology
         self._config = config
         self._clock = clock
         self._is_lost = is_lost
         # Queues added while the session opens: each one's declaration, once made.
         self._waiting: dict[str, defer.Deferred[None]] = {}
+
+    def first(self, config: Config) -> Config:
+        """What a session opens with: ``config`` without the queues no session declared yet.
+
+        Those are declared after, each on a channel of its own.
+        """
+        later = set(self._topology.undeclared()) if self._topology is not None else set()
+        if not later:
+            return config
+        return config.replace(
+            queues=tuple(queue for queue in config.queues if queue.name not in later),
+            bindings=tuple(binding for binding in config.bindings if binding.queue not in later),
+        )
 
     def wait(self, queue: str) -> defer.Deferred[None]:
         """Fires once the opening session has declared ``queue``; fails with why not."""
@@ -90,9 +124,14 @@ class AddedQueues:
             try:
                 await self.declare(opened(), queue, config.bindings)
             except BrokerError as error:
-                if declared is None or error.reply_code is None or self._is_lost():
+                if error.reply_code is None or self._is_lost():
                     raise
-                declared.errback(error)
+                if declared is not None:
+                    declared.errback(error)
+                elif self._topology is not None and queue.name in self._topology.undeclared():
+                    self._topology.refused(queue.name, error)
+                else:
+                    raise
             else:
                 if declared is not None:
                     declared.callback(None)
@@ -114,6 +153,8 @@ class AddedQueues:
             side, connection.channel, only.replace(drop_exchange=""), self._clock
         )
         session.policy.retry_queues = session.policy.retry_queues | set(retry)
+        if self._topology is not None:
+            self._topology.declared(queue.name)
         await session.consumers.add(queue.name, name)
 
     async def _step(self, d: defer.Deferred[Any], what: str) -> Any:

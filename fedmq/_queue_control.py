@@ -56,6 +56,8 @@ class QueueControl:
         self._reactor = reactor
         self._session = session
         self._on_reactor_thread = on_reactor_thread
+        # Queues added at runtime that no session has declared yet.
+        self._undeclared: set[str] = set()
 
     # --- holds, from any thread -------------------------------------------------------
 
@@ -149,8 +151,8 @@ class QueueControl:
     def _add_queue(
         self, queue: QueueConfig, bindings: tuple[BindingConfig, ...]
     ) -> defer.Deferred[None]:
-        before = self.config
-        self.config = self._added(before, queue, bindings)
+        self.config = self._added(self.config, queue, bindings)
+        self._undeclared.add(queue.name)
         self.holds.add(queue.name, paused=queue.paused)
         self.holds.changed(queue.name)
         session = self._session()
@@ -163,16 +165,11 @@ class QueueControl:
             error = failure.value
             if not isinstance(error, BrokerError) or error.reply_code is None:
                 return failure  # not the broker's refusal: the next session declares it
-            # The broker refused a declaration: the queue is not the consumer's after all.
-            self.config = self.config.replace(
-                queues=tuple(q for q in self.config.queues if q.name != queue.name),
-                bindings=tuple(b for b in self.config.bindings if b not in bindings),
-            )
-            self.holds.remove(queue.name)
-            session.update(self.config)
             if opening:
                 # The caller may have long stopped listening (or be on another thread).
-                self.holds.reconsume_failed(queue.name, error)
+                self.refused(queue.name, error)
+            else:
+                self._drop(queue.name)
             return failure
 
         return defer.ensureDeferred(session.add_queue(queue, bindings)).addErrback(refused)
@@ -189,16 +186,38 @@ class QueueControl:
         return self._call(self._remove_queue, name)
 
     def _remove_queue(self, name: str) -> defer.Deferred[None]:
+        self._drop(name)
+        session = self._session()
+        if session is None:
+            return defer.succeed(None)
+        return session.remove_queue(name)
+
+    def _drop(self, name: str) -> None:
+        """Take queue ``name`` and its bindings out of the topology and the holds."""
         self.config = self.config.replace(
             queues=tuple(queue for queue in self.config.queues if queue.name != name),
             bindings=tuple(binding for binding in self.config.bindings if binding.queue != name),
         )
+        self._undeclared.discard(name)
         self.holds.remove(name)
         session = self._session()
-        if session is None:
-            return defer.succeed(None)
-        session.update(self.config)
-        return session.remove_queue(name)
+        if session is not None:
+            session.update(self.config)
+
+    # --- the queues added at runtime, for the sessions (on the reactor thread) --------
+
+    def undeclared(self) -> frozenset[str]:
+        """The queues added at runtime that no session has declared yet."""
+        return frozenset(self._undeclared)
+
+    def declared(self, queue: str) -> None:
+        """A session declared ``queue``: from now on it is like a configured queue."""
+        self._undeclared.discard(queue)
+
+    def refused(self, queue: str, error: BrokerError) -> None:
+        """The broker refused ``queue``, added at runtime: it leaves the topology, and is told."""
+        self._drop(queue)
+        self.holds.reconsume_failed(queue, error)
 
     # --- threads ---------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from fedmq._added_queues import AddedQueues, Opened
+from fedmq._added_queues import AddedQueues, Opened, RuntimeQueues
 from fedmq._connection import Channel, Clock, Connect, Connection
 from fedmq._deferreds import BoundedCloses
 from fedmq._dispatch import Dispatcher
@@ -52,6 +52,8 @@ class Session:
         dispatcher_for: the dispatcher for the channel and policy.
         holds: which queues are held (the consumer's, kept across sessions);
             by default, the config's queues, those with ``paused`` held.
+        topology: the consumer's queues added at runtime and not declared
+            yet: declared after the others, a refusal failing only them.
 
     """
 
@@ -68,6 +70,7 @@ class Session:
         policy_for: PolicyFactory,
         dispatcher_for: DispatcherFactory,
         holds: Holds | None = None,
+        topology: RuntimeQueues | None = None,
     ) -> None:
         self.url = url
         self._config = config
@@ -91,7 +94,7 @@ class Session:
         #: The broker cancelled this session's consumer.
         self.cancelled_by_broker = False
         self._consuming = False
-        self._added = AddedQueues(lambda: self._config, clock, lambda: self.is_lost)
+        self._added = AddedQueues(lambda: self._config, clock, lambda: self.is_lost, topology)
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -109,7 +112,7 @@ class Session:
 
     async def open(self) -> None:
         """Connect, declare and consume each queue nothing holds; on failure, close it all."""
-        config = self._config
+        config = self._added.first(self._config)
         try:
             self.connection = connection = await self._connect(config, self._reactor, self.url)
         except BaseException as error:

@@ -745,3 +745,28 @@ def test_a_queue_added_during_a_failed_connection_attempt_is_consumed_by_the_nex
     assert broker.consumer_count("refunds") == 1
     consumer.cancel()
     clock.run_until(lambda: consumer.state == "stopped")
+
+
+def test_a_queue_added_while_reconnecting_that_the_broker_refuses_fails_alone():
+    """The next connection declares it after the others; the refusal drops it, not the consumer."""
+    gate = Gate()
+    failures: list[tuple[str, Exception]] = []
+    h = Harness(gate, queues={"orders": {}})
+    h.consumer.flow.add_reconsume_failed_listener(lambda *failure: failures.append(failure))
+    h.broker.declare_queue("bad", {"x-max-length": 5})  # exists with other arguments
+    h.publish("orders.new", 1)
+    h.until(lambda: len(gate.seen) == 1)
+    h.broker.drop_connections()
+    h.clock.run_pending()
+    assert h.consumer.state == "reconnecting"
+    h.consumer.add_queue("bad")
+    h.consumer.add_queue("refunds")
+    gate.open.set()
+    h.until(lambda: h.consumer.stats.reconnects == 1 and h.consumer.state == "consuming")
+    [(queue, error)] = failures
+    assert queue == "bad"
+    assert isinstance(error, DeclarationError)
+    assert list(h.consumer.queue_states()) == ["orders", "refunds"]
+    assert h.broker.consumer_count("orders") == 1
+    assert h.broker.consumer_count("refunds") == 1
+    h.stop()
