@@ -507,7 +507,13 @@ class SlowAnswers:
     """
 
     def __init__(self) -> None:
-        self.delays = {"connect": 0.0, "qos": 0.0, "consume": 0.0, "declare_queue": 0.0}
+        self.delays = {
+            "connect": 0.0,
+            "qos": 0.0,
+            "consume": 0.0,
+            "cancel": 0.0,
+            "declare_queue": 0.0,
+        }
 
     def connect_to(self, broker: InMemoryBroker, clock: ThreadedClock) -> Callable[..., Any]:
         def late(result: Any, what: str) -> Any:
@@ -520,6 +526,8 @@ class SlowAnswers:
         def channel(connection: Any) -> defer.Deferred[Any]:
             def wrap(chan: Any) -> Any:
                 qos, consume, declare = chan.qos, chan.consume, chan.declare_queue
+                cancel = chan.cancel
+                chan.cancel = lambda *args: cancel(*args).addCallback(late, "cancel")
                 chan.qos = lambda *args: qos(*args).addCallback(late, "qos")
                 chan.consume = lambda *args: consume(*args).addCallback(late, "consume")
                 chan.declare_queue = lambda *args: declare(*args).addCallback(late, "declare_queue")
@@ -769,4 +777,24 @@ def test_a_queue_added_while_reconnecting_that_the_broker_refuses_fails_alone():
     assert list(h.consumer.queue_states()) == ["orders", "refunds"]
     assert h.broker.consumer_count("orders") == 1
     assert h.broker.consumer_count("refunds") == 1
+    h.stop()
+
+
+def test_a_cancel_answered_after_connect_timeout_fails_the_pause_and_the_queue_stays_paused():
+    """cancel-ok never comes in time: the pause fails, the connection is replaced, still paused."""
+    slow = SlowAnswers()
+    h = Harness(lambda message: None, queues={"orders": {}}, slow=slow)
+    slow.delays["cancel"] = 15.0
+    paused = h.consumer.pause("orders")
+    assert paused is not None
+    outcomes: list[Any] = []
+    paused.addBoth(outcomes.append)
+    slow.delays["cancel"] = 0.0
+    h.clock.advance(10.5)
+    h.until(lambda: h.consumer.stats.reconnects == 1 and h.consumer.state == "consuming")
+    [outcome] = outcomes
+    assert outcome.check(BrokerError)
+    assert "cancelling the consumer of 'orders'" in str(outcome.value)
+    assert h.consumer.queue_states()["orders"] == QueueState(False, frozenset({PAUSED}))
+    assert h.broker.consumer_count("orders") == 0
     h.stop()
