@@ -72,6 +72,7 @@ class SessionMaker:
             policy_for=self._error_policy,
             dispatcher_for=self._dispatcher,
             holds=self._flow.holds,
+            topology=self._flow,
         )
 
     def _error_policy(self, retry_queues: list[str]) -> ErrorPolicy:

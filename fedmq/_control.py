@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, Protocol
 
 from twisted.internet import defer
 
+from fedmq._deferreds import within
 from fedmq.exit_codes import CONNECTION_FAILED, FORCED_STOP, OK, USAGE
 
 log = logging.getLogger("fedmq.control")
@@ -159,7 +160,8 @@ class Controller:
             read at every request.
         clock: what the timeout of a pause or resume runs on.
         timeout: seconds to wait for a pause or resume to take effect on the
-            broker before answering that it failed.
+            broker before answering that it was not done in time; the
+            change itself is never called off.
 
     """
 
@@ -195,13 +197,21 @@ class Controller:
         log.info("%s %s, as asked through %s", _PAST[request.command], what, via)
         try:
             outcome = act(request.queue)
-            if isinstance(outcome, defer.Deferred):
-                await outcome.addTimeout(self._timeout, self._clock)
-        except defer.TimeoutError:
-            return refused(
-                Refusal.FAILED,
-                f"{request.command} of {what} did not take effect within {self._timeout:g} s",
-            )
+            # Never cancelled: a change half made (a hold taken) is finished all the same.
+            if isinstance(outcome, defer.Deferred) and not await within(
+                outcome, self._timeout, self._clock
+            ):
+                log.warning(
+                    "%s of %s not done within %g s; it goes on",
+                    request.command.capitalize(),
+                    what,
+                    self._timeout,
+                )
+                return refused(
+                    Refusal.FAILED,
+                    f"{request.command} of {what} was not done within {self._timeout:g} s "
+                    "(it goes on)",
+                )
         except Exception as error:  # any refusal is the reply, not a crash
             log.warning("Could not %s %s: %s", request.command, what, error)
             return refused(Refusal.FAILED, f"could not {request.command} {what}: {error}")

@@ -6,7 +6,13 @@ becomes held. Each queue's consumer gets its own prefetch (``basic.qos``
 with global=false, sent just before its ``basic.consume`` when it differs
 from the last one sent), its priority (``x-priority``) and its byte budget.
 Changes to one queue are made one at a time, in order, so that a pause and
-a resume never cross. Everything here runs on the reactor thread.
+a resume never cross; each ``basic.qos`` and the ``basic.consume`` it is
+for go out together, one queue's pair at a time, so that no queue consumes
+under another's prefetch. A ``basic.consume`` or ``basic.cancel`` the broker
+leaves unanswered for ``connect_timeout`` makes the channel untrustworthy
+(the broker may still register a consumer nobody tracks): the session is
+lost, which drops the broker's consumers, and the change fails. Everything
+here runs on the reactor thread.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from fedmq._dispatch import Dispatcher
 from fedmq._flow import OVER_BYTES, RETURNS_UNSTARTED, ByteBudget, Holds
 from fedmq._topology import step
 from fedmq.config import Config, QueueConfig
+from fedmq.exceptions import BrokerError
 
 log = logging.getLogger("fedmq")
 
@@ -39,6 +46,8 @@ class QueueConsumers:
         clock: what the timeouts run on.
         on_cancelled: called when the broker cancels a consumer.
         names: each queue's configured name -> the broker's name for it.
+        on_unanswered: called with the error when the broker leaves a
+            request unanswered for ``connect_timeout`` (the session is lost).
 
     """
 
@@ -51,6 +60,8 @@ class QueueConsumers:
         clock: Clock,
         on_cancelled: Callable[[], None],
         names: dict[str, str],
+        *,
+        on_unanswered: Callable[[Exception], None] = lambda _error: None,
     ) -> None:
         self._channel = channel
         self._dispatcher = dispatcher
@@ -63,6 +74,9 @@ class QueueConsumers:
         self._tags: dict[str, str] = {}
         self._budgets: dict[str, ByteBudget] = {}
         self._locks: dict[str, defer.DeferredLock] = {}
+        # One queue's basic.qos and basic.consume at a time on the channel.
+        self._consuming = defer.DeferredLock()
+        self._on_unanswered = on_unanswered
         # The prefetch count the channel's next consumer gets (basic.qos, global=false).
         self._prefetch: int | None = None
         #: Whether a failure to consume again is worth telling (False once fedmq stops it).
@@ -109,9 +123,12 @@ class QueueConsumers:
             return
         holds = self._holds
         if OVER_BYTES in holds.reasons(queue):
-            holds.release(queue, OVER_BYTES)
+            _quiet(holds.release(queue, OVER_BYTES))
         self._budgets[queue] = ByteBudget(
-            queue, options.max_unacked_bytes, holds.hold, holds.release
+            queue,
+            options.max_unacked_bytes,
+            lambda queue, reason: _quiet(holds.hold(queue, reason)),
+            lambda queue, reason: _quiet(holds.release(queue, reason)),
         )
 
     # --- changes, one queue at a time ----------------------------------------------------
@@ -124,10 +141,11 @@ class QueueConsumers:
 
         A held queue's prefetched, unstarted deliveries go back to it when
         a reason that returns them holds it. A failure to consume again is
-        told to the holds' failure listeners; the Deferred fires anyway.
+        told to the holds' failure listeners, and fails the Deferred too.
+        Cancelling the Deferred stops the wait for it, not the change.
         """
         d = self._lock(queue).run(self._converge_now, queue)
-        return d.addErrback(self._report, queue)
+        return _detached(d.addErrback(self._report, queue))
 
     def reconsume(self, queue: str) -> defer.Deferred[None]:
         """Cancel ``queue``'s consumer and consume again, with the options of now."""
@@ -137,7 +155,7 @@ class QueueConsumers:
             await self._converge(queue)
 
         d = self._lock(queue).run(lambda: defer.ensureDeferred(again()))
-        return d.addErrback(self._report, queue)
+        return _detached(d.addErrback(self._report, queue))
 
     def add(self, queue: str, name: str) -> defer.Deferred[None]:
         """Consume ``queue`` (declared, under the broker's ``name``) unless held."""
@@ -147,7 +165,7 @@ class QueueConsumers:
             self._budget(queue)
             return self._converge_now(queue)
 
-        return self._lock(queue).run(add)
+        return _detached(self._lock(queue).run(add))
 
     def remove(self, queue: str) -> defer.Deferred[None]:
         """Cancel ``queue``'s consumer for good and send its unstarted deliveries back."""
@@ -161,15 +179,16 @@ class QueueConsumers:
             if name is not None:
                 await self._dispatcher.return_unstarted(name)
 
-        return self._lock(queue).run(lambda: defer.ensureDeferred(remove()))
+        return _detached(self._lock(queue).run(lambda: defer.ensureDeferred(remove())))
 
-    def _report(self, failure: Failure, queue: str) -> None:
-        if not self.reporting:
-            return  # the session's end says why
+    def _report(self, failure: Failure, queue: str) -> Failure:
+        """Tell the failure listeners why ``queue`` could not change; the failure goes on."""
         error = failure.value
-        self._holds.reconsume_failed(
-            queue, error if isinstance(error, Exception) else Exception(error)
-        )
+        if self.reporting and isinstance(error, Exception):
+            if isinstance(error, defer.CancelledError):
+                error = RuntimeError(f"the change of queue {queue!r} was cancelled")
+            self._holds.reconsume_failed(queue, error)
+        return failure
 
     def _converge_now(self, queue: str) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._converge(queue))
@@ -187,6 +206,9 @@ class QueueConsumers:
                 await self._dispatcher.return_unstarted(self._names[queue])
 
     async def _consume(self, queue: str) -> None:
+        await self._consuming.run(lambda: defer.ensureDeferred(self._qos_and_consume(queue)))
+
+    async def _qos_and_consume(self, queue: str) -> None:
         channel, name = self._channel, self._names[queue]
         options = self._options(queue)
         prefetch = self._config().qos.prefetch_count
@@ -206,26 +228,27 @@ class QueueConsumers:
         self._tags[queue] = await self._step(consuming, f"consuming from queue {name!r}")
 
     async def cancel(self, queue: str) -> None:
-        """Cancel ``queue``'s consumer, if it has one; unconfirmed, give up after a while.
+        """Cancel ``queue``'s consumer, if it has one.
 
-        A ``basic.cancel`` the broker does not confirm within ``connect_timeout``
-        is given up with a warning.
+        Raises:
+            BrokerError: the broker did not confirm the ``basic.cancel`` within
+                ``connect_timeout`` (the session is lost then, unless it is
+                already ending), or closed the channel.
+
         """
         tag = self._tags.pop(queue, None)
         if tag is None or not self._channel.is_open:
             return
-        cancelled = self._channel.cancel(tag)
-        cancelled.addTimeout(self._config().connect_timeout, self._clock)
-        try:
-            await cancelled
-        except defer.TimeoutError:
-            log.warning("The broker did not confirm basic.cancel in time")
+        await self._step(self._channel.cancel(tag), f"cancelling the consumer of {queue!r}")
 
     async def cancel_all(self) -> None:
-        """Cancel every consumer (a drain)."""
+        """Cancel every consumer (a drain); one the broker does not confirm is given up."""
         self.let_go()
         for queue in list(self._tags):
-            await self.cancel(queue)
+            try:
+                await self.cancel(queue)
+            except BrokerError as error:
+                log.warning("%s; stopping without it", error)
 
     def _options(self, queue: str) -> QueueConfig | None:
         for options in self._config().queues:
@@ -234,4 +257,46 @@ class QueueConsumers:
         return None
 
     async def _step(self, d: defer.Deferred[Any], what: str) -> Any:
-        return await step(d, what, self._config().connect_timeout, self._clock)
+        """Await one channel request; one left unanswered for connect_timeout loses the session."""
+        unanswered = False
+
+        def timed_out(result: object) -> object:
+            nonlocal unanswered
+            # Only step's timeout cancels this Deferred, which no one else holds.
+            unanswered = (
+                isinstance(result, Failure) and result.check(defer.CancelledError) is not None
+            )
+            return result
+
+        d.addBoth(timed_out)
+        try:
+            return await step(d, what, self._config().connect_timeout, self._clock)
+        except BrokerError as error:
+            if unanswered and self._holds.consumers is self:
+                self._on_unanswered(error)
+            raise
+
+
+def _detached(d: defer.Deferred[None]) -> defer.Deferred[None]:
+    """A Deferred with ``d``'s result, whose cancellation leaves ``d``, the change, alone.
+
+    A change half made (a lock taken, a hold's reason already changed) is
+    finished whoever stops waiting for it.
+    """
+    out: defer.Deferred[None] = defer.Deferred()
+
+    def relay(result: object) -> None:
+        if out.called:
+            return  # the waiter cancelled; the failure, if any, was already told
+        if isinstance(result, Failure):
+            out.errback(result)
+        else:
+            out.callback(None)
+
+    d.addBoth(relay)
+    return out
+
+
+def _quiet(d: defer.Deferred[None]) -> None:
+    # A failure to consume again is told by the holds' failure listeners.
+    d.addErrback(lambda _: None)

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from fedmq._flow import PAUSED, Holds, QueueListener, QueueState, ReconsumeFailedListener
 from fedmq._session import Session
 from fedmq.config import BindingConfig, Config, QueueConfig, parse_bindings
+from fedmq.exceptions import BrokerError
 
 log = logging.getLogger("fedmq")
 
@@ -55,16 +56,22 @@ class QueueControl:
         self._reactor = reactor
         self._session = session
         self._on_reactor_thread = on_reactor_thread
+        # Queues added at runtime that no session has declared yet.
+        self._undeclared: set[str] = set()
 
     # --- holds, from any thread -------------------------------------------------------
 
     def hold(self, queue: str | None, reason: str) -> defer.Deferred[None] | None:
-        """Hold ``queue`` (every queue, for None) for ``reason``; see :class:`Holds`."""
-        return self._call(self.holds.hold, self._known(queue), reason)
+        """Hold ``queue`` (every queue, for None) for ``reason``; see :class:`Holds`.
+
+        The Deferred fails with the first queue's error when the broker did
+        not cancel (or consume) as asked.
+        """
+        return self._call(_first_error(self.holds.hold), self._known(queue), reason)
 
     def release(self, queue: str | None, reason: str) -> defer.Deferred[None] | None:
         """Release ``queue``'s (every queue's, for None) hold for ``reason``."""
-        return self._call(self.holds.release, self._known(queue), reason)
+        return self._call(_first_error(self.holds.release), self._known(queue), reason)
 
     def pause(self, queue: str | None = None) -> defer.Deferred[None] | None:
         """Hold ``queue`` (every queue, for None) as "paused"."""
@@ -144,23 +151,25 @@ class QueueControl:
     def _add_queue(
         self, queue: QueueConfig, bindings: tuple[BindingConfig, ...]
     ) -> defer.Deferred[None]:
-        before = self.config
-        self.config = self._added(before, queue, bindings)
+        self.config = self._added(self.config, queue, bindings)
+        self._undeclared.add(queue.name)
         self.holds.add(queue.name, paused=queue.paused)
         self.holds.changed(queue.name)
         session = self._session()
         if session is None:
             return defer.succeed(None)
         session.update(self.config)
+        opening = not session.is_consuming
 
         def refused(failure: Failure) -> Failure:
-            # The broker refused a declaration: the queue is not the consumer's after all.
-            self.config = self.config.replace(
-                queues=tuple(q for q in self.config.queues if q.name != queue.name),
-                bindings=tuple(b for b in self.config.bindings if b not in bindings),
-            )
-            self.holds.remove(queue.name)
-            session.update(self.config)
+            error = failure.value
+            if not isinstance(error, BrokerError) or error.reply_code is None:
+                return failure  # not the broker's refusal: the next session declares it
+            if opening:
+                # The caller may have long stopped listening (or be on another thread).
+                self.refused(queue.name, error)
+            else:
+                self._drop(queue.name)
             return failure
 
         return defer.ensureDeferred(session.add_queue(queue, bindings)).addErrback(refused)
@@ -177,16 +186,38 @@ class QueueControl:
         return self._call(self._remove_queue, name)
 
     def _remove_queue(self, name: str) -> defer.Deferred[None]:
+        self._drop(name)
+        session = self._session()
+        if session is None:
+            return defer.succeed(None)
+        return session.remove_queue(name)
+
+    def _drop(self, name: str) -> None:
+        """Take queue ``name`` and its bindings out of the topology and the holds."""
         self.config = self.config.replace(
             queues=tuple(queue for queue in self.config.queues if queue.name != name),
             bindings=tuple(binding for binding in self.config.bindings if binding.queue != name),
         )
+        self._undeclared.discard(name)
         self.holds.remove(name)
         session = self._session()
-        if session is None:
-            return defer.succeed(None)
-        session.update(self.config)
-        return session.remove_queue(name)
+        if session is not None:
+            session.update(self.config)
+
+    # --- the queues added at runtime, for the sessions (on the reactor thread) --------
+
+    def undeclared(self) -> frozenset[str]:
+        """The queues added at runtime that no session has declared yet."""
+        return frozenset(self._undeclared)
+
+    def declared(self, queue: str) -> None:
+        """A session declared ``queue``: from now on it is like a configured queue."""
+        self._undeclared.discard(queue)
+
+    def refused(self, queue: str, error: BrokerError) -> None:
+        """The broker refused ``queue``, added at runtime: it leaves the topology, and is told."""
+        self._drop(queue)
+        self.holds.reconsume_failed(queue, error)
 
     # --- threads ---------------------------------------------------------------------
 
@@ -209,6 +240,19 @@ class QueueControl:
             return change(*args)
         self._reactor.callFromThread(_logged, change, *args)
         return None
+
+
+def _first_error(
+    change: Callable[[str | None, str], defer.Deferred[None]],
+) -> Callable[[str | None, str], defer.Deferred[None]]:
+    """``change``, failing with the first queue's own error rather than a ``FirstError``."""
+
+    def unwrap(failure: Failure) -> Failure:
+        if isinstance(failure.value, defer.FirstError):
+            return failure.value.subFailure
+        return failure
+
+    return lambda queue, reason: change(queue, reason).addErrback(unwrap)
 
 
 def _logged(change: Callable[..., defer.Deferred[None]], *args: Any) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.internet import defer
 
+from fedmq._added_queues import AddedQueues, Opened, RuntimeQueues
 from fedmq._connection import Channel, Clock, Connect, Connection
 from fedmq._deferreds import BoundedCloses
 from fedmq._dispatch import Dispatcher
@@ -51,6 +52,8 @@ class Session:
         dispatcher_for: the dispatcher for the channel and policy.
         holds: which queues are held (the consumer's, kept across sessions);
             by default, the config's queues, those with ``paused`` held.
+        topology: the consumer's queues added at runtime and not declared
+            yet: declared after the others, a refusal failing only them.
 
     """
 
@@ -67,6 +70,7 @@ class Session:
         policy_for: PolicyFactory,
         dispatcher_for: DispatcherFactory,
         holds: Holds | None = None,
+        topology: RuntimeQueues | None = None,
     ) -> None:
         self.url = url
         self._config = config
@@ -90,6 +94,7 @@ class Session:
         #: The broker cancelled this session's consumer.
         self.cancelled_by_broker = False
         self._consuming = False
+        self._added = AddedQueues(lambda: self._config, clock, lambda: self.is_lost, topology)
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -107,8 +112,12 @@ class Session:
 
     async def open(self) -> None:
         """Connect, declare and consume each queue nothing holds; on failure, close it all."""
-        config = self._config
-        self.connection = connection = await self._connect(config, self._reactor, self.url)
+        config = self._added.first(self._config)
+        try:
+            self.connection = connection = await self._connect(config, self._reactor, self.url)
+        except BaseException as error:
+            self._added.give_up(error)
+            raise
         try:
             self.channel = channel = await self._step(connection.channel(), "opening a channel")
             names = await declare(channel, config, self._clock)
@@ -125,16 +134,15 @@ class Session:
                 self._clock,
                 self._cancelled_by_broker,
                 dict(zip((queue.name for queue in config.queues), names, strict=True)),
+                on_unanswered=self._lose,
             )
             await self.consumers.take_charge()
-            for queue in self._config.queues:
-                if queue.name not in self.consumers.names:
-                    # Added while this session opened: its declarations are still to make.
-                    await self._declare_added(queue, self._config.bindings)
-        except BaseException:
+            await self._added.declare_waiting(self.consumers, self._opened)
+        except BaseException as error:
             self._detach()
             if self.dispatcher is not None:
                 self.dispatcher.abandon()
+            self._added.give_up(error)
             await connection.close()
             raise
         self._consuming = True
@@ -155,35 +163,50 @@ class Session:
             return defer.succeed(None)  # consumed with them once declared
         return self.consumers.reconsume(queue)
 
+    @property
+    def is_consuming(self) -> bool:
+        """Whether this session opened (it may have been lost since)."""
+        return self._consuming
+
+    @property
+    def is_lost(self) -> bool:
+        """Whether this session's connection ended: the next session declares and consumes."""
+        return self.lost.called or (self.connection is not None and not self.connection.is_open)
+
     async def add_queue(self, queue: QueueConfig, bindings: tuple[BindingConfig, ...]) -> None:
         """Declare and bind ``queue`` (and its retry and dead queues), then consume it.
 
         The declarations go on a channel of their own, so a refusal fails
         this call (with :class:`DeclarationError`) and not the session.
-        """
-        if self._consuming:
-            await self._declare_added(queue, bindings)
-        # Otherwise the session is opening: it declares the queue once it has
-        # consumed the others (or the next session does, with the topology).
+        While the session opens, it declares the queue once it has consumed
+        the others, and this call waits for that.
 
-    async def _declare_added(self, queue: QueueConfig, bindings: tuple[BindingConfig, ...]) -> None:
+        Raises:
+            BrokerError: the broker refused a declaration, or consuming.
+            ConnectionFailed: the connection was lost before the queue was
+                declared (the next session declares it).
+
+        """
+        if self.is_lost:
+            return  # the next session declares it, with the topology
+        if not self._consuming:
+            await self._added.wait(queue.name)
+            return
+        try:
+            await self._added.declare(self._opened(), queue, bindings)
+        except Exception as error:
+            if not self.is_lost:
+                raise
+            raise ConnectionFailed(
+                f"The connection was lost while declaring queue {queue.name!r}: {error}"
+            ) from error
+
+    def _opened(self) -> Opened:
         connection, policy, consumers = self.connection, self.policy, self.consumers
         assert connection is not None  # noqa: S101 - set before the consumers
         assert policy is not None  # noqa: S101 - set before the consumers
         assert consumers is not None  # noqa: S101 - the caller checked
-        bindings = tuple(binding for binding in bindings if binding.queue == queue.name)
-        only = self._config.replace(exchanges=(), queues=(queue,), bindings=bindings)
-        side = await self._step(connection.channel(), "opening a channel")
-        try:
-            [name] = await declare(side, only, self._clock)
-        finally:
-            if side.is_open:
-                await self._step(side.close(), "closing a channel")
-        retry = await declare_error_paths(
-            side, connection.channel, only.replace(drop_exchange=""), self._clock
-        )
-        policy.retry_queues = policy.retry_queues | set(retry)
-        await consumers.add(queue.name, name)
+        return Opened(connection, policy, consumers)
 
     def remove_queue(self, queue: str) -> defer.Deferred[None]:
         """Cancel ``queue``'s consumer and send its unstarted deliveries back.

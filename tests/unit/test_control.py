@@ -31,6 +31,7 @@ from fedmq.config import check_runnable, config_from_mapping, load_config
 from fedmq.exceptions import ConfigurationError
 from fedmq.monitoring import MonitoringService
 from fedmq.service import ConsumerService
+from tests.unit.test_flow import Harness, SlowAnswers
 from tests.unit.test_monitoring import Response
 
 TOKEN = "s3cret-t0ken-for-tests"
@@ -150,6 +151,35 @@ def test_a_pause_that_fails_answers_why():
     consumer.answer = defer.fail(RuntimeError("channel closed"))
     reply = result_of(controller(consumer)(Request("pause", "orders"), "a test"))
     assert reply.body["kind"] == "failed" and "channel closed" in reply.body["error"]
+
+
+def test_a_pause_not_done_in_time_answers_so_and_is_still_made():
+    """A resume holds the queue past the timeout: the pause answers "failed", then happens.
+
+    The answer never claims a pause the broker did not make, and the pause is
+    not called off: once the resume's slow basic.consume is answered, the
+    consumer is cancelled and nothing is told to the failure listeners.
+    """
+    slow = SlowAnswers()
+    failures: list[Any] = []
+    h = Harness(lambda message: None, queues={"orders": {}}, slow=slow, connect_timeout=30)
+    h.consumer.flow.add_reconsume_failed_listener(lambda *failure: failures.append(failure))
+    h.consumer.pause("orders")
+    h.clock.run_pending()
+    slow.delays["consume"] = 12.0
+    h.consumer.resume("orders")  # t=0: consume-ok at t=12
+    h.clock.advance(1)
+    answer = Controller(Holder(h.consumer), h.clock, 10.0)(Request("pause", "orders"), "a test")
+    h.clock.advance(10)  # t=11: the controller's timeout
+    reply = result_of(answer)
+    assert reply.body["kind"] == "failed"
+    assert "not done within 10 s" in reply.body["error"]
+    assert h.broker.consumer_count("orders") == 1  # the resume's consumer, still there
+    h.clock.advance(1)  # t=12: consume-ok, then the pause goes ahead
+    h.until(lambda: h.broker.consumer_count("orders") == 0)
+    assert h.consumer.queue_states()["orders"].reasons == {"paused"}
+    assert failures == []
+    h.stop()
 
 
 # --- the control socket -------------------------------------------------------------

@@ -18,7 +18,7 @@ from fedmq import Message, Properties, QueueState, WouldDeadlock
 from fedmq._flow import OVER_BYTES, PAUSED, ByteBudget, Holds
 from fedmq.config import config_from_mapping
 from fedmq.consumer import Consumer
-from fedmq.exceptions import ConfigurationError
+from fedmq.exceptions import BrokerError, ConfigurationError, ConnectionFailed, DeclarationError
 from fedmq.testing import InMemoryBroker, ThreadedClock
 
 WAIT = 10.0
@@ -42,9 +42,17 @@ class Gate:
 class Harness:
     """A consumer of "orders" and "invoices" (bound to amq.topic) on an in-memory broker."""
 
-    def __init__(self, callback: Any, queues: dict[str, Any] | None = None, **config: Any) -> None:
+    def __init__(
+        self,
+        callback: Any,
+        queues: dict[str, Any] | None = None,
+        *,
+        slow: SlowAnswers | None = None,
+        **config: Any,
+    ) -> None:
         self.clock = ThreadedClock()
         self.broker = InMemoryBroker(self.clock)
+        connect = self.broker.connect if slow is None else slow.connect_to(self.broker, self.clock)
         queues = queues if queues is not None else {"orders": {}, "invoices": {}}
         settings = {
             "amqp_url": "amqp://in-memory/",
@@ -56,7 +64,7 @@ class Harness:
             **config,
         }
         self.consumer = Consumer(
-            config_from_mapping(settings), callback, reactor=self.clock, connect=self.broker.connect
+            config_from_mapping(settings), callback, reactor=self.clock, connect=connect
         )
         self.changes: list[tuple[str, bool, frozenset[str]]] = []
         self.consumer.add_queue_listener(
@@ -472,8 +480,12 @@ def test_a_resume_that_cannot_consume_is_told_to_the_failure_listeners():
     h.consumer.flow.add_reconsume_failed_listener(lambda *failure: failures.append(failure))
     h.consumer.pause("orders")
     h.broker.delete_queue("orders")
-    h.consumer.resume("orders")
-    h.until(lambda: failures != [])
+    resumed = h.consumer.resume("orders")
+    assert resumed is not None
+    outcomes: list[Any] = []
+    resumed.addBoth(outcomes.append)
+    h.until(lambda: failures != [] and outcomes != [])
+    assert outcomes[0].check(BrokerError)  # the resume says so too, never success
     [(queue, error)] = failures
     assert queue == "orders"
     assert "orders" in str(error)
@@ -520,3 +532,309 @@ def test_a_refusal_the_callback_ignores_is_handled_once_it_ended():
     results: list[Any] = []
     refusal.addBoth(results.append)
     assert results == [None]  # its failure was handled: nothing logged as unhandled
+
+
+# --- a broker that answers late ---------------------------------------------------------
+
+
+class SlowAnswers:
+    """A ``connect=`` for the in-memory broker whose answers come late, by the clock.
+
+    The broker acts on each request at once (the frame is on the wire); only
+    its answer (``qos-ok``, ``consume-ok``, a connection) waits the seconds
+    set in :attr:`delays` when the request is made (a refused connection's
+    failure too).
+    """
+
+    def __init__(self) -> None:
+        self.delays = {
+            "connect": 0.0,
+            "qos": 0.0,
+            "consume": 0.0,
+            "cancel": 0.0,
+            "declare_queue": 0.0,
+        }
+
+    def connect_to(self, broker: InMemoryBroker, clock: ThreadedClock) -> Callable[..., Any]:
+        def late(result: Any, what: str) -> Any:
+            if not self.delays[what]:
+                return result
+            out: defer.Deferred[Any] = defer.Deferred()
+            clock.callLater(self.delays[what], lambda: out.called or out.callback(result))
+            return out
+
+        def channel(connection: Any) -> defer.Deferred[Any]:
+            def wrap(chan: Any) -> Any:
+                qos, consume, declare = chan.qos, chan.consume, chan.declare_queue
+                cancel = chan.cancel
+                chan.cancel = lambda *args: cancel(*args).addCallback(late, "cancel")
+                chan.qos = lambda *args: qos(*args).addCallback(late, "qos")
+                chan.consume = lambda *args: consume(*args).addCallback(late, "consume")
+                chan.declare_queue = lambda *args: declare(*args).addCallback(late, "declare_queue")
+                return chan
+
+            return opened(connection).addCallback(wrap)
+
+        def connect(config: Any = None, reactor: Any = None, url: str | None = None) -> Any:
+            def wrap(connection: Any) -> Any:
+                nonlocal opened
+                opened = type(connection).channel
+                connection.channel = lambda: channel(connection)
+                return late(connection, "connect")
+
+            def refused(failure: Any) -> Any:
+                return late(failure, "connect")  # a refusal comes late too
+
+            return broker.connect(config, reactor, url).addCallbacks(wrap, refused)
+
+        opened: Any = None
+        return connect
+
+
+def test_queues_resumed_together_each_consume_under_their_own_prefetch():
+    """Resuming every queue at once, qos-ok late: "invoices" gets its 50, not "orders"' 2."""
+    slow = SlowAnswers()
+    gate = Gate()
+    h = Harness(
+        gate,
+        queues={"orders": {"prefetch_count": 2}, "invoices": {"prefetch_count": 50}},
+        slow=slow,
+    )
+    h.consumer.pause()
+    h.clock.run_pending()
+    slow.delays["qos"] = 0.01
+    resumed = h.consumer.resume()
+    assert resumed is not None
+    for _ in range(10):
+        h.clock.advance(0.01)
+    h.until(lambda: resumed.called)
+    h.publish("orders.new", 5)
+    h.publish("invoices.new", 5)
+    h.until(lambda: h.broker.unacked("orders") == 2 and h.broker.unacked("invoices") == 5)
+    gate.open.set()
+    h.until(lambda: h.consumer.counts["acked"] == 10)
+    h.stop()
+
+
+def test_a_consume_answered_after_connect_timeout_fails_the_resume_and_leaves_no_consumer():
+    """consume-ok 15 s late: the resume fails, the session is dropped, a pause then holds."""
+    slow = SlowAnswers()
+    seen: list[str] = []
+    failures: list[tuple[str, Exception]] = []
+    h = Harness(lambda message: seen.append(message.body), queues={"orders": {}}, slow=slow)
+    h.consumer.flow.add_reconsume_failed_listener(lambda *failure: failures.append(failure))
+    h.consumer.pause("orders")
+    h.clock.run_pending()
+    slow.delays["consume"] = 15.0
+    resumed = h.consumer.resume("orders")
+    assert resumed is not None
+    outcomes: list[Any] = []
+    resumed.addBoth(outcomes.append)
+    slow.delays["consume"] = 0.0
+    h.clock.advance(10.5)  # connect_timeout passes
+    h.until(lambda: h.consumer.stats.reconnects == 1 and h.consumer.state == "consuming")
+    h.clock.advance(5)  # the late consume-ok of the dropped channel
+    [outcome] = outcomes
+    assert outcome.check(BrokerError)
+    assert "did not answer" in str(outcome.value)
+    assert [queue for queue, _ in failures] == ["orders"]
+    assert h.broker.consumer_count("orders") == 1  # the new session's, nothing orphaned
+    paused = h.consumer.pause("orders")
+    assert paused is not None
+    h.until(lambda: paused.called)
+    assert h.broker.consumer_count("orders") == 0
+    h.publish("orders.new", 3)
+    h.clock.advance(1)
+    h.clock.run_pending()
+    assert seen == []
+    assert h.broker.queue_depth("orders") == 3
+    h.stop()
+
+
+def test_a_pause_whose_waiter_gives_up_is_still_made():
+    """Cancelling a pause's Deferred while a resume holds the queue stops the wait only."""
+    slow = SlowAnswers()
+    failures: list[tuple[str, Exception]] = []
+    h = Harness(lambda message: None, queues={"orders": {"prefetch_count": 3}}, slow=slow)
+    h.consumer.flow.add_reconsume_failed_listener(lambda *failure: failures.append(failure))
+    h.consumer.pause("orders")
+    h.clock.run_pending()
+    slow.delays["consume"] = 2.0
+    resumed = h.consumer.resume("orders")
+    paused = h.consumer.pause("orders")
+    assert resumed is not None
+    assert paused is not None
+    paused.cancel()
+    paused.addErrback(lambda failure: failure.trap(defer.CancelledError))
+    h.clock.advance(2.0)
+    h.until(lambda: resumed.called)
+    h.clock.run_pending()
+    assert h.broker.consumer_count("orders") == 0
+    assert h.consumer.queue_states()["orders"] == QueueState(False, frozenset({PAUSED}))
+    assert failures == []
+    h.stop()
+
+
+def test_a_queue_added_while_reconnecting_stays_and_the_next_connection_consumes_it():
+    """add_queue on a lost connection fires at once; the queue is kept and consumed later."""
+    gate = Gate()
+    h = Harness(gate, queues={"orders": {}})
+    h.publish("orders.new", 1)
+    h.until(lambda: len(gate.seen) == 1)
+    h.broker.drop_connections()  # lost while a callback runs: reconnecting until it ends
+    h.clock.run_pending()
+    assert h.consumer.state == "reconnecting"
+    added = h.consumer.add_queue(
+        "refunds", bindings=[{"exchange": "amq.topic", "routing_keys": ["refunds.#"]}]
+    )
+    assert added is not None
+    outcomes: list[Any] = []
+    added.addBoth(outcomes.append)
+    assert outcomes == [None]
+    gate.open.set()
+    h.until(lambda: h.consumer.stats.reconnects == 1 and h.consumer.state == "consuming")
+    assert [queue.name for queue in h.consumer.config.queues] == ["orders", "refunds"]
+    assert h.broker.consumer_count("refunds") == 1
+    h.stop()
+
+
+def test_a_queue_refused_while_a_session_opens_fails_alone_and_one_added_meanwhile_consumes():
+    """Connecting: "bad" is refused (only its add_queue fails); "audit", added late, consumes."""
+    slow = SlowAnswers()
+    slow.delays["connect"] = 1.0
+    failures: list[tuple[str, Exception]] = []
+    h_clock = ThreadedClock()
+    broker = InMemoryBroker(h_clock)
+    broker.declare_queue("bad", {"x-max-length": 5})  # exists with other arguments
+    config = config_from_mapping({"amqp_url": "amqp://in-memory/", "queues": {"orders": {}}})
+    consumer = Consumer(
+        config, lambda message: None, reactor=h_clock, connect=slow.connect_to(broker, h_clock)
+    )
+    consumer.flow.add_reconsume_failed_listener(lambda *failure: failures.append(failure))
+    started = consumer.start()
+    assert consumer.state == "connecting"
+    outcomes: dict[str, Any] = {}
+    bad = consumer.add_queue("bad")
+    refunds = consumer.add_queue("refunds")
+    assert bad is not None
+    assert refunds is not None
+    bad.addBoth(lambda result: outcomes.__setitem__("bad", result))
+
+    def add_audit(_: None) -> None:
+        audit = consumer.add_queue("audit")  # while the session declares the added queues
+        assert audit is not None
+        audit.addBoth(lambda result: outcomes.__setitem__("audit", result))
+
+    refunds.addCallback(add_audit)
+    h_clock.advance(1.0)
+    h_clock.run_until(lambda: started.called and "audit" in outcomes)
+    assert consumer.state == "consuming"
+    assert outcomes["bad"].check(DeclarationError)
+    assert outcomes["audit"] is None
+    assert [queue for queue, _ in failures] == ["bad"]
+    assert "bad" not in consumer.queue_states()
+    assert [queue.name for queue in consumer.config.queues] == ["orders", "refunds", "audit"]
+    assert broker.consumer_count("refunds") == 1
+    assert broker.consumer_count("audit") == 1
+    consumer.cancel()
+    h_clock.run_until(lambda: consumer.state == "stopped")
+
+
+def test_a_connection_lost_while_an_added_queue_is_declared_keeps_the_queue():
+    """The loss fails add_queue with ConnectionFailed; the next connection consumes the queue."""
+    slow = SlowAnswers()
+    h = Harness(lambda message: None, queues={"orders": {}}, slow=slow)
+    slow.delays["declare_queue"] = 1.0
+    added = h.consumer.add_queue("refunds")
+    assert added is not None
+    outcomes: list[Any] = []
+    added.addBoth(outcomes.append)
+    slow.delays["declare_queue"] = 0.0
+    h.broker.drop_connections()  # while the broker's declare-ok is on its way
+    h.until(lambda: h.consumer.stats.reconnects == 1 and h.consumer.state == "consuming")
+    h.clock.advance(1.0)
+    h.until(lambda: outcomes != [])
+    assert outcomes[0].check(ConnectionFailed)
+    assert "refunds" in h.consumer.queue_states()
+    assert [queue.name for queue in h.consumer.config.queues] == ["orders", "refunds"]
+    assert h.broker.consumer_count("refunds") == 1
+    h.stop()
+
+
+def test_a_queue_added_during_a_failed_connection_attempt_is_consumed_by_the_next():
+    """The attempt fails: add_queue fails with ConnectionFailed, the next attempt consumes it."""
+    slow = SlowAnswers()
+    slow.delays["connect"] = 1.0
+    clock = ThreadedClock()
+    broker = InMemoryBroker(clock)
+    broker.refuse_connections(ConnectionFailed("connection refused"), times=1)
+    config = config_from_mapping(
+        {
+            "amqp_url": "amqp://in-memory/",
+            "queues": {"orders": {}},
+            "reconnect": {"initial_delay": 1, "jitter": 0},
+        }
+    )
+    consumer = Consumer(
+        config, lambda message: None, reactor=clock, connect=slow.connect_to(broker, clock)
+    )
+    started = consumer.start()
+    added = consumer.add_queue("refunds")
+    assert added is not None
+    outcomes: list[Any] = []
+    added.addBoth(outcomes.append)
+    clock.advance(1.0)  # the refusal
+    [outcome] = outcomes
+    assert outcome.check(ConnectionFailed)
+    clock.advance(1.0)  # the next attempt, after its backoff
+    clock.advance(1.0)  # connected
+    clock.run_until(lambda: started.called)
+    assert consumer.state == "consuming"
+    assert broker.consumer_count("refunds") == 1
+    consumer.cancel()
+    clock.run_until(lambda: consumer.state == "stopped")
+
+
+def test_a_queue_added_while_reconnecting_that_the_broker_refuses_fails_alone():
+    """The next connection declares it after the others; the refusal drops it, not the consumer."""
+    gate = Gate()
+    failures: list[tuple[str, Exception]] = []
+    h = Harness(gate, queues={"orders": {}})
+    h.consumer.flow.add_reconsume_failed_listener(lambda *failure: failures.append(failure))
+    h.broker.declare_queue("bad", {"x-max-length": 5})  # exists with other arguments
+    h.publish("orders.new", 1)
+    h.until(lambda: len(gate.seen) == 1)
+    h.broker.drop_connections()
+    h.clock.run_pending()
+    assert h.consumer.state == "reconnecting"
+    h.consumer.add_queue("bad")
+    h.consumer.add_queue("refunds")
+    gate.open.set()
+    h.until(lambda: h.consumer.stats.reconnects == 1 and h.consumer.state == "consuming")
+    [(queue, error)] = failures
+    assert queue == "bad"
+    assert isinstance(error, DeclarationError)
+    assert list(h.consumer.queue_states()) == ["orders", "refunds"]
+    assert h.broker.consumer_count("orders") == 1
+    assert h.broker.consumer_count("refunds") == 1
+    h.stop()
+
+
+def test_a_cancel_answered_after_connect_timeout_fails_the_pause_and_the_queue_stays_paused():
+    """cancel-ok never comes in time: the pause fails, the connection is replaced, still paused."""
+    slow = SlowAnswers()
+    h = Harness(lambda message: None, queues={"orders": {}}, slow=slow)
+    slow.delays["cancel"] = 15.0
+    paused = h.consumer.pause("orders")
+    assert paused is not None
+    outcomes: list[Any] = []
+    paused.addBoth(outcomes.append)
+    slow.delays["cancel"] = 0.0
+    h.clock.advance(10.5)
+    h.until(lambda: h.consumer.stats.reconnects == 1 and h.consumer.state == "consuming")
+    [outcome] = outcomes
+    assert outcome.check(BrokerError)
+    assert "cancelling the consumer of 'orders'" in str(outcome.value)
+    assert h.consumer.queue_states()["orders"] == QueueState(False, frozenset({PAUSED}))
+    assert h.broker.consumer_count("orders") == 0
+    h.stop()
