@@ -196,7 +196,7 @@ class Holds:
 
     def reconsume_failed(self, queue: str, error: Exception) -> None:
         """Consuming ``queue`` again failed: tell the failure listeners."""
-        log.error("Could not consume from queue %r again: %s", queue, error)
+        log.error("Could not change the consumer of queue %r on the broker: %s", queue, error)
         for listener in list(self._failure_listeners):
             try:
                 listener(queue, error)
