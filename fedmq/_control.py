@@ -178,7 +178,19 @@ class Controller:
             via: how it came, for the log (``"the control socket"``).
 
         """
-        return defer.ensureDeferred(self._run(request, via))
+        answered = defer.ensureDeferred(self._run(request, via))
+        return answered.addErrback(self._crashed, request)
+
+    @staticmethod
+    def _crashed(failure: Any, request: Request) -> Reply:
+        # Whatever went wrong, the client gets an answer and its connection stays usable.
+        log.error(
+            "The control request %r failed: %s",
+            request.command,
+            failure.getErrorMessage(),
+            exc_info=(failure.type, failure.value, failure.getTracebackObject()),
+        )
+        return refused(Refusal.FAILED, f"{request.command} failed: {failure.getErrorMessage()}")
 
     async def _run(self, request: Request, via: str) -> Reply:
         consumer = self._consumer_service.consumer

@@ -13,7 +13,6 @@ each gets one line back, the :class:`~fedmq._control.Reply`, in order.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -188,8 +187,15 @@ class ControlSocketService(Service):
         _check_existing(self._config, path)
         if not Path(path).parent.is_dir():
             raise _fail(self._config, "cannot be made: its directory does not exist")
-        with contextlib.suppress(FileNotFoundError):
+        try:
             Path(path).unlink()  # a stale socket (_check_existing refuses anything else)
+        except FileNotFoundError:
+            pass
+        except OSError as error:  # another user's, in a sticky directory, say
+            raise _fail(
+                self._config,
+                f"is left by a stopped process and cannot be removed: {error.strerror}",
+            ) from None
         try:
             self._port = listen_private(self._reactor, path, self._factory)
         except CannotListenError as error:

@@ -108,6 +108,19 @@ def test_pause_and_resume_one_queue_or_all_and_answer_each_queues_state():
     assert status["orders"]["consuming"] is False and status["invoices"]["consuming"] is True
 
 
+def test_a_request_whose_handling_raises_still_gets_an_answer(caplog):
+    """Anything going wrong inside (here: reading the queues' states) is a "failed" reply."""
+
+    class Broken(PausableConsumer):
+        def queue_states(self) -> dict[str, QueueState]:
+            raise RuntimeError("states unreadable")
+
+    reply = result_of(controller(Broken())(Request("status"), "a test"))
+    assert reply.body["ok"] is False
+    assert "status failed: states unreadable" in reply.body["error"]
+    assert "The control request 'status' failed" in caplog.text
+
+
 def test_an_unknown_queue_is_a_usage_error_and_nothing_is_paused():
     consumer = PausableConsumer()
     reply = result_of(controller(consumer)(Request("pause", "nope"), "a test"))
@@ -305,6 +318,26 @@ def test_a_stale_socket_is_replaced(socket_dir, caplog):
         service.startService()
     assert reactor.created_modes == [0o600]  # bound anew: the old file would refuse the bind
     assert "left by a process that has stopped" in caplog.text
+
+
+def test_a_stale_socket_that_cannot_be_removed_is_a_clear_error(socket_dir, monkeypatch):
+    """Another user's stale socket in a sticky directory: exit 2 naming the key, no traceback."""
+    path = socket_dir / "c.sock"
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(path))
+    dead.close()
+
+    def refuse(self, missing_ok=False):
+        raise PermissionError(1, "Operation not permitted", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    service, _reactor = socket_service(path)
+    with pytest.raises(ConfigurationError) as raised:
+        service.privilegedStartService()
+    assert str(raised.value) == (
+        f"/etc/fedmq/orders.toml: control.socket: {path} is left by a stopped process and "
+        "cannot be removed: Operation not permitted"
+    )
 
 
 def test_a_live_socket_is_refused_and_left_alone(socket_dir):
