@@ -186,6 +186,9 @@ class Intake:
         self._flushers.append(d)
 
         def timed_out(_result: Any, _timeout: float) -> None:
+            # Forgotten at once: flushes timing out under steady traffic must not pile up.
+            with contextlib.suppress(ValueError):
+                self._flushers.remove(d)
             raise PublishTimeout(
                 f"{self.count + len(self._waiting)} messages still had no status "
                 f"after {timeout:g} s"

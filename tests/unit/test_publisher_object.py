@@ -139,6 +139,19 @@ def test_flush_fires_once_every_posted_message_has_a_status():
     assert isinstance(failure.value, fedmq.PublishTimeout)
 
 
+def test_flushes_that_time_out_are_not_kept_while_messages_keep_coming():
+    """A flush(1) every second under steady traffic: each times out and is let go."""
+    publisher, broker, clock = make()
+    for n in range(100):
+        publisher.post(message(n), on_ack=lambda ack: None)
+        late = publisher.flush(1)
+        clock.advance(1)
+        late.addErrback(lambda _: None)
+    waiting = publisher._intake._flushers  # noqa: SLF001 - no public view of waiting flushes
+    assert waiting == []
+    broker.channel.ack_all()
+
+
 def test_close_waits_its_timeout_then_cancels_what_is_unconfirmed():
     """close(timeout) fails the unconfirmed message with CANCELED and closes the connection."""
     publisher, broker, clock = make()
