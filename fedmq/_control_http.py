@@ -24,7 +24,6 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -32,6 +31,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from fedmq._config_checks import read_token
 from fedmq._control import Controller, Refusal, Reply, RequestError, refused, request
 from fedmq._http import QuietSite, listen_tcp
+from fedmq._listening import ListeningService
 from fedmq.config import Config
 
 log = logging.getLogger("fedmq.control")
@@ -179,7 +179,7 @@ def _is_loopback(address: str) -> bool:
         return address == "localhost"
 
 
-class ControlHTTPService(Service):
+class ControlHTTPService(ListeningService):
     """Serves the HTTP control endpoint on ``[control] http_address:http_port``.
 
     Does nothing when ``control.http_port`` is None. The token is read from
@@ -215,16 +215,6 @@ class ControlHTTPService(Service):
         self._site = QuietSite(_ControlEndpoints(controller, token), "fedmq control", reactor)
         self._listening: Any = None
         self.port: int | None = None
-
-    def privilegedStartService(self) -> None:
-        """Listen before the reactor runs: a port in use fails the start at once."""
-        super().privilegedStartService()
-        self._listen()
-
-    def startService(self) -> None:
-        """Listen, unless :meth:`privilegedStartService` did already."""
-        super().startService()
-        self._listen()
 
     def _listen(self) -> None:
         if self._listening is not None or self._config.http_port is None:

@@ -20,7 +20,6 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
@@ -35,6 +34,7 @@ from fedmq._control import (
     parse_line,
     refused,
 )
+from fedmq._listening import ListeningService
 from fedmq.config import Config
 from fedmq.exceptions import ConfigurationError
 
@@ -144,7 +144,7 @@ def listen_private(reactor: Any, path: str, factory: Any) -> Any:
         os.umask(previous)
 
 
-class ControlSocketService(Service):
+class ControlSocketService(ListeningService):
     """Listens on ``[control] socket`` while the service runs; off when it is unset or "".
 
     Args:
@@ -169,16 +169,6 @@ class ControlSocketService(Service):
         self._reactor = reactor
         self._port: Any = None
         self.path: str | None = None
-
-    def privilegedStartService(self) -> None:
-        """Listen before the reactor runs: a socket in use fails the start at once."""
-        super().privilegedStartService()
-        self._listen()
-
-    def startService(self) -> None:
-        """Listen, unless :meth:`privilegedStartService` did already."""
-        super().startService()
-        self._listen()
 
     def _listen(self) -> None:
         path = self._config.control.socket

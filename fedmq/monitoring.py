@@ -31,12 +31,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
-from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from fedmq._http import QuietSite, listen_tcp
+from fedmq._listening import ListeningService
 from fedmq._stats import DURATION_BUCKETS, QUEUE_COUNTERS
 from fedmq.config import Config
 from fedmq.consumer import STATES
@@ -187,7 +187,7 @@ def _json(request: Request, code: int, body: dict[str, Any]) -> bytes:
     return json.dumps(body).encode("utf-8") + b"\n"
 
 
-class MonitoringService(Service):
+class MonitoringService(ListeningService):
     """Serves ``/live``, ``/ready`` and ``/metrics`` on ``[monitoring] address:port``.
 
     Does nothing when ``monitoring.port`` is None. Port 0 listens on a free
@@ -223,18 +223,6 @@ class MonitoringService(Service):
         )
         self._listening: Any = None
         self.port: int | None = None
-
-    def privilegedStartService(self) -> None:
-        """Listen before the reactor runs, while twistd may still bind a privileged port."""
-        # Listen before the reactor runs (and before twistd sheds privileges),
-        # as Twisted's own servers do: a port in use fails the start at once.
-        super().privilegedStartService()
-        self._listen()
-
-    def startService(self) -> None:
-        """Listen, unless :meth:`privilegedStartService` did already."""
-        super().startService()
-        self._listen()
 
     def _listen(self) -> None:
         if self._listening is not None or self._config.port is None:
